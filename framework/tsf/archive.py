@@ -1,0 +1,238 @@
+"""Reading model archives: ``.mar`` (zip), ``.tar.gz`` and plain directories, extracted safely.
+
+Extraction refuses entries that would land outside the target (``..``, absolute paths, drive
+letters), links and special files, and archives whose entry count or unpacked size passes the
+configured limits.  Sizes are counted while writing, so a zip whose headers lie is caught too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import tarfile
+import tempfile
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import IO, Any
+
+from .errors import InvalidArchive
+
+MANIFEST_PATH = "MAR-INF/MANIFEST.json"
+_CHUNK = 1 << 20
+
+
+@dataclass
+class Limits:
+    """Bounds on what one archive may unpack to."""
+
+    max_bytes: int = 4 * 1024**3
+    max_files: int = 10000
+
+
+@dataclass
+class ModelArchive:
+    """An unpacked archive: its directory, manifest and model-config.yaml contents."""
+
+    model_dir: Path
+    manifest: dict
+    model_config: dict = field(default_factory=dict)
+
+    @property
+    def model(self) -> dict:
+        return self.manifest.setdefault("model", {})
+
+    @property
+    def model_name(self) -> str:
+        return str(self.model.get("modelName", ""))
+
+    @property
+    def model_version(self) -> str:
+        return str(self.model.get("modelVersion") or "1.0")
+
+    @property
+    def handler(self) -> str:
+        return str(self.model.get("handler") or "")
+
+
+def _safe_member_path(name: str) -> PurePosixPath:
+    """The relative path an archive entry may be written to, or raise InvalidArchive."""
+    text = name.replace("\\", "/")
+    if text.startswith("/") or (len(text) > 1 and text[1] == ":"):
+        raise InvalidArchive(f"archive entry {name!r} has an absolute path")
+    parts = [p for p in PurePosixPath(text).parts if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise InvalidArchive(f"archive entry {name!r} escapes the extraction directory")
+    if not parts:
+        raise InvalidArchive(f"archive entry {name!r} has an empty path")
+    return PurePosixPath(*parts)
+
+
+class _Budget:
+    def __init__(self, limits: Limits):
+        self.limits, self.bytes, self.files = limits, 0, 0
+
+    def add_file(self, name: str) -> None:
+        self.files += 1
+        if self.files > self.limits.max_files:
+            raise InvalidArchive(f"archive has more than {self.limits.max_files} entries")
+
+    def copy(self, src: IO[bytes], dest: Path, name: str) -> None:
+        with open(dest, "wb") as out:
+            while chunk := src.read(_CHUNK):
+                self.bytes += len(chunk)
+                if self.bytes > self.limits.max_bytes:
+                    raise InvalidArchive(
+                        f"archive unpacks to more than {self.limits.max_bytes} bytes "
+                        f"(stopped at {name!r}); refusing it as a possible zip bomb")
+                out.write(chunk)
+
+
+def _extract_zip(path: Path, target: Path, limits: Limits) -> None:
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise InvalidArchive(f"{path.name} is not a valid .mar/zip archive: {exc}") from None
+    budget = _Budget(limits)
+    with zf:
+        infos = zf.infolist()
+        declared = sum(info.file_size for info in infos)
+        if len(infos) > limits.max_files:
+            raise InvalidArchive(f"archive has {len(infos)} entries, more than {limits.max_files}")
+        if declared > limits.max_bytes:
+            raise InvalidArchive(f"archive declares {declared} unpacked bytes, more than "
+                                 f"{limits.max_bytes}")
+        for info in infos:
+            rel = _safe_member_path(info.filename)
+            mode = info.external_attr >> 16
+            if stat.S_ISLNK(mode):
+                raise InvalidArchive(f"archive entry {info.filename!r} is a symbolic link")
+            dest = target.joinpath(*rel.parts)
+            if info.is_dir():
+                dest.mkdir(parents=True, exist_ok=True)
+                continue
+            budget.add_file(info.filename)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                with zf.open(info) as src:
+                    budget.copy(src, dest, info.filename)
+            except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+                if isinstance(exc, InvalidArchive):
+                    raise
+                raise InvalidArchive(f"corrupt archive entry {info.filename!r}: {exc}") from None
+
+
+def _extract_tar(path: Path, target: Path, limits: Limits) -> None:
+    budget = _Budget(limits)
+    try:
+        tf = tarfile.open(path, "r:*")
+    except (tarfile.TarError, OSError) as exc:
+        raise InvalidArchive(f"{path.name} is not a valid tar archive: {exc}") from None
+    with tf:
+        try:
+            for member in tf:
+                rel = _safe_member_path(member.name)
+                if member.issym() or member.islnk():
+                    raise InvalidArchive(f"archive entry {member.name!r} is a link")
+                dest = target.joinpath(*rel.parts)
+                if member.isdir():
+                    dest.mkdir(parents=True, exist_ok=True)
+                    continue
+                if not member.isfile():
+                    raise InvalidArchive(f"archive entry {member.name!r} is not a regular file")
+                budget.add_file(member.name)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                src = tf.extractfile(member)
+                assert src is not None
+                budget.copy(src, dest, member.name)
+        except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+            if isinstance(exc, InvalidArchive):
+                raise
+            raise InvalidArchive(f"corrupt tar archive {path.name}: {exc}") from None
+
+
+def archive_format(path: Path) -> str:
+    """``dir``, ``zip`` or ``tar``, from the path's type and magic bytes."""
+    if path.is_dir():
+        return "dir"
+    with open(path, "rb") as fh:
+        head = fh.read(262)
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return "zip"
+    if head.startswith(b"\x1f\x8b") or head[257:262] == b"ustar":
+        return "tar"
+    raise InvalidArchive(f"{path.name} is neither a .mar/zip, a .tar.gz nor a directory")
+
+
+def extract(path: Path, workspace: Path, limits: Limits) -> Path:
+    """Unpack ``path`` under ``workspace`` (or return it, if it is a directory)."""
+    fmt = archive_format(path)
+    if fmt == "dir":
+        return path
+    workspace.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=workspace))
+    try:
+        (_extract_zip if fmt == "zip" else _extract_tar)(path, tmp, limits)
+        # tar.gz archives made by torch-model-archiver hold one top-level folder
+        entries = [p for p in tmp.iterdir()]
+        root = tmp
+        if not (tmp / MANIFEST_PATH).exists() and len(entries) == 1 and entries[0].is_dir() \
+                and (entries[0] / MANIFEST_PATH).exists():
+            root = entries[0]
+        final = Path(tempfile.mkdtemp(prefix=f"{path.name.split('.')[0]}-", dir=workspace))
+        final.rmdir()
+        os.replace(root, final)
+        return final
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_manifest(model_dir: Path) -> dict:
+    """The archive's manifest; a directory without one gets a manifest guessed from its files."""
+    manifest_file = model_dir / MANIFEST_PATH
+    if manifest_file.exists():
+        try:
+            manifest = json.loads(manifest_file.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidArchive(f"{MANIFEST_PATH} is not valid JSON: {exc}") from None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("model", {}), dict):
+            raise InvalidArchive(f"{MANIFEST_PATH} must be an object with a 'model' object")
+        return manifest
+    weights = sorted(p.name for p in model_dir.iterdir()
+                     if p.suffix in (".pt", ".pth", ".pt2", ".ts", ".onnx"))
+    model: dict[str, Any] = {"modelName": model_dir.name, "modelVersion": "1.0", "handler": ""}
+    if len(weights) == 1:
+        model["serializedFile"] = weights[0]
+    return {"runtime": "python", "model": model}
+
+
+def read_model_config(model_dir: Path, manifest: dict) -> dict:
+    """The parsed ``model-config.yaml`` named by the manifest (``configFile``), or ``{}``."""
+    name = manifest.get("model", {}).get("configFile")
+    if not name:
+        if (model_dir / "model-config.yaml").exists():
+            name = "model-config.yaml"
+        else:
+            return {}
+    cfg_path = model_dir / _safe_member_path(str(name))
+    if not cfg_path.exists():
+        raise InvalidArchive(f"config file {name!r} named in the manifest is not in the archive")
+    import yaml  # only needed when an archive has one
+
+    try:
+        data = yaml.safe_load(cfg_path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise InvalidArchive(f"{name} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidArchive(f"{name} must hold a mapping at top level")
+    return data
+
+
+def open_archive(path: Path, workspace: Path, limits: Limits) -> ModelArchive:
+    """Extract (if needed) and read an archive."""
+    model_dir = extract(Path(path), workspace, limits)
+    manifest = read_manifest(model_dir)
+    return ModelArchive(model_dir=model_dir, manifest=manifest,
+                        model_config=read_model_config(model_dir, manifest))

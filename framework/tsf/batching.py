@@ -1,0 +1,190 @@
+"""Per-model-version request queue and batch assembly.
+
+* The queue is bounded (``job_queue_size``): a full queue refuses at once with 503.
+* A batch holds up to ``batch_size`` jobs and waits at most ``max_batch_delay`` counted from the
+  arrival of its *first* job, not from when a worker became free: a job that already waited
+  behind a busy worker is sent as soon as a worker is idle.
+* The dispatcher takes an idle worker first, then assembles the batch, so a batch never waits
+  for a worker while more jobs could have joined it.
+* A job still queued after ``queue_timeout`` fails with 503, so no request waits forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+from typing import Any, Callable
+
+from .errors import ServiceUnavailable, TsfError
+from .workers.pool import WorkerPool
+
+
+class Job:
+    """One request waiting for its result."""
+
+    __slots__ = ("kind", "meta", "blobs", "future", "arrival", "dispatched", "expiry")
+
+    def __init__(self, kind: str, meta: dict, blobs: list[bytes],
+                 future: asyncio.Future) -> None:
+        self.kind = kind
+        self.meta = meta
+        self.blobs = blobs
+        self.future = future
+        self.arrival = time.monotonic()
+        self.dispatched = 0.0
+        self.expiry: asyncio.TimerHandle | None = None
+
+
+class BatchQueue:
+    """A bounded FIFO of jobs that hands out batches."""
+
+    def __init__(self, maxsize: int) -> None:
+        self.maxsize = maxsize
+        self._items: collections.deque[Job] = collections.deque()
+        self._waiter: asyncio.Future | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def put(self, job: Job) -> None:
+        if len(self._items) >= self.maxsize:
+            raise ServiceUnavailable(
+                f"the model's job queue is full ({self.maxsize} requests, job_queue_size); "
+                "retry later")
+        self._items.append(job)
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    def drain(self) -> list[Job]:
+        items = list(self._items)
+        self._items.clear()
+        return items
+
+    async def _wait(self, timeout: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._waiter = loop.create_future()
+        handle = loop.call_later(timeout, _settle, self._waiter) if timeout is not None else None
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+            if handle is not None:
+                handle.cancel()
+
+    def _prune(self) -> None:
+        while self._items and self._items[0].future.done():
+            self._items.popleft()
+
+    async def next_batch(self, batch_size: int, max_delay: float) -> list[Job]:
+        """Wait for a first job, then for more until full or its delay has passed."""
+        self._prune()
+        while not self._items:
+            await self._wait(None)
+            self._prune()
+        deadline = self._items[0].arrival + max_delay
+        while len(self._items) < batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            await self._wait(remaining)
+        batch: list[Job] = []
+        while self._items and len(batch) < batch_size:
+            job = self._items.popleft()
+            if not job.future.done():
+                batch.append(job)
+        return batch
+
+
+def _settle(future: asyncio.Future) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
+BatchDone = Callable[[list[Job], dict, float], None]
+
+
+class Batcher:
+    """Moves jobs from a queue to the idle workers of a pool, in batches."""
+
+    def __init__(self, queue: BatchQueue, pool: WorkerPool, *, batch_size: int,
+                 max_batch_delay_ms: float, response_timeout: float,
+                 on_batch: BatchDone | None = None) -> None:
+        self.queue = queue
+        self.pool = pool
+        self.batch_size = batch_size
+        self.max_delay = max_batch_delay_ms / 1000.0
+        self.response_timeout = response_timeout
+        self.on_batch = on_batch
+        self._task: asyncio.Task | None = None
+        self._inflight: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def stop(self, error: TsfError) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        for job in self.queue.drain():
+            _fail(job, error)
+        if self._inflight:
+            await asyncio.wait(self._inflight, timeout=self.response_timeout)
+
+    def submit(self, job: Job) -> None:
+        self.queue.put(job)
+        loop = asyncio.get_running_loop()
+        job.expiry = loop.call_later(self.response_timeout, _expire, job, self.response_timeout)
+
+    async def _run(self) -> None:
+        while True:
+            worker = await self.pool.acquire()
+            batch = await self.queue.next_batch(self.batch_size, self.max_delay)
+            while not worker.alive:
+                worker = await self.pool.acquire()
+            batch = [job for job in batch if not job.future.done()]
+            if not batch:
+                self.pool.release(worker)
+                continue
+            task = asyncio.ensure_future(self._dispatch(worker, batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._inflight.discard)
+
+    async def _dispatch(self, worker: Any, batch: list[Job]) -> None:
+        now = time.monotonic()
+        metas, blobs = [], []
+        for job in batch:
+            if job.expiry is not None:
+                job.expiry.cancel()
+            job.dispatched = now
+            metas.append(job.meta)
+            blobs.extend(job.blobs)
+        succeeded = False
+        try:
+            header, results = await worker.run_batch({"requests": metas}, blobs,
+                                                     self.response_timeout)
+            succeeded = True
+        except TsfError as error:
+            for job in batch:
+                _fail(job, error)
+            return
+        finally:
+            self.pool.release(worker, succeeded)
+        for job, meta, body in zip(batch, header["results"], results):
+            if not job.future.done():
+                job.future.set_result((meta, body))
+        if self.on_batch is not None:
+            self.on_batch(batch, header, now)
+
+
+def _fail(job: Job, error: TsfError) -> None:
+    if job.expiry is not None:
+        job.expiry.cancel()
+    if not job.future.done():
+        job.future.set_exception(error)
+
+
+def _expire(job: Job, timeout: float) -> None:
+    if not job.dispatched and not job.future.done():
+        job.future.set_exception(ServiceUnavailable(
+            f"no worker became free for this request within {timeout:g} s "
+            "(response_timeout); the model may be overloaded or restarting"))

@@ -1,0 +1,123 @@
+"""Command line: ``tsf serve``, ``tsf archive`` and ``tsf plugins``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from typing import Any
+
+from .errors import TsfError
+
+
+def _serve_parser(sub: Any) -> None:
+    p = sub.add_parser("serve", help="run the model server in the foreground")
+    p.add_argument("--model-store", help="folder of model archives")
+    p.add_argument("--models", nargs="*", help="models to load at start: all, x.mar, name=x.mar")
+    p.add_argument("--ts-config", "--config", dest="config_file",
+                   help="config.properties file (TorchServe keys)")
+    p.add_argument("--inference-address")
+    p.add_argument("--management-address")
+    p.add_argument("--metrics-address")
+    p.add_argument("--workspace", help="folder for unpacked archives (default: a temp folder)")
+    p.add_argument("--ready-file", help="write the bound ports here as JSON once serving")
+    p.add_argument("--log-level", default=None)
+    p.add_argument("--foreground", action="store_true", help="accepted for TorchServe "
+                   "compatibility; tsf serve always runs in the foreground")
+
+
+def _archive_parser(sub: Any) -> None:
+    p = sub.add_parser("archive", help="create a model archive (torch-model-archiver flags)")
+    p.add_argument("--model-name", required=True)
+    p.add_argument("--version", default="1.0")
+    p.add_argument("--serialized-file")
+    p.add_argument("--model-file")
+    p.add_argument("--handler", default="")
+    p.add_argument("--extra-files")
+    p.add_argument("--export-path", default=".")
+    p.add_argument("--archive-format", default="default",
+                   choices=("default", "tgz", "no-archive", "zip-store"))
+    p.add_argument("--requirements-file", "-r")
+    p.add_argument("--config-file", "-c")
+    p.add_argument("--runtime", default="python")
+    p.add_argument("-f", "--force", action="store_true")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tsf", description="tsf model server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    _archive_parser(sub)
+    plugins = sub.add_parser("plugins", help="list installed plugins and their hooks")
+    plugins.add_argument("--json", action="store_true")
+    return parser
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from .config import load_config
+    from .server.app import TsfServer, serve_forever
+
+    cli = {"model_store": args.model_store, "inference_address": args.inference_address,
+           "management_address": args.management_address,
+           "metrics_address": args.metrics_address, "workspace": args.workspace,
+           "log_level": args.log_level,
+           "load_models": ",".join(args.models) if args.models else None}
+    config = load_config(args.config_file, cli)
+    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve_forever(TsfServer(config), args.ready_file, stop)
+
+    asyncio.run(main())
+    return 0
+
+
+def run_archive(args: argparse.Namespace) -> int:
+    from .archiver import ArchiveSpec, write_archive
+
+    spec = ArchiveSpec(model_name=args.model_name, version=args.version, handler=args.handler,
+                       serialized_file=args.serialized_file, model_file=args.model_file,
+                       extra_files=args.extra_files, requirements_file=args.requirements_file,
+                       config_file=args.config_file, export_path=args.export_path,
+                       archive_format=args.archive_format, force=args.force,
+                       runtime=args.runtime)
+    print(write_archive(spec))
+    return 0
+
+
+def run_plugins(args: argparse.Namespace) -> int:
+    from .plugins import FRONTEND_BUILTINS, WORKER_BUILTINS, create_manager, describe_plugins, \
+        handler_names
+
+    pm = create_manager(FRONTEND_BUILTINS + WORKER_BUILTINS)
+    plugins = describe_plugins(pm)
+    handlers = sorted(handler_names(pm))
+    if args.json:
+        print(json.dumps({"plugins": plugins, "handlers": handlers}, indent=2))
+        return 0
+    for plugin in plugins:
+        print(f"{plugin['name']:<32} {plugin['version']:<10} {', '.join(plugin['hooks'])}")
+    print(f"handlers: {', '.join(handlers)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    runners = {"serve": run_serve, "archive": run_archive, "plugins": run_plugins}
+    try:
+        return runners[args.command](args)
+    except TsfError as exc:
+        print(f"tsf {args.command}: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

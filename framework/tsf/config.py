@@ -1,0 +1,188 @@
+"""Server configuration: defaults < config file < ``TSF_*`` environment < command line.
+
+Keys are TorchServe's ``config.properties`` keys where one exists (``inference_address``,
+``model_store``, ``job_queue_size``, ...).  The environment uses the upper-cased key with a
+``TSF_`` prefix (``TSF_JOB_QUEUE_SIZE=50``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+from urllib.parse import urlsplit
+
+from .errors import BadRequest
+
+
+@dataclass
+class ServerConfig:
+    """Every server setting, with secure defaults (loopback only, remote URLs refused)."""
+
+    inference_address: str = "http://127.0.0.1:8080"
+    management_address: str = "http://127.0.0.1:8081"
+    metrics_address: str = "http://127.0.0.1:8082"
+    model_store: str = ""
+    load_models: str = ""
+    workspace: str = ""
+    default_workers_per_model: int = 1
+    job_queue_size: int = 100
+    batch_size: int = 1
+    max_batch_delay: int = 100
+    default_response_timeout: int = 120
+    default_startup_timeout: int = 120
+    max_request_size: int = 6553500
+    max_response_size: int = 6553500
+    max_archive_size: int = 4 * 1024**3
+    max_archive_files: int = 10000
+    allowed_urls: str = ""
+    number_of_threads_per_worker: int = 0
+    enable_model_api: bool = True
+    worker_restart_backoff_max: float = 30.0
+    log_level: str = "INFO"
+
+    @property
+    def allowed_url_patterns(self) -> list[str]:
+        return [part.strip() for part in self.allowed_urls.split(",") if part.strip()]
+
+    def with_overrides(self, values: Mapping[str, Any]) -> "ServerConfig":
+        """A copy with ``values`` (strings or typed) applied; unknown keys are ignored."""
+        known = {f.name: f for f in dataclasses.fields(self)}
+        changes = {}
+        for key, raw in values.items():
+            if key in known and raw is not None:
+                changes[key] = _coerce(known[key], raw)
+        return dataclasses.replace(self, **changes)
+
+
+def _coerce(f: dataclasses.Field, raw: Any) -> Any:
+    target = f.type if isinstance(f.type, type) else {"int": int, "float": float, "bool": bool,
+                                                       "str": str}.get(str(f.type), str)
+    if isinstance(raw, target) and not (target is int and isinstance(raw, bool)):
+        return raw
+    text = str(raw).strip()
+    try:
+        if target is bool:
+            if text.lower() in ("true", "1", "yes", "on"):
+                return True
+            if text.lower() in ("false", "0", "no", "off"):
+                return False
+            raise ValueError(text)
+        return target(text)
+    except ValueError:
+        raise BadRequest(f"invalid value for {f.name}: {raw!r}") from None
+
+
+def read_properties(path: str | os.PathLike) -> dict[str, str]:
+    """Parse a Java-style ``config.properties`` file (``key=value``, ``#`` comments)."""
+    values: dict[str, str] = {}
+    for line in Path(path).read_text().splitlines():
+        line = line.strip()
+        if not line or line[0] in "#!":
+            continue
+        sep = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
+        if sep < 0:
+            continue
+        values[line[:sep].strip()] = line[sep + 1:].strip()
+    return values
+
+
+def env_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    environ = os.environ if environ is None else environ
+    out = {}
+    for f in dataclasses.fields(ServerConfig):
+        key = "TSF_" + f.name.upper()
+        if key in environ:
+            out[f.name] = environ[key]
+    return out
+
+
+def load_config(config_file: str | None = None, cli: Mapping[str, Any] | None = None,
+                environ: Mapping[str, str] | None = None) -> ServerConfig:
+    """Build the effective configuration from every source, in precedence order."""
+    config = ServerConfig()
+    if config_file:
+        config = config.with_overrides(read_properties(config_file))
+    config = config.with_overrides(env_values(environ))
+    if cli:
+        config = config.with_overrides(cli)
+    return config
+
+
+@dataclass(frozen=True)
+class Address:
+    """A parsed listen address such as ``http://127.0.0.1:8080``."""
+
+    host: str
+    port: int
+    scheme: str = "http"
+
+    @classmethod
+    def parse(cls, text: str) -> "Address":
+        if "://" not in text:
+            text = "http://" + text
+        parts = urlsplit(text)
+        if parts.scheme not in ("http",):
+            raise BadRequest(f"unsupported listen scheme {parts.scheme!r} in {text!r} (use http)")
+        if parts.port is None:
+            raise BadRequest(f"listen address {text!r} has no port")
+        return cls(host=parts.hostname or "127.0.0.1", port=parts.port, scheme=parts.scheme)
+
+
+@dataclass
+class ModelSettings:
+    """Per-model-version settings after REST parameters, model-config.yaml and defaults merge."""
+
+    batch_size: int
+    max_batch_delay: int
+    response_timeout: int
+    startup_timeout: int
+    min_workers: int
+    max_workers: int
+    extra: dict = field(default_factory=dict)
+
+
+_YAML_KEYS = {
+    "batchSize": "batch_size",
+    "maxBatchDelay": "max_batch_delay",
+    "responseTimeout": "response_timeout",
+    "startupTimeout": "startup_timeout",
+    "minWorkers": "min_workers",
+    "maxWorkers": "max_workers",
+}
+
+
+def model_settings(config: ServerConfig, model_yaml: Mapping[str, Any],
+                   rest: Mapping[str, Any]) -> ModelSettings:
+    """Merge per-model settings: REST parameters > model-config.yaml > server defaults."""
+    values: dict[str, Any] = {
+        "batch_size": config.batch_size,
+        "max_batch_delay": config.max_batch_delay,
+        "response_timeout": config.default_response_timeout,
+        "startup_timeout": config.default_startup_timeout,
+        "min_workers": config.default_workers_per_model,
+        "max_workers": None,
+    }
+    for yaml_key, key in _YAML_KEYS.items():
+        if model_yaml.get(yaml_key) is not None:
+            values[key] = model_yaml[yaml_key]
+    for key, value in rest.items():
+        if value is not None:
+            values[key] = value
+    for key in list(values):
+        if values[key] is not None:
+            try:
+                values[key] = int(values[key])
+            except (TypeError, ValueError):
+                raise BadRequest(f"{key} must be an integer, got {values[key]!r}") from None
+    if values["max_workers"] is None or values["max_workers"] < values["min_workers"]:
+        values["max_workers"] = values["min_workers"]
+    if values["batch_size"] < 1:
+        raise BadRequest("batch_size must be >= 1")
+    if values["max_batch_delay"] < 0 or values["min_workers"] < 0:
+        raise BadRequest("max_batch_delay and workers must be >= 0")
+    if values["response_timeout"] <= 0 or values["startup_timeout"] <= 0:
+        raise BadRequest("response_timeout and startup_timeout must be > 0")
+    return ModelSettings(**values)

@@ -1,0 +1,135 @@
+"""The Context a handler sees in its worker, compatible with TorchServe's ``Context``.
+
+It carries the model's identity and files, the current batch's request ids and headers, the
+per-request response status, content type and headers a handler may set, and ``metrics``: the
+API through which handlers record custom metrics that reach ``/metrics`` on the front end.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+
+def _labels(dimensions: Any) -> dict[str, str]:
+    if not dimensions:
+        return {}
+    if isinstance(dimensions, dict):
+        return {str(k): str(v) for k, v in dimensions.items()}
+    out = {}
+    for dim in dimensions:  # TorchServe Dimension objects or (name, value) pairs
+        name, value = (dim.name, dim.value) if hasattr(dim, "name") else dim
+        out[str(name)] = str(value)
+    return out
+
+
+class HandlerMetrics:
+    """Custom metrics recorded by a handler; sent to the front end with each batch's results.
+
+    Names must be valid Prometheus names; dimensions become labels (``model_name`` and
+    ``model_version`` are added by the front end).
+    """
+
+    def __init__(self) -> None:
+        self._records: list[dict] = []
+
+    def _add(self, kind: str, name: str, value: float, dimensions: Any) -> None:
+        self._records.append({"name": name, "kind": kind, "value": float(value),
+                              "labels": _labels(dimensions)})
+
+    def add_counter(self, name: str, value: float = 1, idx: Any = None, unit: str = "count",
+                    dimensions: Any = None) -> None:
+        self._add("counter", name, value, dimensions)
+
+    def add_gauge(self, name: str, value: float, dimensions: Any = None) -> None:
+        self._add("gauge", name, value, dimensions)
+
+    def add_histogram(self, name: str, value: float, dimensions: Any = None) -> None:
+        self._add("histogram", name, value, dimensions)
+
+    # TorchServe's names for gauge-like values
+    def add_time(self, name: str, value: float, idx: Any = None, unit: str = "ms",
+                 dimensions: Any = None) -> None:
+        self._add("gauge", name, value, dimensions)
+
+    add_size = add_time
+    add_percent = add_time
+
+    def drain(self) -> list[dict]:
+        records, self._records = self._records, []
+        return records
+
+
+class Context:
+    """What a handler knows about its model and the batch it is processing."""
+
+    def __init__(self, *, model_name: str, model_version: str, model_dir: str | Path,
+                 manifest: dict, model_config: dict | None = None, batch_size: int = 1,
+                 worker_id: str = "", gpu_id: int | None = None, device: str = "cpu") -> None:
+        self.model_name = model_name
+        self.model_version = model_version
+        self.model_dir = str(model_dir)
+        self.manifest = manifest
+        self.model_config = model_config or {}
+        self.batch_size = batch_size
+        self.worker_id = worker_id
+        self.gpu_id = gpu_id
+        self.device = device
+        self.model: Any = None
+        self.metrics = HandlerMetrics()
+        self.system_properties = {
+            "model_dir": self.model_dir, "gpu_id": gpu_id, "batch_size": batch_size,
+            "server_name": "tsf", "limit_max_image_pixels": True,
+        }
+        self.request_ids: dict[int, str] = {}
+        self._request_headers: list[dict[str, str]] = []
+        self._response: list[dict] = []
+
+    @property
+    def model_yaml_config(self) -> dict:
+        """TorchServe's name for the parsed model-config.yaml."""
+        return self.model_config
+
+    @property
+    def handler_config(self) -> dict:
+        """The ``handler:`` section of model-config.yaml (handler options)."""
+        section = self.model_config.get("handler") or {}
+        return section if isinstance(section, dict) else {}
+
+    # --- batch state, set by the worker -----------------------------------------------------
+    def begin_batch(self, request_ids: Iterable[str], headers: Iterable[dict[str, str]]) -> None:
+        self.request_ids = dict(enumerate(request_ids))
+        self._request_headers = [{k.lower(): v for k, v in h.items()} for h in headers]
+        self._response = [{"status": 200, "phrase": "", "content_type": None, "headers": {}}
+                          for _ in self._request_headers]
+
+    def response_settings(self, idx: int) -> dict:
+        return self._response[idx]
+
+    # --- TorchServe-compatible request/response API ------------------------------------------
+    def get_request_id(self, idx: int = 0) -> str:
+        return self.request_ids.get(idx, "")
+
+    def get_request_header(self, idx: int, key: str) -> str | None:
+        return self._request_headers[idx].get(key.lower())
+
+    def get_all_request_header(self, idx: int) -> dict[str, str]:
+        return dict(self._request_headers[idx])
+
+    def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
+        self._response[idx].update(status=int(code), phrase=phrase)
+
+    def get_response_status(self, idx: int = 0) -> int:
+        return self._response[idx]["status"]
+
+    def set_response_content_type(self, idx: int, value: str) -> None:
+        self._response[idx]["content_type"] = value
+
+    def get_response_content_type(self, idx: int) -> str | None:
+        return self._response[idx]["content_type"]
+
+    def set_response_header(self, idx: int, key: str, value: str) -> None:
+        self._response[idx]["headers"][key] = value
+
+    def get_response_headers(self, idx: int) -> dict[str, str]:
+        return self._response[idx]["headers"]

@@ -1,0 +1,138 @@
+"""The built-in ``base`` handler: JSON tensors in, model, JSON tensors out.
+
+Each request carries one sample as a nested list (``[[...]]``) or ``{"data": ...}``
+(``"inputs"`` and ``"instances"`` are accepted too).  Samples of equal shape are stacked into one
+batch along a new first dimension, run through the model once, and split back: one result per
+request.  Samples of different shapes run one by one.  Integer input is cast to float32 unless
+the model embeds tokens (has an ``Embedding``) or ``handler.input_dtype`` says otherwise.
+
+This module is also the worker's built-in plugin: it registers the ``base`` handler, and a
+``FallbackHandler`` answers any stage a custom handler leaves out.  torch is imported lazily.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from . import hookimpl
+from .errors import BadRequest, HandlerError
+
+INPUT_KEYS = ("data", "inputs", "instances", "body")
+
+
+class Ragged(list):
+    """A batch whose samples have different shapes: run one by one."""
+
+
+def request_payload(request: dict, index: int, request_id: str) -> Any:
+    """The JSON value a request carries, whichever key or encoding it came in."""
+    value = next((request[k] for k in INPUT_KEYS if k in request), None)
+    if value is None and len(request) == 1:
+        value = next(iter(request.values()))
+    if isinstance(value, (bytes, bytearray)):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise BadRequest(f"request {request_id or index}: body is not JSON") from None
+    elif isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise BadRequest(f"request {request_id or index}: body is not JSON") from None
+    if isinstance(value, dict):
+        value = next((value[k] for k in INPUT_KEYS if k in value), value)
+    if value is None or isinstance(value, dict):
+        raise BadRequest(f"request {request_id or index}: expected a nested list of numbers "
+                         "or {\"data\": [...]}")
+    return value
+
+
+def _wants_float(model: Any) -> bool:
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        return True
+    for module in model.modules():
+        name = getattr(module, "original_name", type(module).__name__)
+        if "Embedding" in name:
+            return False
+    return True
+
+
+class BaseHandler:
+    """Tensor-in, tensor-out handler used when an archive names no handler (or ``base``).
+
+    Subclass it and override any ``tsf_*`` stage method; undecorated overrides count.
+    """
+
+    @hookimpl
+    def tsf_load_model(self, context: Any) -> Any:
+        from .model_loader import load_model
+
+        model = load_model(context)
+        dtype = context.handler_config.get("input_dtype")
+        context.input_dtype = dtype or ("float32" if _wants_float(model) else None)
+        return model
+
+    def to_tensor(self, context: Any, value: Any, index: int):
+        import torch
+
+        try:
+            tensor = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise BadRequest(f"request {context.get_request_id(index) or index}: cannot make a "
+                             f"tensor of the input ({exc})") from None
+        dtype = getattr(context, "input_dtype", "float32")
+        if dtype and tensor.dtype != getattr(torch, dtype):
+            tensor = tensor.to(getattr(torch, dtype))
+        return tensor
+
+    @hookimpl
+    def tsf_preprocess(self, context: Any, requests: list[dict]) -> Any:
+        import torch
+
+        tensors = [self.to_tensor(context, request_payload(r, i, context.get_request_id(i)), i)
+                   for i, r in enumerate(requests)]
+        if all(t.shape == tensors[0].shape for t in tensors):
+            return torch.stack(tensors).to(context.device)
+        return Ragged(t.unsqueeze(0).to(context.device) for t in tensors)
+
+    @hookimpl
+    def tsf_inference(self, context: Any, batch: Any) -> Any:
+        import torch
+
+        with torch.inference_mode():
+            if isinstance(batch, Ragged):
+                return Ragged(context.model(sample) for sample in batch)
+            return context.model(batch)
+
+    @hookimpl
+    def tsf_postprocess(self, context: Any, outputs: Any) -> list:
+        if isinstance(outputs, Ragged):
+            return [_to_python(out, 0) for out in outputs]
+        count = len(context.request_ids)
+        return [_to_python(outputs, i) for i in range(count)]
+
+
+def _to_python(outputs: Any, index: int) -> Any:
+    """Row ``index`` of a model output (tensor, tuple/list or dict of tensors) as JSON-able data."""
+    if hasattr(outputs, "detach"):
+        return outputs[index].detach().cpu().tolist()
+    if isinstance(outputs, dict):
+        return {k: _to_python(v, index) for k, v in outputs.items()}
+    if isinstance(outputs, (tuple, list)):
+        return [_to_python(v, index) for v in outputs]
+    raise HandlerError(f"cannot split a model output of type {type(outputs).__name__} "
+                       "per request; write a tsf_postprocess")
+
+
+class FallbackHandler(BaseHandler):
+    """Answers, last, every stage a model's own handler does not implement."""
+
+    tsf_fallback = True
+
+
+@hookimpl
+def tsf_register_handlers() -> dict:
+    return {"base": BaseHandler}

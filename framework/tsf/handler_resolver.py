@@ -1,0 +1,158 @@
+"""Turning the manifest's ``handler`` into a plugin object registered in the worker.
+
+The handler may be:
+
+* a name registered by a plugin through ``tsf_register_handlers`` (``base``, ``image_classifier``);
+* ``file.py`` (or ``file.py:function``) inside the archive, holding either a class with ``tsf_*``
+  stage methods, a TorchServe-style class (``initialize``/``handle`` or
+  ``preprocess``/``inference``/``postprocess``), or a module-level ``handle(data, context)``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any, Callable
+
+import pluggy
+
+from . import hookimpl, hookspecs
+from .errors import ModelLoadError
+from .plugins import handler_names, resolve_class
+
+# Handler names of TorchServe's defaults and the tsf plugin distribution that provides each.
+KNOWN_HANDLER_PLUGINS = {
+    "image_classifier": "tsf-handler-image",
+    "object_detector": "tsf-handler-detector",
+    "image_segmenter": "tsf-handler-segmenter",
+    "text_classifier": "tsf-handler-text",
+}
+
+
+def import_file(path: Path, module_name: str | None = None) -> ModuleType:
+    """Import a .py file from an archive (its folder goes on sys.path for sibling imports)."""
+    if not path.is_file():
+        raise ModelLoadError(f"{path.name} is not in the archive")
+    folder = str(path.parent)
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    name = module_name or path.stem
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        raise ModelLoadError(f"importing {path.name} failed: {type(exc).__name__}: {exc}") from exc
+    return module
+
+
+class FunctionHandler:
+    """Adapts a TorchServe module-level ``handle(data, context)`` function."""
+
+    def __init__(self, function: Callable) -> None:
+        self.function = function
+
+    @hookimpl
+    def tsf_load_model(self, context: Any) -> Any:
+        self.function(None, context)  # TorchServe initialises function handlers this way
+        return self
+
+    @hookimpl
+    def tsf_preprocess(self, context: Any, requests: list[dict]) -> Any:
+        return requests
+
+    @hookimpl
+    def tsf_inference(self, context: Any, batch: Any) -> Any:
+        return self.function(batch, context)
+
+    @hookimpl
+    def tsf_postprocess(self, context: Any, outputs: Any) -> list:
+        return outputs
+
+
+class TorchServeClassHandler:
+    """Adapts a TorchServe-style handler class (``initialize`` + ``handle`` or stage methods)."""
+
+    def __init__(self, instance: Any) -> None:
+        self.instance = instance
+        self.staged = not hasattr(instance, "handle") and all(
+            hasattr(instance, m) for m in ("preprocess", "inference", "postprocess"))
+
+    @hookimpl
+    def tsf_load_model(self, context: Any) -> Any:
+        if hasattr(self.instance, "initialize"):
+            self.instance.initialize(context)
+        return getattr(self.instance, "model", None) or self.instance
+
+    @hookimpl
+    def tsf_preprocess(self, context: Any, requests: list[dict]) -> Any:
+        return self.instance.preprocess(requests) if self.staged else requests
+
+    @hookimpl
+    def tsf_inference(self, context: Any, batch: Any) -> Any:
+        if self.staged:
+            return self.instance.inference(batch)
+        return self.instance.handle(batch, context)
+
+    @hookimpl
+    def tsf_postprocess(self, context: Any, outputs: Any) -> list:
+        return self.instance.postprocess(outputs) if self.staged else outputs
+
+
+def _has_stage_hooks(cls: type) -> bool:
+    return any(name.startswith("tsf_") and hasattr(hookspecs, name) for name in dir(cls))
+
+
+def _is_torchserve_class(cls: type) -> bool:
+    return hasattr(cls, "handle") or hasattr(cls, "initialize") or all(
+        hasattr(cls, m) for m in ("preprocess", "inference", "postprocess"))
+
+
+def adapt_module(module: ModuleType, function: str = "") -> Any:
+    """The plugin object for a handler module from an archive."""
+    if function:
+        target = getattr(module, function, None)
+        if not callable(target):
+            raise ModelLoadError(f"handler module has no function {function!r}")
+        return FunctionHandler(target)
+    classes = [obj for _, obj in inspect.getmembers(module, inspect.isclass)
+               if obj.__module__ == module.__name__]
+    hook_classes = [c for c in classes if _has_stage_hooks(c)]
+    if len(hook_classes) == 1:
+        return hook_classes[0]()
+    ts_classes = [c for c in classes if _is_torchserve_class(c)]
+    if not hook_classes and len(ts_classes) == 1:
+        return TorchServeClassHandler(ts_classes[0]())
+    if not hook_classes and not ts_classes and callable(getattr(module, "handle", None)):
+        return FunctionHandler(module.handle)
+    found = ", ".join(c.__name__ for c in (hook_classes or ts_classes)) or "none"
+    raise ModelLoadError(
+        "a handler file must define one handler class (with tsf_* stage methods, or "
+        f"TorchServe's initialize/handle) or a module-level handle(data, context); found: {found}")
+
+
+def missing_handler_message(name: str) -> str:
+    plugin = KNOWN_HANDLER_PLUGINS.get(name)
+    if plugin:
+        return (f"handler {name!r} is provided by the plugin {plugin}, which is not installed: "
+                f"pip install {plugin}")
+    return (f"handler {name!r} is neither an installed plugin's handler nor a .py file in the "
+            "archive (see `tsf plugins` for installed handlers)")
+
+
+def resolve_handler(name: str, model_dir: str | Path, pm: pluggy.PluginManager) -> Any:
+    """Instantiate the handler the manifest names, ready to register in ``pm``."""
+    name = name or "base"
+    path, _, function = name.partition(":")
+    if path.endswith(".py"):
+        module = import_file(Path(model_dir) / Path(path).name, f"tsf_handler_{Path(path).stem}")
+        return adapt_module(module, function)
+    registry = handler_names(pm)
+    if name not in registry:
+        raise ModelLoadError(missing_handler_message(name))
+    return resolve_class(registry[name])()

@@ -1,0 +1,232 @@
+"""Model lifecycle: register, scale, set default, unregister, and submitting requests.
+
+Responses mirror TorchServe's management API: ``(http_status, status_message)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pluggy
+
+from .archive import Limits, ModelArchive, open_archive
+from .batching import Batcher, BatchQueue, Job
+from .config import ServerConfig, model_settings
+from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, TsfError)
+from .metrics import ServerMetrics
+from .registry import ModelVersion, Registry
+from .storage import check_allowed
+from .workers.pool import WorkerPool
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+
+
+class ModelManager:
+    """Owns the registry and every model version's pool, queue and batcher."""
+
+    def __init__(self, config: ServerConfig, pm: pluggy.PluginManager,
+                 metrics: ServerMetrics) -> None:
+        self.config = config
+        self.pm = pm
+        self.metrics = metrics
+        self.registry = Registry()
+        root = Path(config.workspace) if config.workspace else \
+            Path(tempfile.mkdtemp(prefix="tsf-workspace-"))
+        self.workspace = root
+        self.limits = Limits(max_bytes=config.max_archive_size,
+                             max_files=config.max_archive_files)
+        self._reserved: set[tuple[str, str]] = set()
+
+    # --- register ---------------------------------------------------------------------------
+    async def _fetch(self, url: str) -> Path:
+        check_allowed(url, self.config)
+        downloads = self.workspace / "downloads"
+        downloads.mkdir(parents=True, exist_ok=True)
+        path = await asyncio.to_thread(self.pm.hook.tsf_fetch_archive, url=url,
+                                       dest=str(downloads), config=self.config)
+        if path is None:
+            raise BadRequest(f"no storage plugin handles the URL {url!r}")
+        return Path(path)
+
+    async def register(self, url: str | None, *, model_name: str | None = None,
+                       handler: str | None = None, batch_size: Any = None,
+                       max_batch_delay: Any = None, initial_workers: Any = None,
+                       synchronous: bool = True, response_timeout: Any = None,
+                       startup_timeout: Any = None, loaded_at_startup: bool = False
+                       ) -> tuple[int, str]:
+        if not url:
+            raise BadRequest("Parameter url is required.")
+        source = await self._fetch(url)
+        archive: ModelArchive = await asyncio.to_thread(
+            open_archive, source, self.workspace / "models", self.limits)
+        owned = archive.model_dir if archive.model_dir != source else None
+        try:
+            return await self._register_archive(
+                url, archive, owned, model_name=model_name, handler=handler,
+                loaded_at_startup=loaded_at_startup, synchronous=synchronous,
+                rest={"batch_size": batch_size, "max_batch_delay": max_batch_delay,
+                      "min_workers": initial_workers, "response_timeout": response_timeout,
+                      "startup_timeout": startup_timeout})
+        except BaseException:
+            if owned is not None and not any(mv.owned_dir == owned for mv in self.registry):
+                shutil.rmtree(owned, ignore_errors=True)
+            raise
+
+    async def _register_archive(self, url: str, archive: ModelArchive, owned: Path | None, *,
+                                model_name: str | None, handler: str | None,
+                                loaded_at_startup: bool, synchronous: bool,
+                                rest: dict) -> tuple[int, str]:
+        name = model_name or archive.model_name or Path(url).name.split(".")[0]
+        if not MODEL_NAME.fullmatch(name):
+            raise BadRequest(f"invalid model name {name!r}: use letters, digits, '_', '-', '.'")
+        version = archive.model_version
+        if handler:
+            archive.model["handler"] = handler
+        key = (name, version)
+        if self.registry.exists(name, version) or key in self._reserved:
+            raise Conflict(f"Model version {version} is already registered for model {name}")
+        settings = model_settings(self.config, archive.model_config, rest)
+        self._reserved.add(key)
+        try:
+            mv = self._build(name, version, url, archive, settings, owned, loaded_at_startup)
+            self.registry.add(mv)
+        finally:
+            self._reserved.discard(key)
+        workers = settings.min_workers
+        if workers <= 0:
+            return 200, (f'Model "{name}" Version: {version} registered with 0 initial workers. '
+                         "Use scale workers API to add workers for the model.")
+        if not synchronous:
+            asyncio.ensure_future(self._scale_or_unregister(mv, workers))
+            return 202, "Processing worker updates..."
+        await self._scale_or_unregister(mv, workers, raise_errors=True)
+        return 200, f'Model "{name}" Version: {version} registered with {workers} initial workers'
+
+    async def _scale_or_unregister(self, mv: ModelVersion, workers: int,
+                                   raise_errors: bool = False) -> None:
+        try:
+            await mv.pool.scale(workers)
+        except ModelLoadError as exc:
+            log.error("model %s version %s failed to load: %s", mv.name, mv.version, exc)
+            await self._remove(mv, ServiceUnavailable(f"model {mv.name} failed to load"))
+            if raise_errors:
+                raise ModelLoadError(f"Failed to start workers for model {mv.name} version "
+                                     f"{mv.version}: {exc.message}") from None
+
+    def _build(self, name: str, version: str, url: str, archive: ModelArchive,
+               settings: Any, owned: Path | None, loaded_at_startup: bool) -> ModelVersion:
+        spec = {"model_name": name, "model_version": version, "model_dir": str(archive.model_dir),
+                "manifest": archive.manifest, "model_config": archive.model_config,
+                "handler": archive.handler, "batch_size": settings.batch_size}
+        labels = {"model_name": name, "model_version": version}
+        pool = WorkerPool(spec, startup_timeout=settings.startup_timeout,
+                          threads_per_worker=self.config.number_of_threads_per_worker,
+                          backoff_max=self.config.worker_restart_backoff_max)
+        queue = BatchQueue(self.config.job_queue_size)
+        mv_holder: list[ModelVersion] = []
+        batcher = Batcher(queue, pool, batch_size=settings.batch_size,
+                          max_batch_delay_ms=settings.max_batch_delay,
+                          response_timeout=settings.response_timeout,
+                          on_batch=lambda batch, header, at: self._batch_done(
+                              mv_holder[0], batch, header, at))
+        mv = ModelVersion(name=name, version=version, url=url, archive=archive,
+                          settings=settings, pool=pool, queue=queue, batcher=batcher,
+                          loaded_at_startup=loaded_at_startup, owned_dir=owned, labels=labels)
+        mv_holder.append(mv)
+        pool.on_change = lambda: self._workers_changed(mv)
+        batcher.start()
+        return mv
+
+    def _workers_changed(self, mv: ModelVersion) -> None:
+        self.metrics.workers_alive.labels(mv.name, mv.version).set(mv.pool.live_count)
+        self.metrics.worker_restarts.labels(mv.name, mv.version).set(mv.pool.restarts)
+
+    def _batch_done(self, mv: ModelVersion, batch: list[Job], header: dict,
+                    dispatched: float) -> None:
+        m = self.metrics
+        for job in batch:
+            m.record_queue(mv.name, mv.version, job.meta.get("label_version", mv.version),
+                           dispatched - job.arrival)
+        m.record_batch(mv.name, mv.version, len(batch), header.get("timings", {}))
+        if header.get("metrics"):
+            m.record_custom(mv.name, mv.version, header["metrics"])
+        m.queue_depth.labels(mv.name, mv.version).set(len(mv.queue))
+
+    # --- scale / default / unregister -------------------------------------------------------
+    async def scale(self, name: str, version: str | None, min_worker: Any, max_worker: Any,
+                    synchronous: bool) -> tuple[int, str]:
+        try:
+            low = int(min_worker) if min_worker not in (None, "") else 1
+            high = int(max_worker) if max_worker not in (None, "") else low
+        except ValueError:
+            raise BadRequest("min_worker and max_worker must be integers") from None
+        if low < 0:
+            raise BadRequest("min_worker must be >= 0")
+        if high < low:
+            raise BadRequest("max_worker cannot be less than min_worker.")
+        mv = self.registry.get(name, version)
+        mv.settings.max_workers = high
+        if not synchronous:
+            asyncio.ensure_future(self._scale_logged(mv, low))
+            return 202, "Processing worker updates..."
+        try:
+            await mv.pool.scale(low)
+        except ModelLoadError as exc:
+            raise ModelLoadError(f"Failed to start workers: {exc.message}") from None
+        message = f"Workers scaled to {low} for model: {name}"
+        if version is not None:
+            message += f", version: {version}"
+        return 200, message
+
+    async def _scale_logged(self, mv: ModelVersion, target: int) -> None:
+        try:
+            await mv.pool.scale(target)
+        except TsfError as exc:
+            log.error("scaling %s to %d workers failed: %s", mv.name, target, exc)
+
+    def set_default(self, name: str, version: str) -> str:
+        self.registry.set_default(name, version)
+        return f'Default version successfully updated for model "{name}" to "{version}"'
+
+    async def unregister(self, name: str, version: str | None) -> str:
+        mv = self.registry.get(name, version)
+        self.registry.check_removable(name, mv.version)
+        await self._remove(mv, ServiceUnavailable(f"model {name} was unregistered"))
+        return f'Model "{name}" unregistered'
+
+    async def _remove(self, mv: ModelVersion, error: TsfError) -> None:
+        if self.registry.exists(mv.name, mv.version):
+            self.registry.remove(mv.name, mv.version)
+        await mv.batcher.stop(error)
+        await mv.pool.close()
+        mv.remove_files()
+
+    async def shutdown(self) -> None:
+        await asyncio.gather(*(self._remove(mv, ServiceUnavailable("server is shutting down"))
+                               for mv in list(self.registry)), return_exceptions=True)
+
+    # --- requests ---------------------------------------------------------------------------
+    def submit(self, name: str, version: str | None, kind: str, meta: dict,
+               blobs: list[bytes]) -> tuple[ModelVersion, Job]:
+        mv = self.registry.get(name, version)
+        if mv.pool.target == 0 and mv.pool.live_count == 0:
+            raise ServiceUnavailable(
+                f"model {name} has no workers; add some with PUT /models/{name}?min_worker=1")
+        meta["label_version"] = version or "default"
+        job = Job(kind, meta, blobs, asyncio.get_running_loop().create_future())
+        mv.batcher.submit(job)
+        return mv, job
+
+    def health(self) -> tuple[bool, list[str]]:
+        """Healthy when every model version has at least its minimum of live workers."""
+        problems = [f"{mv.name} {mv.version}: {mv.pool.live_count} of {mv.pool.target} workers "
+                    "alive" for mv in self.registry if mv.pool.live_count < mv.pool.target]
+        return not problems, problems

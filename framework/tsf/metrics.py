@@ -1,0 +1,157 @@
+"""Server metrics on a ``prometheus_client`` registry, served on ``/metrics``.
+
+* TorchServe's counters, under their exact names: ``ts_inference_requests_total``,
+  ``ts_inference_latency_microseconds`` and ``ts_queue_latency_microseconds``.
+* Histograms in seconds: request latency, queue wait, each worker stage, and batch size.
+* Custom metrics that handlers record through ``context.metrics``, created on first use.
+
+Every recorded value is also passed to ``tsf_record_metric`` when a plugin implements it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, Callable
+
+from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
+                               disable_created_metrics)
+from prometheus_client.core import Metric
+
+disable_created_metrics()  # ``*_created`` series only add noise to every scrape
+
+log = logging.getLogger(__name__)
+
+MODEL_LABELS = ("model_name", "model_version")
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                   5.0, 10.0, 30.0, 60.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class TorchServeCounters:
+    """A collector emitting TorchServe's three counters with their historical names and labels."""
+
+    # The microsecond sums carry no ``_total`` suffix in TorchServe, so they are exposed as
+    # untyped (a counter without the suffix is invalid in Prometheus' format).
+    NAMES = {
+        "requests": ("ts_inference_requests_total", "counter",
+                     "Total number of inference requests."),
+        "latency": ("ts_inference_latency_microseconds", "untyped",
+                    "Cumulative inference duration in microseconds"),
+        "queue": ("ts_queue_latency_microseconds", "untyped",
+                  "Cumulative queue duration in microseconds"),
+    }
+
+    def __init__(self) -> None:
+        self.values: dict[str, dict[tuple[str, str], float]] = {k: {} for k in self.NAMES}
+        self.uuid = str(uuid.uuid4())
+
+    def add(self, which: str, model: str, version: str, amount: float) -> None:
+        series = self.values[which]
+        key = (model, version)
+        series[key] = series.get(key, 0.0) + amount
+
+    def collect(self):
+        for which, (name, kind, doc) in self.NAMES.items():
+            metric = Metric(name, doc, kind)
+            for (model, version), value in sorted(self.values[which].items()):
+                metric.add_sample(name, {"uuid": self.uuid, "model_name": model,
+                                         "model_version": version}, value)
+            yield metric
+
+
+class ServerMetrics:
+    """All metrics of one server; ``record_*`` methods are called on the request path."""
+
+    def __init__(self, observer: Callable[[str, str, float, dict], None] | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.observer = observer
+        self.ts = TorchServeCounters()
+        self.registry.register(self.ts)
+        r = self.registry
+        self.requests = Counter("tsf_requests", "Inference requests by outcome",
+                                MODEL_LABELS + ("code",), registry=r)
+        self.request_seconds = Histogram("tsf_request_duration_seconds",
+                                         "Time from request arrival to response",
+                                         MODEL_LABELS, buckets=LATENCY_BUCKETS, registry=r)
+        self.queue_seconds = Histogram("tsf_queue_duration_seconds",
+                                       "Time requests wait in the queue before dispatch",
+                                       MODEL_LABELS, buckets=LATENCY_BUCKETS, registry=r)
+        self.stage_seconds = Histogram("tsf_stage_duration_seconds",
+                                       "Time per batch in each worker stage",
+                                       MODEL_LABELS + ("stage",), buckets=LATENCY_BUCKETS,
+                                       registry=r)
+        self.batch_size = Histogram("tsf_batch_size", "Requests per dispatched batch",
+                                    MODEL_LABELS, buckets=BATCH_BUCKETS, registry=r)
+        self.queue_depth = Gauge("tsf_queue_depth", "Requests waiting in a model's queue",
+                                 MODEL_LABELS, registry=r)
+        self.workers_alive = Gauge("tsf_workers_alive", "Live worker processes per model",
+                                   MODEL_LABELS, registry=r)
+        self.worker_restarts = Gauge("tsf_worker_restarts", "Worker restarts per model",
+                                     MODEL_LABELS, registry=r)
+        self._custom: dict[str, tuple[Any, tuple[str, ...]]] = {}
+
+    def _observe(self, name: str, kind: str, value: float, labels: dict) -> None:
+        if self.observer is not None:
+            self.observer(name, kind, value, labels)
+
+    def record_request(self, model: str, version: str, label_version: str, code: int,
+                       total: float) -> None:
+        self.requests.labels(model, version, str(code)).inc()
+        self.request_seconds.labels(model, version).observe(total)
+        self.ts.add("requests", model, label_version, 1)
+        self.ts.add("latency", model, label_version, total * 1e6)
+        if self.observer is not None:
+            labels = {"model_name": model, "model_version": version}
+            self._observe("tsf_request_duration_seconds", "histogram", total, labels)
+            self._observe("tsf_requests_total", "counter", 1, dict(labels, code=str(code)))
+
+    def record_queue(self, model: str, version: str, label_version: str, wait: float) -> None:
+        self.queue_seconds.labels(model, version).observe(wait)
+        self.ts.add("queue", model, label_version, wait * 1e6)
+        self._observe("tsf_queue_duration_seconds", "histogram", wait,
+                      {"model_name": model, "model_version": version})
+
+    def record_batch(self, model: str, version: str, size: int, timings: dict) -> None:
+        self.batch_size.labels(model, version).observe(size)
+        for stage, seconds in timings.items():
+            self.stage_seconds.labels(model, version, stage).observe(seconds)
+        if self.observer is not None:
+            labels = {"model_name": model, "model_version": version}
+            self._observe("tsf_batch_size", "histogram", size, labels)
+            for stage, seconds in timings.items():
+                self._observe("tsf_stage_duration_seconds", "histogram", seconds,
+                              dict(labels, stage=stage))
+
+    def record_custom(self, model: str, version: str, records: list[dict]) -> None:
+        """Apply custom metrics sent by a handler (see ``tsf.context.HandlerMetrics``)."""
+        for rec in records:
+            labels = {"model_name": model, "model_version": version, **rec.get("labels", {})}
+            try:
+                self._custom_metric(rec["name"], rec["kind"], tuple(sorted(labels)))
+                metric, names = self._custom[rec["name"]]
+                child = metric.labels(**labels)
+                value = float(rec["value"])
+                if rec["kind"] == "counter":
+                    child.inc(value)
+                elif rec["kind"] == "gauge":
+                    child.set(value)
+                else:
+                    child.observe(value)
+            except (ValueError, KeyError, TypeError) as exc:
+                log.warning("custom metric %r from %s dropped: %s", rec.get("name"), model, exc)
+                continue
+            self._observe(rec["name"], rec["kind"], value, labels)
+
+    def _custom_metric(self, name: str, kind: str, label_names: tuple[str, ...]) -> None:
+        existing = self._custom.get(name)
+        if existing is not None:
+            if existing[1] != label_names:
+                raise ValueError(f"labels {label_names} differ from the first use {existing[1]}")
+            return
+        cls = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}.get(kind)
+        if cls is None:
+            raise ValueError(f"unknown metric kind {kind!r}")
+        metric = cls(name, f"Custom metric {name} recorded by a handler", label_names,
+                     registry=self.registry)
+        self._custom[name] = (metric, label_names)

@@ -1,0 +1,117 @@
+"""Registered models: name -> version -> ModelVersion, plus each model's default version."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+from .archive import ModelArchive
+from .batching import Batcher, BatchQueue
+from .config import ModelSettings
+from .errors import Forbidden, ModelNotFound, ModelVersionNotFound
+from .workers.pool import WorkerPool
+
+
+@dataclass
+class ModelVersion:
+    """One registered version of a model and the machinery that serves it."""
+
+    name: str
+    version: str
+    url: str
+    archive: ModelArchive
+    settings: ModelSettings
+    pool: WorkerPool
+    queue: BatchQueue
+    batcher: Batcher
+    loaded_at_startup: bool = False
+    owned_dir: Path | None = None
+    labels: dict = field(default_factory=dict)
+
+    def describe(self) -> dict:
+        """The model object of TorchServe's describe response."""
+        return {
+            "modelName": self.name,
+            "modelVersion": self.version,
+            "modelUrl": self.url,
+            "runtime": self.archive.manifest.get("runtime", "python"),
+            "minWorkers": self.pool.target,
+            "maxWorkers": max(self.settings.max_workers, self.pool.target),
+            "batchSize": self.settings.batch_size,
+            "maxBatchDelay": self.settings.max_batch_delay,
+            "responseTimeout": self.settings.response_timeout,
+            "startupTimeout": self.settings.startup_timeout,
+            "loadedAtStartup": self.loaded_at_startup,
+            "handler": self.archive.handler or "base",
+            "queueLength": len(self.queue),
+            "jobQueueSize": self.queue.maxsize,
+            "workers": self.pool.describe(),
+        }
+
+    def remove_files(self) -> None:
+        if self.owned_dir is not None:
+            shutil.rmtree(self.owned_dir, ignore_errors=True)
+
+
+class Registry:
+    """Lookup of model versions; resolves a missing version to the model's default."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, dict[str, ModelVersion]] = {}
+        self._defaults: dict[str, str] = {}
+
+    def __iter__(self) -> Iterator[ModelVersion]:
+        for versions in self._models.values():
+            yield from versions.values()
+
+    def names(self) -> list[str]:
+        return sorted(self._models)
+
+    def exists(self, name: str, version: str) -> bool:
+        return version in self._models.get(name, {})
+
+    def get(self, name: str, version: str | None = None) -> ModelVersion:
+        versions = self._models.get(name)
+        if not versions:
+            raise ModelNotFound(f"Model not found: {name}")
+        if version is None:
+            return versions[self._defaults[name]]
+        try:
+            return versions[version]
+        except KeyError:
+            raise ModelVersionNotFound(
+                f"Model version: {version} does not exist for model: {name}") from None
+
+    def versions(self, name: str) -> list[ModelVersion]:
+        if name not in self._models:
+            raise ModelNotFound(f"Model not found: {name}")
+        return list(self._models[name].values())
+
+    def default_version(self, name: str) -> str:
+        self.get(name)
+        return self._defaults[name]
+
+    def add(self, mv: ModelVersion) -> None:
+        versions = self._models.setdefault(mv.name, {})
+        versions[mv.version] = mv
+        self._defaults.setdefault(mv.name, mv.version)
+
+    def check_removable(self, name: str, version: str) -> None:
+        if version == self._defaults.get(name) and len(self._models.get(name, {})) > 1:
+            raise Forbidden(f"Cannot remove default version for model {name}; set another "
+                            "version as default first")
+
+    def remove(self, name: str, version: str) -> ModelVersion:
+        mv = self.get(name, version)
+        versions = self._models[name]
+        del versions[version]
+        if not versions:
+            del self._models[name]
+            del self._defaults[name]
+        return mv
+
+    def set_default(self, name: str, version: str) -> None:
+        self.get(name, version)
+        self._defaults[name] = version

@@ -1,0 +1,141 @@
+"""The tsf server: three Tornado applications (inference, management, metrics) on one loop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import tornado.httpserver
+import tornado.netutil
+import tornado.web
+
+from ..config import Address, ServerConfig
+from ..errors import TsfError
+from ..manager import ModelManager
+from ..metrics import ServerMetrics
+from ..plugins import create_manager
+from . import inference, management, metrics
+from .errors import NotFoundHandler
+
+log = logging.getLogger("tsf")
+
+# Bodies are streamed and limited by max_request_size in the handlers (answering 413), so
+# Tornado's own cap only needs to stay out of the way.
+_TORNADO_BODY_CAP = 1 << 40
+ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".zip")
+
+
+class TsfServer:
+    """Owns the plugin manager, the model manager, metrics and the HTTP listeners."""
+
+    def __init__(self, config: ServerConfig, pm: Any = None) -> None:
+        self.config = config
+        self.pm = pm or create_manager()
+        observer = None
+        if self.pm.hook.tsf_record_metric.get_hookimpls():
+            def observer(name: str, kind: str, value: float, labels: dict) -> None:
+                self.pm.hook.tsf_record_metric(name=name, kind=kind, value=value, labels=labels)
+        self.metrics = ServerMetrics(observer)
+        self.pm.hook.tsf_register_metrics(registry=self.metrics.registry)
+        self.manager = ModelManager(config, self.pm, self.metrics)
+        self.servers: list[tornado.httpserver.HTTPServer] = []
+        self.ports: dict[str, int] = {}
+
+    def _apps(self) -> dict[str, tornado.web.Application]:
+        services = {"config": self.config, "manager": self.manager, "metrics": self.metrics,
+                    "pm": self.pm}
+        settings = {"default_handler_class": NotFoundHandler, "compress_response": False,
+                    "serve_traceback": False, "log_function": _log_request}
+        return {
+            "inference": tornado.web.Application(inference.routes(services), **settings),
+            "management": tornado.web.Application(management.routes(services), **settings),
+            "metrics": tornado.web.Application(metrics.routes(services), **settings),
+        }
+
+    def _listen(self) -> None:
+        addresses = {"inference": self.config.inference_address,
+                     "management": self.config.management_address,
+                     "metrics": self.config.metrics_address}
+        for api, app in self._apps().items():
+            address = Address.parse(addresses[api])
+            sockets = tornado.netutil.bind_sockets(address.port, address.host)
+            server = tornado.httpserver.HTTPServer(app, max_body_size=_TORNADO_BODY_CAP,
+                                                   idle_connection_timeout=300)
+            server.add_sockets(sockets)
+            self.servers.append(server)
+            self.ports[api] = sockets[0].getsockname()[1]
+
+    def urls(self) -> dict[str, str]:
+        hosts = {"inference": self.config.inference_address,
+                 "management": self.config.management_address,
+                 "metrics": self.config.metrics_address}
+        return {api: f"http://{Address.parse(hosts[api]).host}:{port}"
+                for api, port in self.ports.items()}
+
+    async def start(self) -> None:
+        """Listen, then register the startup models (their workers load in the background)."""
+        self._listen()
+        for name, url in startup_models(self.config):
+            try:
+                await self.manager.register(url, model_name=name, synchronous=False,
+                                            loaded_at_startup=True)
+            except TsfError as exc:
+                log.error("startup model %s (%s) not registered: %s", name or url, url,
+                          exc.message)
+
+    async def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+        await self.manager.shutdown()
+        for server in self.servers:
+            await server.close_all_connections()
+
+    def ready_info(self) -> dict:
+        return {"status": "ready", "ports": self.ports, "urls": self.urls()}
+
+
+def startup_models(config: ServerConfig) -> list[tuple[str | None, str]]:
+    """``[(name or None, url)]`` from ``load_models`` (``all``, ``x.mar``, ``name=x.mar``)."""
+    spec = config.load_models.strip()
+    if not spec or spec.lower() == "standalone":
+        return []
+    entries = [e.strip() for e in spec.replace(" ", ",").split(",") if e.strip()]
+    if [e.lower() for e in entries] == ["all"]:
+        store = Path(config.model_store) if config.model_store else None
+        if store is None or not store.is_dir():
+            return []
+        return [(None, p.name) for p in sorted(store.iterdir())
+                if p.name.endswith(ARCHIVE_SUFFIXES) or (p / "MAR-INF").is_dir()]
+    out = []
+    for entry in entries:
+        name, sep, url = entry.partition("=")
+        out.append((name, url) if sep else (None, entry))
+    return out
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    access = logging.getLogger("tsf.access")
+    if access.isEnabledFor(logging.INFO):
+        access.info("%s %s %d %.2fms", handler.request.method, handler.request.uri,
+                    handler.get_status(), 1000.0 * handler.request.request_time())
+
+
+def ready_line(info: dict) -> str:
+    return "tsf ready " + json.dumps(info)
+
+
+async def serve_forever(server: TsfServer, ready_file: str | None = None,
+                        stop_event: asyncio.Event | None = None) -> None:
+    await server.start()
+    info = server.ready_info()
+    print(ready_line(info), flush=True)
+    if ready_file:
+        tmp = Path(ready_file + ".tmp")
+        tmp.write_text(json.dumps(info))
+        tmp.replace(ready_file)
+    stop_event = stop_event or asyncio.Event()
+    await stop_event.wait()
+    await server.stop()

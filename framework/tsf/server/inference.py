@@ -1,0 +1,78 @@
+"""Inference API (port 8080): ``/ping``, ``/predictions``, ``/explanations``, OpenAPI."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from ..errors import InternalError, TsfError
+from ..manager import ModelManager
+from .openapi import InferenceOpenAPIHandler
+from .request_body import StreamingBodyHandler, request_parts
+
+
+class PingHandler(StreamingBodyHandler):
+    """Health: 200 Healthy only when every model has its minimum of live workers."""
+
+    def get(self) -> None:
+        healthy, problems = self.services["manager"].health()
+        if healthy:
+            self.write_json({"status": "Healthy"})
+            return
+        self.write_json({"status": "Unhealthy", "code": 503, "type": "ServiceUnavailableException",
+                         "message": "; ".join(problems)}, status=503)
+
+
+class PredictionHandler(StreamingBodyHandler):
+    """``POST /predictions/{model}[/{version}]`` (and explanations, with ``kind``)."""
+
+    kind = "predict"
+
+    async def post(self, model: str, version: str | None = None) -> None:
+        started = time.perf_counter()
+        manager: ModelManager = self.services["manager"]
+        meta, blobs = request_parts(self.request, self.body())
+        code = 500
+        mv = None
+        try:
+            mv, job = manager.submit(model, version, self.kind, meta, blobs)
+            result, payload = await job.future
+            code = result["status"]
+            self.respond(meta["id"], result, payload)
+        except TsfError as exc:
+            code = exc.status
+            raise
+        finally:
+            if mv is not None:
+                manager.metrics.record_request(mv.name, mv.version, version or "default", code,
+                                               time.perf_counter() - started)
+
+    def respond(self, request_id: str, result: dict, payload: bytes) -> None:
+        limit = self.services["config"].max_response_size
+        if len(payload) > limit:
+            raise InternalError(f"response of {len(payload)} bytes exceeds max_response_size "
+                                f"({limit} bytes)")
+        self.set_status(result["status"])
+        self.set_header("Content-Type", result["ctype"])
+        self.set_header("X-Request-Id", request_id)
+        for key, value in result.get("headers", {}).items():
+            self.set_header(key, value)
+        self.finish(payload)
+
+    put = post
+
+
+class ExplanationHandler(PredictionHandler):
+    kind = "explain"
+
+
+def routes(options: dict[str, Any]) -> list:
+    name = r"([^/]+)"
+    return [
+        (r"/ping", PingHandler, options),
+        (rf"/predictions/{name}", PredictionHandler, options),
+        (rf"/predictions/{name}/{name}", PredictionHandler, options),
+        (rf"/explanations/{name}", ExplanationHandler, options),
+        (rf"/explanations/{name}/{name}", ExplanationHandler, options),
+        (r"/(?:api-description)?", InferenceOpenAPIHandler, options),
+    ]

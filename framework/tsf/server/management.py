@@ -1,0 +1,126 @@
+"""Management API (port 8081): register, list, describe, scale, set-default, unregister, plugins.
+
+Parameters and response shapes follow TorchServe's management API.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..errors import BadRequest, Forbidden
+from ..manager import ModelManager
+from ..plugins import describe_plugins
+from .openapi import ManagementOpenAPIHandler
+from .request_body import StreamingBodyHandler
+
+REGISTER_PARAMS = ("url", "model_name", "handler", "batch_size", "max_batch_delay",
+                   "initial_workers", "synchronous", "response_timeout", "startup_timeout")
+
+
+def _bool(value: Any, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, bool):
+        return value
+    return str(value).strip().lower() in ("true", "1", "yes")
+
+
+class ManagementHandler(StreamingBodyHandler):
+    @property
+    def manager(self) -> ModelManager:
+        return self.services["manager"]
+
+    def arg(self, name: str) -> str | None:
+        value = self.get_query_argument(name, None)
+        return value if value is None else value.strip()
+
+    def status(self, code: int, message: str) -> None:
+        self.write_json({"status": message}, status=code)
+
+    def check_model_api(self) -> None:
+        if not self.services["config"].enable_model_api:
+            raise Forbidden("model registration is disabled on this server (enable_model_api)")
+
+
+class ModelsHandler(ManagementHandler):
+    """``GET /models`` (paged list) and ``POST /models`` (register)."""
+
+    def get(self) -> None:
+        try:
+            limit = int(self.arg("limit") or 100)
+            token = int(self.arg("next_page_token") or 0)
+        except ValueError:
+            raise BadRequest("limit and next_page_token must be integers") from None
+        limit = 100 if limit <= 0 or limit > 100 else limit
+        token = max(token, 0)
+        registry = self.manager.registry
+        names = registry.names()
+        page = names[token:token + limit]
+        body: dict[str, Any] = {
+            "models": [{"modelName": n, "modelUrl": registry.get(n).url} for n in page]}
+        if token + limit < len(names):
+            body["nextPageToken"] = str(token + limit)
+        self.write_json(body)
+
+    async def post(self) -> None:
+        self.check_model_api()
+        params: dict[str, Any] = {k: self.arg(k) for k in REGISTER_PARAMS}
+        ctype = self.request.headers.get("Content-Type", "")
+        body = self.body()
+        if ctype.startswith("application/json") and body:
+            try:
+                data = json.loads(body)
+            except ValueError as exc:
+                raise BadRequest(f"request body is not valid JSON: {exc}") from None
+            if not isinstance(data, dict):
+                raise BadRequest("request body must be a JSON object")
+            params.update({k: v for k, v in data.items() if k in REGISTER_PARAMS})
+        code, message = await self.manager.register(
+            params.pop("url"), synchronous=_bool(params.pop("synchronous"), True), **params)
+        self.status(code, message)
+
+
+class ModelHandler(ManagementHandler):
+    """``/models/{m}[/{v}]``: describe (GET), scale (PUT), unregister (DELETE)."""
+
+    def get(self, name: str, version: str | None = None) -> None:
+        registry = self.manager.registry
+        if version == "all":
+            versions = registry.versions(name)
+        else:
+            versions = [registry.get(name, version)]
+        self.write_json([mv.describe() for mv in versions])
+
+    async def put(self, name: str, version: str | None = None) -> None:
+        version = version or self.arg("model_version")
+        code, message = await self.manager.scale(
+            name, version, self.arg("min_worker"), self.arg("max_worker"),
+            _bool(self.arg("synchronous"), False))
+        self.status(code, message)
+
+    async def delete(self, name: str, version: str | None = None) -> None:
+        self.check_model_api()
+        self.status(200, await self.manager.unregister(name, version))
+
+
+class SetDefaultHandler(ManagementHandler):
+    def put(self, name: str, version: str) -> None:
+        self.status(200, self.manager.set_default(name, version))
+
+
+class PluginsHandler(ManagementHandler):
+    def get(self) -> None:
+        self.write_json({"plugins": describe_plugins(self.services["pm"])})
+
+
+def routes(options: dict[str, Any]) -> list:
+    name = r"([^/]+)"
+    return [
+        (r"/models", ModelsHandler, options),
+        (rf"/models/{name}", ModelHandler, options),
+        (rf"/models/{name}/{name}/set-default", SetDefaultHandler, options),
+        (rf"/models/{name}/{name}", ModelHandler, options),
+        (r"/plugins", PluginsHandler, options),
+        (r"/(?:api-description)?", ManagementOpenAPIHandler, options),
+    ]

@@ -1,0 +1,117 @@
+"""OpenAPI 3 descriptions of the inference and management APIs (``OPTIONS /``,
+``GET /api-description``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import __version__
+from .request_body import StreamingBodyHandler
+
+_ERROR = {
+    "description": "Error",
+    "content": {"application/json": {"schema": {
+        "type": "object", "required": ["code", "type", "message"],
+        "properties": {"code": {"type": "integer"}, "type": {"type": "string"},
+                       "message": {"type": "string"}}}}},
+}
+_STATUS = {"description": "OK", "content": {"application/json": {"schema": {
+    "type": "object", "properties": {"status": {"type": "string"}}}}}}
+
+
+def _param(name: str, where: str = "query", kind: str = "string", required: bool = False,
+           description: str = "") -> dict:
+    return {"name": name, "in": where, "required": required or where == "path",
+            "schema": {"type": kind}, "description": description}
+
+
+def _op(summary: str, params: list[dict] | None = None, ok: dict | None = None,
+        body: bool = False) -> dict:
+    op: dict[str, Any] = {"summary": summary, "parameters": params or [],
+                          "responses": {"200": ok or _STATUS, "default": _ERROR}}
+    if body:
+        op["requestBody"] = {"content": {"application/json": {}, "application/octet-stream": {},
+                                         "multipart/form-data": {}}}
+    return op
+
+
+def _doc(title: str, paths: dict) -> dict:
+    return {"openapi": "3.0.1", "info": {"title": title, "version": __version__}, "paths": paths}
+
+
+MODEL = _param("model_name", "path", description="registered model name")
+VERSION = _param("model_version", "path", description="model version")
+
+
+def inference_spec() -> dict:
+    predict = _op("Predict with a model (default version, or the one given)", body=True,
+                  ok={"description": "Model output"})
+    explain = _op("Explain a prediction", body=True, ok={"description": "Explanation"})
+    return _doc("tsf Inference API", {
+        "/": {"options": _op("This OpenAPI description")},
+        "/api-description": {"get": _op("This OpenAPI description")},
+        "/ping": {"get": _op("Health: 200 when every model has its minimum of live workers")},
+        "/predictions/{model_name}": {"post": dict(predict, parameters=[MODEL])},
+        "/predictions/{model_name}/{model_version}": {
+            "post": dict(predict, parameters=[MODEL, VERSION])},
+        "/explanations/{model_name}": {"post": dict(explain, parameters=[MODEL])},
+        "/explanations/{model_name}/{model_version}": {
+            "post": dict(explain, parameters=[MODEL, VERSION])},
+    })
+
+
+def management_spec() -> dict:
+    register_params = [_param("url", required=True, description="archive in the model store or "
+                              "an allowed URL")] + [
+        _param(name, kind=kind) for name, kind in (
+            ("model_name", "string"), ("handler", "string"), ("batch_size", "integer"),
+            ("max_batch_delay", "integer"), ("initial_workers", "integer"),
+            ("synchronous", "boolean"), ("response_timeout", "integer"),
+            ("startup_timeout", "integer"))]
+    scale_params = [_param("min_worker", kind="integer"), _param("max_worker", kind="integer"),
+                    _param("synchronous", kind="boolean")]
+    describe = {"description": "Model descriptions", "content": {"application/json": {
+        "schema": {"type": "array", "items": {"type": "object"}}}}}
+    return _doc("tsf Management API", {
+        "/": {"options": _op("This OpenAPI description")},
+        "/models": {
+            "get": _op("List models", [_param("limit", kind="integer"),
+                                       _param("next_page_token", kind="string")]),
+            "post": _op("Register a model", register_params),
+        },
+        "/models/{model_name}": {
+            "get": _op("Describe the default version", [MODEL], describe),
+            "put": _op("Scale workers", [MODEL] + scale_params),
+            "delete": _op("Unregister the default version", [MODEL]),
+        },
+        "/models/{model_name}/{model_version}": {
+            "get": _op("Describe a version ('all' for every version)", [MODEL, VERSION],
+                       describe),
+            "put": _op("Scale workers of a version", [MODEL, VERSION] + scale_params),
+            "delete": _op("Unregister a version", [MODEL, VERSION]),
+        },
+        "/models/{model_name}/{model_version}/set-default": {
+            "put": _op("Make a version the default", [MODEL, VERSION])},
+        "/plugins": {"get": _op("Loaded plugins, versions and hooks")},
+    })
+
+
+class _OpenAPIHandler(StreamingBodyHandler):
+    spec = staticmethod(inference_spec)
+
+    def options(self, *_: Any) -> None:
+        self.write_json(self.spec())
+
+    def get(self, *_: Any) -> None:
+        if self.request.path != "/api-description":
+            self.send_error(404)
+            return
+        self.write_json(self.spec())
+
+
+class InferenceOpenAPIHandler(_OpenAPIHandler):
+    spec = staticmethod(inference_spec)
+
+
+class ManagementOpenAPIHandler(_OpenAPIHandler):
+    spec = staticmethod(management_spec)

@@ -1,0 +1,168 @@
+"""Running one batch through the stage hooks inside a worker.
+
+Requests arrive as metadata plus raw parts; each part is decoded by its content type (JSON ->
+object, text -> str, anything else -> bytes).  Predictions go preprocess -> inference ->
+postprocess, explanations through ``tsf_explain``.  Stage times are measured here and sent back.
+If a batch of several requests fails, each request is retried alone so that one bad input fails
+only itself.  Results are encoded once, here: bytes as they are, str as UTF-8 text, anything else
+as JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import traceback
+from typing import Any
+
+import pluggy
+
+from ..context import Context
+from ..errors import BadRequest, HandlerError, NotImplementedByModel, TsfError
+
+log = logging.getLogger("tsf.worker")
+
+try:  # orjson is much faster for large float lists; optional
+    import orjson
+
+    def _dumps(value: Any) -> bytes:
+        return orjson.dumps(value, default=_json_default,
+                            option=orjson.OPT_SERIALIZE_NUMPY)
+except ImportError:  # pragma: no cover - depends on the environment
+    orjson = None
+
+    def _dumps(value: Any) -> bytes:
+        return json.dumps(value, default=_json_default).encode()
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, (bytes, bytearray)):
+        return value.decode("utf-8", "replace")
+    raise TypeError(f"{type(value).__name__} is not JSON serialisable")
+
+
+def decode_part(ctype: str, data: bytes) -> Any:
+    """A request part as a handler receives it, decided by its content type (as TorchServe)."""
+    media = ctype.split(";", 1)[0].strip().lower()
+    if media == "application/json":
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
+    if media.startswith("text/") or media == "application/x-www-form-urlencoded":
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            return data
+    return data
+
+
+def encode_result(value: Any, settings: dict) -> tuple[dict, bytes]:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        body, ctype = bytes(value), "application/octet-stream"
+    elif isinstance(value, str):
+        body, ctype = value.encode(), "text/plain; charset=utf-8"
+    else:
+        body, ctype = _dumps(value), "application/json"
+    meta = {"status": settings["status"], "ctype": settings["content_type"] or ctype}
+    if settings["headers"]:
+        meta["headers"] = settings["headers"]
+    return meta, body
+
+
+def error_result(error: TsfError) -> tuple[dict, bytes]:
+    return {"status": error.status, "ctype": "application/json", "error": True}, \
+        json.dumps(error.to_dict()).encode()
+
+
+class BatchRunner:
+    """Runs batches for one model through the worker's plugin manager."""
+
+    def __init__(self, pm: pluggy.PluginManager, context: Context) -> None:
+        self.pm = pm
+        self.context = context
+
+    def run(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
+        metas: list[dict] = header["requests"]
+        results: list[tuple[dict, bytes] | None] = [None] * len(metas)
+        decoded: dict[str, list[tuple[int, dict]]] = {}
+        cursor = 0
+        for index, meta in enumerate(metas):
+            parts = meta.get("parts", [])
+            first, cursor = cursor, cursor + len(parts)
+            request: dict[str, Any] = {}
+            try:
+                for offset, part in enumerate(parts):
+                    request[part["name"]] = decode_part(part.get("ctype", ""),
+                                                        blobs[first + offset])
+            except TsfError as exc:
+                results[index] = error_result(
+                    type(exc)(f"request {meta.get('id', index)}: {exc.message}"))
+                continue
+            decoded.setdefault(meta.get("kind", "predict"), []).append((index, request))
+        timings: dict[str, float] = {}
+        for kind, items in decoded.items():
+            for index, result in self._run_group(kind, items, metas, timings):
+                results[index] = result
+        out_meta = [r[0] for r in results]  # type: ignore[index]
+        out_blobs = [r[1] for r in results]  # type: ignore[index]
+        return {"id": header.get("id"), "results": out_meta, "timings": timings,
+                "metrics": self.context.metrics.drain()}, out_blobs
+
+    def _run_group(self, kind: str, items: list[tuple[int, dict]], metas: list[dict],
+                   timings: dict[str, float]) -> list[tuple[int, tuple[dict, bytes]]]:
+        try:
+            values = self._stages(kind, [r for _, r in items], [metas[i] for i, _ in items],
+                                  timings)
+            return [(items[j][0], encode_result(v, self.context.response_settings(j)))
+                    for j, v in enumerate(values)]
+        except Exception as exc:
+            if len(items) > 1:  # isolate the failing request(s)
+                return [pair for item in items
+                        for pair in self._run_group(kind, [item], metas, timings)]
+            return [(items[0][0], error_result(self._as_error(exc)))]
+
+    def _as_error(self, exc: Exception) -> TsfError:
+        if isinstance(exc, TsfError):
+            return exc
+        log.error("handler of %s failed:\n%s", self.context.model_name, traceback.format_exc())
+        return HandlerError(f"{type(exc).__name__}: {exc}")
+
+    def _stages(self, kind: str, requests: list[dict], metas: list[dict],
+                timings: dict[str, float]) -> list:
+        ctx, hook = self.context, self.pm.hook
+        ctx.begin_batch([m.get("id", "") for m in metas], [m.get("headers", {}) for m in metas])
+        start = time.perf_counter()
+        if kind == "explain":
+            results = hook.tsf_explain(context=ctx, requests=requests)
+            if results is None:
+                raise NotImplementedByModel(
+                    f"model {ctx.model_name} has no explainer: install tsf-explain-captum or "
+                    "implement tsf_explain in its handler")
+            timings["explain"] = timings.get("explain", 0.0) + time.perf_counter() - start
+        else:
+            batch = _answered(hook.tsf_preprocess(context=ctx, requests=requests),
+                              "tsf_preprocess")
+            t1 = time.perf_counter()
+            outputs = _answered(hook.tsf_inference(context=ctx, batch=batch), "tsf_inference")
+            t2 = time.perf_counter()
+            results = _answered(hook.tsf_postprocess(context=ctx, outputs=outputs),
+                                "tsf_postprocess")
+            t3 = time.perf_counter()
+            for stage, spent in (("preprocess", t1 - start), ("inference", t2 - t1),
+                                 ("postprocess", t3 - t2)):
+                timings[stage] = timings.get(stage, 0.0) + spent
+        if not isinstance(results, (list, tuple)) or len(results) != len(requests):
+            got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
+            raise HandlerError(f"handler returned {got} results for a batch of {len(requests)} "
+                               "requests; it must return a list with one result per request")
+        return list(results)
+
+
+def _answered(value: Any, hook_name: str) -> Any:
+    if value is None:
+        raise HandlerError(f"no handler or plugin answered {hook_name} for this model")
+    return value

@@ -1,0 +1,106 @@
+"""Worker process entry point: ``python -m tsf.workers.main --fd N --spec JSON``.
+
+The front end starts one such process per worker, handing it one end of a Unix socket pair.
+The worker builds its own plugin manager, registers the model's handler into it, loads the
+model, reports READY (or LOAD_ERROR), then serves batches until the socket closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import socket
+import sys
+import traceback
+from typing import Any
+
+from ..context import Context
+from ..errors import ModelLoadError, TsfError
+from ..handler import FallbackHandler
+from ..handler_resolver import resolve_handler
+from ..plugins import WORKER_BUILTINS, create_manager
+from . import protocol
+from .batch_runner import BatchRunner
+
+
+def _configure_torch(spec: dict) -> str:
+    """Set torch's thread count and pick the device; returns the device string."""
+    try:
+        import torch
+    except ImportError:
+        return "cpu"
+    threads = int(spec.get("threads") or 0)
+    if threads > 0:
+        torch.set_num_threads(threads)
+        try:
+            torch.set_num_interop_threads(1)
+        except RuntimeError:
+            pass
+    wants_gpu = str(spec.get("model_config", {}).get("deviceType", "")).lower() != "cpu"
+    if wants_gpu and torch.cuda.is_available():
+        gpu = int(spec.get("worker_index", 0)) % torch.cuda.device_count()
+        torch.cuda.set_device(gpu)
+        return f"cuda:{gpu}"
+    return "cpu"
+
+
+def load(spec: dict) -> tuple[Any, Context]:
+    device = _configure_torch(spec)
+    gpu_id = int(device.split(":")[1]) if device.startswith("cuda") else None
+    context = Context(model_name=spec["model_name"], model_version=spec["model_version"],
+                      model_dir=spec["model_dir"], manifest=spec["manifest"],
+                      model_config=spec.get("model_config") or {},
+                      batch_size=int(spec.get("batch_size", 1)), worker_id=spec["worker_id"],
+                      gpu_id=gpu_id, device=device)
+    pm = create_manager(WORKER_BUILTINS)
+    pm.register(FallbackHandler(), name="tsf.fallback")
+    handler = resolve_handler(spec.get("handler", ""), spec["model_dir"], pm)
+    pm.register(handler, name=f"handler:{spec['model_name']}")
+    model = pm.hook.tsf_load_model(context=context)
+    if model is None:
+        raise ModelLoadError("no handler or plugin loaded the model")
+    context.model = model
+    return pm, context
+
+
+def serve(sock: socket.socket, spec: dict) -> int:
+    try:
+        pm, context = load(spec)
+    except Exception as exc:
+        traceback.print_exc()
+        error = exc if isinstance(exc, TsfError) else ModelLoadError(f"{type(exc).__name__}: {exc}")
+        protocol.send_frame(sock, protocol.LOAD_ERROR, {"error": error.to_dict()})
+        return 1
+    protocol.send_frame(sock, protocol.READY, {"pid": os.getpid(), "device": context.device})
+    runner = BatchRunner(pm, context)
+    while True:
+        try:
+            kind, header, blobs = protocol.recv_frame(sock)
+        except (EOFError, ConnectionError):
+            return 0
+        if kind != protocol.BATCH:
+            print(f"unexpected frame kind {kind}", file=sys.stderr)
+            continue
+        result_header, result_blobs = runner.run(header, blobs)
+        protocol.send_frame(sock, protocol.RESULT, result_header, result_blobs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tsf-worker")
+    parser.add_argument("--fd", type=int, required=True)
+    parser.add_argument("--spec", required=True, help="JSON description of the model to serve")
+    args = parser.parse_args(argv)
+    spec = json.loads(args.spec)
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format=f"%(levelname)s [{spec.get('worker_id', '?')}] %(message)s")
+    sock = socket.socket(fileno=args.fd)
+    try:
+        return serve(sock, spec)
+    finally:
+        sock.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
