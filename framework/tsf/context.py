@@ -23,6 +23,19 @@ def _labels(dimensions: Any) -> dict[str, str]:
     return out
 
 
+def pick_device(model_config: dict, worker_index: int) -> str:
+    """Spread workers over the visible GPUs round-robin; CPU without one."""
+    if str(model_config.get("deviceType", "")).lower() == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        gpu = worker_index % torch.cuda.device_count()
+        torch.cuda.set_device(gpu)
+        return f"cuda:{gpu}"
+    return "cpu"
+
+
 class HandlerMetrics:
     """Custom metrics recorded by a handler; sent to the front end with each batch's results.
 
@@ -65,7 +78,7 @@ class Context:
 
     def __init__(self, *, model_name: str, model_version: str, model_dir: str | Path,
                  manifest: dict, model_config: dict | None = None, batch_size: int = 1,
-                 worker_id: str = "", gpu_id: int | None = None, device: str = "cpu") -> None:
+                 worker_id: str = "", worker_index: int = 0, device: str | None = None) -> None:
         self.model_name = model_name
         self.model_version = model_version
         self.model_dir = str(model_dir)
@@ -73,17 +86,38 @@ class Context:
         self.model_config = model_config or {}
         self.batch_size = batch_size
         self.worker_id = worker_id
-        self.gpu_id = gpu_id
-        self.device = device
+        self.worker_index = worker_index
+        self._device = device
         self.model: Any = None
         self.metrics = HandlerMetrics()
-        self.system_properties = {
-            "model_dir": self.model_dir, "gpu_id": gpu_id, "batch_size": batch_size,
-            "server_name": "tsf", "limit_max_image_pixels": True,
-        }
         self.request_ids: dict[int, str] = {}
         self._request_headers: list[dict[str, str]] = []
         self._response: list[dict] = []
+
+    @property
+    def device(self) -> str:
+        """``cuda:N`` when a GPU is visible (and deviceType is not cpu), else ``cpu``.
+
+        Decided on first use, so handlers that never touch torch never import it.
+        """
+        if self._device is None:
+            self._device = pick_device(self.model_config, self.worker_index)
+        return self._device
+
+    @property
+    def device_if_chosen(self) -> str:
+        return self._device or "cpu"
+
+    @property
+    def gpu_id(self) -> int | None:
+        return int(self.device.split(":")[1]) if self.device.startswith("cuda") else None
+
+    @property
+    def system_properties(self) -> dict:
+        """TorchServe's system properties (``model_dir``, ``gpu_id``, ``batch_size``, ...)."""
+        return {"model_dir": self.model_dir, "gpu_id": self.gpu_id,
+                "batch_size": self.batch_size, "server_name": "tsf",
+                "limit_max_image_pixels": True}
 
     @property
     def model_yaml_config(self) -> dict:

@@ -9,14 +9,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from .request_body import StreamingBodyHandler
 
 
+_SAMPLE_SUFFIXES = ("", "_total", "_bucket", "_count", "_sum")
+
+
 class MetricsHandler(StreamingBodyHandler):
     """All metrics, or only those named by ``?name[]=...`` (as TorchServe)."""
 
     def get(self) -> None:
         registry = self.services["metrics"].registry
         names = self.get_query_arguments("name[]") or self.get_query_arguments("name")
-        if names:
-            registry = registry.restricted_registry(names)
+        if names:  # family names: expand to the sample names prometheus_client filters on
+            registry = registry.restricted_registry(
+                [n + suffix for n in names for suffix in _SAMPLE_SUFFIXES])
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(generate_latest(registry))
 

@@ -25,35 +25,14 @@ from . import protocol
 from .batch_runner import BatchRunner
 
 
-def _configure_torch(spec: dict) -> str:
-    """Set torch's thread count and pick the device; returns the device string."""
-    try:
-        import torch
-    except ImportError:
-        return "cpu"
-    threads = int(spec.get("threads") or 0)
-    if threads > 0:
-        torch.set_num_threads(threads)
-        try:
-            torch.set_num_interop_threads(1)
-        except RuntimeError:
-            pass
-    wants_gpu = str(spec.get("model_config", {}).get("deviceType", "")).lower() != "cpu"
-    if wants_gpu and torch.cuda.is_available():
-        gpu = int(spec.get("worker_index", 0)) % torch.cuda.device_count()
-        torch.cuda.set_device(gpu)
-        return f"cuda:{gpu}"
-    return "cpu"
-
-
 def load(spec: dict) -> tuple[Any, Context]:
-    device = _configure_torch(spec)
-    gpu_id = int(device.split(":")[1]) if device.startswith("cuda") else None
+    # torch (if the handler uses it) takes its thread count from OMP_NUM_THREADS, which the
+    # front end sets to cores / workers.
     context = Context(model_name=spec["model_name"], model_version=spec["model_version"],
                       model_dir=spec["model_dir"], manifest=spec["manifest"],
                       model_config=spec.get("model_config") or {},
                       batch_size=int(spec.get("batch_size", 1)), worker_id=spec["worker_id"],
-                      gpu_id=gpu_id, device=device)
+                      worker_index=int(spec.get("worker_index", 0)))
     pm = create_manager(WORKER_BUILTINS)
     pm.register(FallbackHandler(), name="tsf.fallback")
     handler = resolve_handler(spec.get("handler", ""), spec["model_dir"], pm)
@@ -73,7 +52,8 @@ def serve(sock: socket.socket, spec: dict) -> int:
         error = exc if isinstance(exc, TsfError) else ModelLoadError(f"{type(exc).__name__}: {exc}")
         protocol.send_frame(sock, protocol.LOAD_ERROR, {"error": error.to_dict()})
         return 1
-    protocol.send_frame(sock, protocol.READY, {"pid": os.getpid(), "device": context.device})
+    protocol.send_frame(sock, protocol.READY, {"pid": os.getpid(),
+                                                  "device": context.device_if_chosen})
     runner = BatchRunner(pm, context)
     while True:
         try:

@@ -45,7 +45,7 @@ class WorkerPool:
     # --- counts -----------------------------------------------------------------------------
     @property
     def live_count(self) -> int:
-        return sum(1 for w in self.workers.values() if w.alive and not w.retiring)
+        return sum(1 for w in self.workers.values() if w.alive)
 
     @property
     def starting(self) -> bool:
@@ -125,15 +125,14 @@ class WorkerPool:
                 raise errors[0] if isinstance(errors[0], ModelLoadError) else \
                     ModelLoadError(str(errors[0]))
         excess = self.live_count - target
-        for worker in list(self.workers.values()):
-            if excess <= 0:
-                break
-            if worker.retiring:
-                continue
+        # idle workers go first; a busy one retires after its batch (see release)
+        candidates = sorted((w for w in self.workers.values() if not w.retiring),
+                            key=lambda w: w.status == "BUSY")
+        for worker in candidates[:max(0, excess)]:
             worker.retiring = True
-            excess -= 1
             if worker in self._idle:
                 self._idle.remove(worker)
+            if worker.status != "BUSY":
                 self._spawn(worker.stop())
         self.on_change()
 
@@ -154,7 +153,7 @@ class WorkerPool:
         while True:
             while self._idle:
                 worker = self._idle.popleft()
-                if worker.alive and not worker.retiring:
+                if worker.alive:
                     return worker
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)

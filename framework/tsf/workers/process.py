@@ -49,7 +49,7 @@ class WorkerProcess:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None and \
-            self.status in ("READY", "BUSY")
+            self.status in ("READY", "BUSY") and not self.retiring
 
     def tail_text(self) -> str:
         return "\n".join(self.tail)

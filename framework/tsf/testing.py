@@ -1,0 +1,159 @@
+"""Testing helpers and a pytest plugin: start a real ``tsf serve`` on ephemeral loopback ports.
+
+Enabled automatically through the ``pytest11`` entry point once tsf-framework is installed::
+
+    def test_my_handler(tsf_server, tmp_path):
+        server = tsf_server(model_store=tmp_path, models=["mine=mine.mar"])
+        assert server.post("/predictions/mine", json=[1, 2]).status_code == 200
+
+Every server started through the fixture is stopped (by PID, SIGTERM then SIGKILL) at the end of
+the test, together with its worker processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+LOOPBACK = "http://127.0.0.1:0"
+
+
+def assert_error(response: Any, code: int, type_: str | None = None,
+                 text: str | None = None) -> dict:
+    """Assert ``response`` is tsf's JSON error with this code (and type / message text)."""
+    assert response.status_code == code, (response.status_code, response.text)
+    body = response.json()
+    assert set(body) >= {"code", "type", "message"}, body
+    assert body["code"] == code, body
+    if type_ is not None:
+        assert body["type"] == type_, body
+    if text is not None:
+        assert text in body["message"], body
+    return body
+
+
+class ServerProcess:
+    """A running ``tsf serve`` and HTTP helpers bound to its three ports."""
+
+    def __init__(self, model_store: str | os.PathLike | None = None,
+                 models: list[str] | None = None, config: dict[str, Any] | None = None,
+                 env: dict[str, str] | None = None, ready_timeout: float = 60.0) -> None:
+        self.workdir = Path(tempfile.mkdtemp(prefix="tsf-test-"))
+        ready_file = self.workdir / "ready.json"
+        config_file = self.workdir / "config.properties"
+        lines = [f"{k}={v}" for k, v in (config or {}).items()]
+        config_file.write_text("\n".join(lines) + "\n")
+        cmd = [sys.executable, "-m", "tsf.cli", "serve", "--ts-config", str(config_file),
+               "--inference-address", LOOPBACK, "--management-address", LOOPBACK,
+               "--metrics-address", LOOPBACK, "--workspace", str(self.workdir / "workspace"),
+               "--ready-file", str(ready_file)]
+        if model_store is not None:
+            cmd += ["--model-store", str(model_store)]
+        if models:
+            cmd += ["--models", *models]
+        self.log_path = self.workdir / "server.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, **(env or {})},
+                                     start_new_session=True)
+        deadline = time.monotonic() + ready_timeout
+        while not ready_file.exists():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"tsf serve exited with {self.proc.returncode}:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"tsf serve was not ready in {ready_timeout} s:\n{self.log()}")
+            time.sleep(0.02)
+        self.info = json.loads(ready_file.read_text())
+        self.urls: dict[str, str] = self.info["urls"]
+
+    @property
+    def inference(self) -> str:
+        return self.urls["inference"]
+
+    @property
+    def management(self) -> str:
+        return self.urls["management"]
+
+    @property
+    def metrics(self) -> str:
+        return self.urls["metrics"]
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def request(self, method: str, base: str, path: str, **kwargs: Any):
+        import requests
+
+        kwargs.setdefault("timeout", 120)
+        return requests.request(method, base + path, **kwargs)
+
+    def post(self, path: str, **kwargs: Any):
+        return self.request("POST", self.inference, path, **kwargs)
+
+    def get(self, path: str, **kwargs: Any):
+        return self.request("GET", self.inference, path, **kwargs)
+
+    def manage(self, method: str, path: str, **kwargs: Any):
+        return self.request(method, self.management, path, **kwargs)
+
+    def register(self, url: str, **params: Any):
+        params = {"url": url, "synchronous": "true", **params}
+        return self.manage("POST", "/models", params=params)
+
+    def scrape(self) -> str:
+        return self.request("GET", self.metrics, "/metrics").text
+
+    def worker_pids(self) -> list[int]:
+        import psutil
+
+        try:
+            return [c.pid for c in psutil.Process(self.proc.pid).children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            children = self.worker_pids()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            for pid in children:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        self._log.close()
+
+
+try:
+    import pytest
+except ImportError:  # pragma: no cover - tsf.testing is usable without pytest
+    pytest = None
+
+if pytest is not None:
+
+    @pytest.fixture
+    def tsf_server() -> Iterator[Any]:
+        """Factory fixture: ``tsf_server(model_store=..., models=[...], config={...})``."""
+        started: list[ServerProcess] = []
+
+        def start(**kwargs: Any) -> ServerProcess:
+            server = ServerProcess(**kwargs)
+            started.append(server)
+            return server
+
+        yield start
+        for server in started:
+            server.stop()

@@ -1,0 +1,32 @@
+"""A real ``tsf serve`` shared by the API tests, with the models they need loaded at start."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tsf.testing import ServerProcess
+
+STARTUP_MODELS = ["mlp=mlp.mar", "eager=eager.mar", "exported=exported.mar", "echo=echo.mar",
+                  "tsclass=tsclass.mar", "fn=fn.tar.gz", "picky=picky.mar"]
+
+
+def wait_healthy(server: ServerProcess, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.get("/ping").status_code == 200:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"server did not become healthy:\n{server.log()}")
+
+
+@pytest.fixture(scope="session")
+def served(model_store):
+    server = ServerProcess(model_store=model_store, models=STARTUP_MODELS,
+                           config={"max_request_size": 100000})
+    try:
+        wait_healthy(server)
+        yield server
+    finally:
+        server.stop()
