@@ -1,0 +1,33 @@
+# tsf: `make serve` sets up and serves the demo store; `make test` sets up and runs every test.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.tsf-setup
+STORE  ?= demo-store
+# torch first (from the machine's local wheels), so nothing else pulls a multi-GB build
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: setup serve test bench demo-store clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[test]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo-store: $(STAMP)
+	$(PY) scripts/make_demo_store.py $(STORE)
+
+serve: demo-store
+	$(VENV)/bin/tsf serve --model-store $(STORE) --models all
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: demo-store
+	$(PY) benchmarks/bench.py --store $(STORE)
+
+clean:
+	rm -rf $(VENV) $(STORE)

@@ -1,0 +1,102 @@
+"""Archive writing and safe extraction."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import pytest
+
+from tsf.archive import Limits, open_archive, _extract_zip
+from tsf.archiver import ArchiveSpec, write_archive
+from tsf.errors import BadRequest, InvalidArchive
+
+
+@pytest.fixture
+def files(tmp_path):
+    (tmp_path / "w.pt").write_bytes(b"weights")
+    (tmp_path / "h.py").write_text("def handle(d, c):\n    return d\n")
+    extra = tmp_path / "extra"
+    extra.mkdir()
+    (extra / "index_to_name.json").write_text('{"0": "cat"}')
+    (extra / "sub").mkdir()
+    (extra / "sub" / "vocab.txt").write_text("a\nb\n")
+    (tmp_path / "model-config.yaml").write_text("batchSize: 4\nminWorkers: 2\n")
+    return tmp_path
+
+
+@pytest.mark.parametrize("fmt", ["default", "tgz", "no-archive", "zip-store"])
+def test_roundtrip_every_format(files, tmp_path, fmt):
+    out = write_archive(ArchiveSpec(
+        model_name="m", version="2.0", handler=str(files / "h.py"),
+        serialized_file=str(files / "w.pt"), extra_files=str(files / "extra"),
+        config_file=str(files / "model-config.yaml"), export_path=str(tmp_path / "out"),
+        archive_format=fmt))
+    archive = open_archive(out, tmp_path / "ws", Limits())
+    assert archive.model_name == "m" and archive.model_version == "2.0"
+    assert archive.handler == "h.py"
+    model = archive.manifest["model"]
+    assert model["serializedFile"] == "w.pt" and model["configFile"] == "model-config.yaml"
+    assert set(archive.manifest) >= {"createdOn", "runtime", "model", "archiverVersion"}
+    # extra-file folders are merged into the root, like torch-model-archiver does
+    assert (archive.model_dir / "index_to_name.json").exists()
+    assert (archive.model_dir / "sub" / "vocab.txt").read_text() == "a\nb\n"
+    assert archive.model_config == {"batchSize": 4, "minWorkers": 2}
+
+
+def test_existing_archive_needs_force(files, tmp_path):
+    spec = ArchiveSpec(model_name="m", handler="base", serialized_file=str(files / "w.pt"),
+                       export_path=str(tmp_path))
+    write_archive(spec)
+    with pytest.raises(BadRequest, match="-f"):
+        write_archive(spec)
+    spec.force = True
+    assert write_archive(spec).exists()
+
+
+def test_missing_input_file_is_an_error(tmp_path):
+    with pytest.raises(BadRequest, match="does not exist"):
+        write_archive(ArchiveSpec(model_name="m", serialized_file=str(tmp_path / "nope.pt"),
+                                  export_path=str(tmp_path)))
+
+
+def test_directory_without_manifest_gets_one(tmp_path):
+    folder = tmp_path / "plain"
+    folder.mkdir()
+    (folder / "model.pt").write_bytes(b"x")
+    archive = open_archive(folder, tmp_path / "ws", Limits())
+    assert archive.model_dir == folder
+    assert archive.model["serializedFile"] == "model.pt" and archive.model_name == "plain"
+
+
+def test_zip_whose_header_lies_about_its_size_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "liar.mar"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("MAR-INF/MANIFEST.json", json.dumps({"model": {}}))
+        zf.writestr("big.bin", b"\0" * 200_000)
+    real_infolist = zipfile.ZipFile.infolist
+
+    def lying_infolist(self):
+        infos = real_infolist(self)
+        for info in infos:
+            info.file_size = 10  # the header claims a tiny file
+        return infos
+
+    monkeypatch.setattr(zipfile.ZipFile, "infolist", lying_infolist)
+    target = tmp_path / "t"
+    target.mkdir()
+    with pytest.raises(InvalidArchive):
+        _extract_zip(path, target, Limits(max_bytes=100_000))
+
+
+def test_invalid_manifest_and_config(tmp_path):
+    folder = tmp_path / "m"
+    (folder / "MAR-INF").mkdir(parents=True)
+    (folder / "MAR-INF" / "MANIFEST.json").write_text("{nope")
+    with pytest.raises(InvalidArchive, match="not valid JSON"):
+        open_archive(folder, tmp_path / "ws", Limits())
+    (folder / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(
+        {"model": {"configFile": "c.yaml"}}))
+    (folder / "c.yaml").write_text("- a list\n")
+    with pytest.raises(InvalidArchive, match="mapping"):
+        open_archive(folder, tmp_path / "ws", Limits())

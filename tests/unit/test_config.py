@@ -1,0 +1,45 @@
+"""Configuration precedence and per-model settings."""
+
+from __future__ import annotations
+
+import pytest
+
+from tsf.config import Address, ServerConfig, load_config, model_settings
+from tsf.errors import BadRequest
+
+
+def test_defaults_are_loopback_and_closed():
+    config = ServerConfig()
+    assert "127.0.0.1" in config.inference_address
+    assert Address.parse(config.management_address).port == 8081
+    assert config.allowed_url_patterns == []
+
+
+def test_precedence_file_then_env_then_cli(tmp_path):
+    props = tmp_path / "config.properties"
+    props.write_text("# TorchServe keys\njob_queue_size=50\nbatch_size=4\n"
+                     "inference_address=http://0.0.0.0:9000\nenable_model_api=false\n")
+    config = load_config(str(props), cli={"batch_size": "16"},
+                         environ={"TSF_JOB_QUEUE_SIZE": "70", "TSF_BATCH_SIZE": "8"})
+    assert config.job_queue_size == 70          # env beats file
+    assert config.batch_size == 16              # cli beats env
+    assert config.inference_address == "http://0.0.0.0:9000"
+    assert config.enable_model_api is False
+
+
+def test_bad_values_are_rejected():
+    with pytest.raises(BadRequest):
+        load_config(environ={"TSF_JOB_QUEUE_SIZE": "lots"})
+    with pytest.raises(BadRequest):
+        Address.parse("ftp://127.0.0.1:1")
+
+
+def test_model_settings_rest_beats_yaml_beats_defaults():
+    config = ServerConfig(batch_size=1, max_batch_delay=100)
+    yaml_cfg = {"batchSize": 8, "maxBatchDelay": 50, "minWorkers": 2, "maxWorkers": 4,
+                "responseTimeout": 10}
+    settings = model_settings(config, yaml_cfg, {"batch_size": "16", "max_batch_delay": None})
+    assert settings.batch_size == 16 and settings.max_batch_delay == 50
+    assert (settings.min_workers, settings.max_workers, settings.response_timeout) == (2, 4, 10)
+    with pytest.raises(BadRequest):
+        model_settings(config, {}, {"batch_size": 0})
