@@ -6,13 +6,16 @@ STAMP  := $(VENV)/.tsf-setup
 STORE  ?= demo-store
 # torch first (from the machine's local wheels), so nothing else pulls a multi-GB build
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
+# every plugin distribution in the repository, installed editable beside the framework
+PLUGINS := $(wildcard plugins/*/pyproject.toml contrib-handlers/*/pyproject.toml)
+PLUGINS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
 .PHONY: setup serve test bench demo-store clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
 	python3 -m venv $(VENV)
 	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[test]'
+	$(PIP) install -q -e '.[test]' $(addprefix -e ,$(PLUGINS))
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,0 +1,1 @@
+"""tsf-contrib-stage-timer: an example cross-cutting tsf plugin."""
