@@ -74,3 +74,15 @@ def test_tsf_plugins_cli_lists_hooks():
     listing = json.loads(result.stdout)
     assert "base" in listing["handlers"]
     assert any(p["name"] == "tsf.storage" for p in listing["plugins"])
+
+
+def test_labels_follow_torchserve_rules(tmp_path):
+    import json
+
+    from tsf.labels import Labels
+
+    assert Labels.from_model_dir(tmp_path)(3) == "3"
+    (tmp_path / "index_to_name.json").write_text(json.dumps(
+        {"0": ["n01440764", "tench"], "1": "goldfish"}))
+    labels = Labels.from_model_dir(tmp_path)
+    assert (labels(0), labels(1), labels(7)) == ("tench", "goldfish", "7")
