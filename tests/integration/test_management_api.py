@@ -111,9 +111,15 @@ def test_load_failure_is_reported_by_register(mgmt):
     assert_error(mgmt.manage("GET", "/models/broken"), 404)
 
 
-def test_missing_handler_plugin_is_named(mgmt):
-    assert_error(mgmt.register("nohandler.mar"), 500, "ModelLoadException",
-                 "pip install tsf-handler-detector")
+def test_missing_handler_plugin_is_named(model_store):
+    # as if tsf-handler-detector were not installed
+    server = ServerProcess(model_store=model_store, env={"TSF_DISABLE_PLUGINS": "object_detector"})
+    try:
+        assert_error(server.register("nohandler.mar"), 500, "ModelLoadException",
+                     "pip install tsf-handler-detector")
+        assert server.get("/ping").status_code == 200
+    finally:
+        server.stop()
 
 
 def test_handler_breaking_the_batch_contract(mgmt):

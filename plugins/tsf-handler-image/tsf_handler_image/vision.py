@@ -32,6 +32,7 @@ class VisionHandler(BaseHandler):
                                 "std": IMAGENET_STD}
 
     def tsf_load_model(self, context: Any) -> Any:
+        import torchvision  # noqa: F401  registers torchvision's ops (nms, ...) for TorchScript
         from PIL import Image
 
         model = super().tsf_load_model(context)

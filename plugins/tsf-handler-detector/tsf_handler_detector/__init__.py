@@ -1,0 +1,1 @@
+"""tsf-handler-detector: the ``object_detector`` handler."""

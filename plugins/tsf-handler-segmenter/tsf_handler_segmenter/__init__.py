@@ -1,0 +1,1 @@
+"""tsf-handler-segmenter: the ``image_segmenter`` handler."""
