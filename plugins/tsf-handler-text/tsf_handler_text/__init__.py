@@ -1,0 +1,1 @@
+"""tsf-handler-text: the ``text_classifier`` handler."""
