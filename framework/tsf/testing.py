@@ -39,6 +39,19 @@ def assert_error(response: Any, code: int, type_: str | None = None,
     return body
 
 
+def random_image(fmt: str = "JPEG", size: tuple[int, int] = (80, 60), seed: int = 0) -> bytes:
+    """An encoded picture of random pixels (``size`` is width, height), for handler tests."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format=fmt)
+    return buf.getvalue()
+
+
 class ServerProcess:
     """A running ``tsf serve`` and HTTP helpers bound to its three ports."""
 

@@ -64,6 +64,16 @@ def test_full_queue_answers_503_at_once(server):
     assert server.manage("DELETE", "/models/busy").status_code == 200
 
 
+def _wait_until_served(server, model, timeout=60.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        r = server.post(f"/predictions/{model}", data=b"0", headers={"Content-Type": "text/plain"})
+        if r.status_code == 200:
+            return
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.2)
+
+
 def _worker_pid(server, model):
     workers = server.manage("GET", f"/models/{model}").json()[0]["workers"]
     return workers[0]["pid"]
@@ -79,14 +89,7 @@ def test_killed_worker_fails_only_its_batch_and_is_restarted(server):
         os.kill(pid, signal.SIGKILL)
         response = inflight.result(timeout=30)
     assert_error(response, 503, "WorkerDiedException", "died")
-    # the next requests succeed on a restarted worker
-    deadline = time.monotonic() + 60
-    while True:
-        r = server.post("/predictions/victim", data=b"0", headers={"Content-Type": "text/plain"})
-        if r.status_code == 200:
-            break
-        assert time.monotonic() < deadline, r.text
-        time.sleep(0.2)
+    _wait_until_served(server, "victim")  # the next requests succeed on a restarted worker
     assert _worker_pid(server, "victim") != pid
     assert "worker" in server.log() and "died" in server.log()
     assert server.get("/ping").status_code == 200
@@ -117,11 +120,5 @@ def test_response_timeout_kills_the_worker_and_answers_504(server):
     response = server.post("/predictions/slow", data=b"30", headers={"Content-Type": "text/plain"})
     assert_error(response, 504, "WorkerTimeoutException", "response_timeout")
     assert time.monotonic() - start < 15
-    deadline = time.monotonic() + 60
-    while True:
-        r = server.post("/predictions/slow", data=b"0", headers={"Content-Type": "text/plain"})
-        if r.status_code == 200:
-            break
-        assert time.monotonic() < deadline, r.text
-        time.sleep(0.2)
+    _wait_until_served(server, "slow")
     assert server.manage("DELETE", "/models/slow").status_code == 200

@@ -12,7 +12,7 @@ from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
 from tsf.archiver import ArchiveSpec, write_archive
-from tsf.testing import ServerProcess, assert_error
+from tsf.testing import ServerProcess, assert_error, random_image
 
 MODEL_FILE = '''
     import torch
@@ -28,14 +28,6 @@ MODEL_FILE = '''
             return self.net(images)
 '''
 LABELS = {"1": "cat", "2": "dog", "3": "car", "4": "person"}
-
-
-def picture(seed: int, size=(160, 120)) -> bytes:
-    g = torch.Generator().manual_seed(seed)
-    pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels.numpy()).save(buf, format="JPEG")
-    return buf.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +73,7 @@ def expected(model, data: bytes) -> list:
 @pytest.mark.parametrize("model_name", ["det_eager", "det_script"])
 def test_boxes_labels_and_scores(setup, model_name):
     server, model = setup
-    data = picture(1)
+    data = random_image("JPEG", (160, 120), 1)
     r = server.post(f"/predictions/{model_name}", data=data)
     assert r.status_code == 200, r.text
     boxes = r.json()
@@ -98,7 +90,7 @@ def test_boxes_labels_and_scores(setup, model_name):
 
 def test_threshold_filters(setup):
     server, _ = setup
-    r = server.post("/predictions/det_strict", data=picture(2))
+    r = server.post("/predictions/det_strict", data=random_image("JPEG", (160, 120), 2))
     assert r.status_code == 200 and r.json() == []
 
 
@@ -106,7 +98,7 @@ def test_images_of_different_sizes_in_one_batch(setup):
     from concurrent.futures import ThreadPoolExecutor
 
     server, _ = setup
-    pictures = [picture(3, (160, 120)), picture(4, (96, 128))]
+    pictures = [random_image("JPEG", (160, 120), 3), random_image("JPEG", (96, 128), 4)]
     with ThreadPoolExecutor(2) as pool:
         responses = list(pool.map(lambda d: server.post("/predictions/det_eager", data=d),
                                   pictures))

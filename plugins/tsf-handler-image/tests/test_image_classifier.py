@@ -18,7 +18,7 @@ from PIL import Image
 from torchvision.models.resnet import BasicBlock, ResNet
 
 from tsf.archiver import ArchiveSpec, write_archive
-from tsf.testing import ServerProcess, assert_error
+from tsf.testing import ServerProcess, assert_error, random_image
 
 CLASSES = 10
 LABELS = {str(i): [f"n0{i}", f"class_{i}"] for i in range(CLASSES - 1)}  # last index unmapped
@@ -34,14 +34,6 @@ EAGER = '''
 def resnet18() -> ResNet:
     torch.manual_seed(1)
     return ResNet(BasicBlock, [2, 2, 2, 2], num_classes=CLASSES).eval()
-
-
-def image_bytes(fmt: str, size=(80, 60), seed: int = 0) -> bytes:
-    g = torch.Generator().manual_seed(seed)
-    pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels.numpy()).save(buf, format=fmt)
-    return buf.getvalue()
 
 
 def expected_top(model, data: bytes, resize: int, crop: int) -> list[str]:
@@ -97,7 +89,7 @@ def server(store):
 
 def test_jpeg_png_and_base64_give_topk_labels(server, store):
     model = store[2]
-    jpeg = image_bytes("JPEG")
+    jpeg = random_image("JPEG")
     r = server.post("/predictions/rn_script", data=jpeg)
     assert r.status_code == 200, r.text
     result = r.json()
@@ -105,7 +97,7 @@ def test_jpeg_png_and_base64_give_topk_labels(server, store):
     probs = list(result.values())
     assert len(result) == 5 and probs == sorted(probs, reverse=True) and sum(probs) <= 1.0001
 
-    png = image_bytes("PNG", seed=3)
+    png = random_image("PNG", seed=3)
     as_form = server.post("/predictions/rn_script", files={"data": ("x.png", png, "image/png")})
     as_b64 = server.post("/predictions/rn_script",
                          json={"data": base64.b64encode(png).decode()})
@@ -116,7 +108,7 @@ def test_jpeg_png_and_base64_give_topk_labels(server, store):
 
 def test_eager_archive_batches_with_configured_transforms(server, store):
     model = store[2]
-    images = [image_bytes("JPEG", size=(90 + 7 * i, 70), seed=i) for i in range(4)]
+    images = [random_image("JPEG", size=(90 + 7 * i, 70), seed=i) for i in range(4)]
     with ThreadPoolExecutor(4) as pool:
         responses = list(pool.map(lambda b: server.post("/predictions/rn_eager", data=b), images))
     for data, response in zip(images, responses):
@@ -140,11 +132,11 @@ def test_not_an_image_is_400_naming_the_request(server):
                     headers={"X-Request-Id": "img-7"})
     assert_error(r, 400, "BadRequestException", "img-7")
     assert "not an image" in r.json()["message"]
-    assert server.post("/predictions/rn_script", data=image_bytes("PNG")).status_code == 200
+    assert server.post("/predictions/rn_script", data=random_image("PNG")).status_code == 200
 
 
 def test_decompression_bomb_limit_is_enforced(server):
-    r = server.post("/predictions/rn_limited", data=image_bytes("PNG", size=(100, 100)))
+    r = server.post("/predictions/rn_limited", data=random_image("PNG", size=(100, 100)))
     assert_error(r, 400, "BadRequestException", "too large")
 
 
@@ -158,7 +150,7 @@ def test_torch_model_archiver_mar_with_image_classifier(store, tmp_path):
     server = ServerProcess(model_store=tmp_path)
     try:
         assert server.register("tma_img.mar").status_code == 200
-        jpeg = image_bytes("JPEG", seed=5)
+        jpeg = random_image("JPEG", seed=5)
         r = server.post("/predictions/tma_img", data=jpeg)
         assert r.status_code == 200, r.text
         assert list(r.json()) == expected_top(store[2], jpeg, 256, 224)[:5]

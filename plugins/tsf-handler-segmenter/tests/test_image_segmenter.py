@@ -13,7 +13,7 @@ from PIL import Image
 from torchvision.transforms import v2
 
 from tsf.archiver import ArchiveSpec, write_archive
-from tsf.testing import ServerProcess
+from tsf.testing import ServerProcess, random_image
 
 MODEL_FILE = '''
     import torch
@@ -28,14 +28,6 @@ MODEL_FILE = '''
         def forward(self, x):
             return self.net(x)
 '''
-
-
-def picture(seed: int, size=(64, 48)) -> bytes:
-    g = torch.Generator().manual_seed(seed)
-    pixels = torch.randint(0, 256, (size[1], size[0], 3), generator=g, dtype=torch.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(pixels.numpy()).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def local_classes(model, data: bytes):
@@ -78,7 +70,7 @@ def setup(tmp_path_factory):
 @pytest.mark.parametrize("model_name", ["seg_script", "seg_eager"])
 def test_per_pixel_class_and_probability(setup, model_name):
     server, model = setup
-    data = picture(1)
+    data = random_image("PNG", (64, 48), 1)
     r = server.post(f"/predictions/{model_name}", data=data)
     assert r.status_code == 200, r.text
     grid = torch.tensor(r.json())
@@ -91,7 +83,7 @@ def test_per_pixel_class_and_probability(setup, model_name):
 
 def test_png_mask_on_accept_header(setup):
     server, model = setup
-    data = picture(2)
+    data = random_image("PNG", (64, 48), 2)
     r = server.post("/predictions/seg_script", data=data, headers={"Accept": "image/png"})
     assert r.status_code == 200 and r.headers["Content-Type"] == "image/png"
     mask = Image.open(io.BytesIO(r.content))
@@ -104,6 +96,6 @@ def test_batch_of_two(setup):
     server, _ = setup
     with ThreadPoolExecutor(2) as pool:
         responses = list(pool.map(lambda s: server.post("/predictions/seg_script",
-                                                        data=picture(s)), (3, 4)))
+                                                        data=random_image("PNG", (64, 48), s)), (3, 4)))
     assert [r.status_code for r in responses] == [200, 200]
     assert all(torch.tensor(r.json()).shape == (48, 64, 2) for r in responses)
