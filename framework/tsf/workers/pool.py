@@ -47,10 +47,6 @@ class WorkerPool:
     def live_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.alive)
 
-    @property
-    def starting(self) -> bool:
-        return self._pending_starts > 0 or (self.target > 0 and not self._closed)
-
     def _threads(self) -> int:
         if self.threads_per_worker > 0:
             return self.threads_per_worker

@@ -108,7 +108,8 @@ class WorkerProcess:
         except asyncio.TimeoutError:
             self.kill()
             await self.proc.wait()
-        await asyncio.wait(self._log_tasks, timeout=2.0) if self._log_tasks else None
+        if self._log_tasks:
+            await asyncio.wait(self._log_tasks, timeout=2.0)
         self.status = "DEAD"
         self.close_socket()
 
