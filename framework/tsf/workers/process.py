@@ -32,7 +32,7 @@ class WorkerProcess:
     def __init__(self, worker_id: str, index: int, spec: dict, threads: int) -> None:
         self.id = worker_id
         self.index = index
-        self.spec = dict(spec, worker_id=worker_id, worker_index=index, threads=threads)
+        self.spec = dict(spec, worker_id=worker_id, worker_index=index)
         self.threads = threads
         self.proc: asyncio.subprocess.Process | None = None
         self.pid: int | None = None
