@@ -89,9 +89,11 @@ class Context:
         self.worker_index = worker_index
         self._device = device
         self.model: Any = None
+        self.handler: Any = None  # the handler instance serving this model (set by the worker)
         self.metrics = HandlerMetrics()
         self.request_ids: dict[int, str] = {}
         self._request_headers: list[dict[str, str]] = []
+        self._request_params: list[dict[str, str]] = []
         self._response: list[dict] = []
 
     @property
@@ -131,9 +133,12 @@ class Context:
         return section if isinstance(section, dict) else {}
 
     # --- batch state, set by the worker -----------------------------------------------------
-    def begin_batch(self, request_ids: Iterable[str], headers: Iterable[dict[str, str]]) -> None:
+    def begin_batch(self, request_ids: Iterable[str], headers: Iterable[dict[str, str]],
+                    params: Iterable[dict[str, str]] | None = None) -> None:
         self.request_ids = dict(enumerate(request_ids))
         self._request_headers = [{k.lower(): v for k, v in h.items()} for h in headers]
+        self._request_params = list(params) if params is not None else \
+            [{} for _ in self._request_headers]
         self._response = [{"status": 200, "phrase": "", "content_type": None, "headers": {}}
                           for _ in self._request_headers]
 
@@ -149,6 +154,10 @@ class Context:
 
     def get_all_request_header(self, idx: int) -> dict[str, str]:
         return dict(self._request_headers[idx])
+
+    def get_request_params(self, idx: int) -> dict[str, str]:
+        """The request's URL query parameters (``?target=3&format=png``), last value wins."""
+        return dict(self._request_params[idx]) if idx < len(self._request_params) else {}
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
         self._response[idx].update(status=int(code), phrase=phrase)

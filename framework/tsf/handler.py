@@ -64,7 +64,14 @@ class BaseHandler:
     """Tensor-in, tensor-out handler used when an archive names no handler (or ``base``).
 
     Subclass it and override any ``tsf_*`` stage method; undecorated overrides count.
+
+    Explainers (``tsf_explain`` plugins such as tsf-explain-captum) read two things from a
+    handler: ``task``, what kind of model it serves (``"image_classification"``,
+    ``"image_segmentation"``, ``"object_detection"``, ``"text_classification"``, or ``None``),
+    and :meth:`forward`, the model call without ``inference_mode`` so gradients can flow.
     """
+
+    task: str | None = None
 
     @hookimpl
     def tsf_load_model(self, context: Any) -> Any:
@@ -98,14 +105,18 @@ class BaseHandler:
             return torch.stack(tensors).to(context.device)
         return Ragged(t.unsqueeze(0).to(context.device) for t in tensors)
 
+    def forward(self, context: Any, batch: Any) -> Any:
+        """Run the model on a preprocessed batch (gradients allowed; explainers call this)."""
+        if isinstance(batch, Ragged):
+            return Ragged(context.model(sample) for sample in batch)
+        return context.model(batch)
+
     @hookimpl
     def tsf_inference(self, context: Any, batch: Any) -> Any:
         import torch
 
         with torch.inference_mode():
-            if isinstance(batch, Ragged):
-                return Ragged(context.model(sample) for sample in batch)
-            return context.model(batch)
+            return self.forward(context, batch)
 
     @hookimpl
     def tsf_postprocess(self, context: Any, outputs: Any) -> list:

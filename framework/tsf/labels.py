@@ -38,3 +38,10 @@ class Labels:
 
     def __call__(self, index: int) -> str:
         return self.mapping.get(str(int(index)), str(int(index)))
+
+    def index_of(self, label: str) -> int | None:
+        """The class index for a label name or an index string; ``None`` if unknown."""
+        for key, name in self.mapping.items():
+            if name == label:
+                return int(key)
+        return int(label) if label.strip().lstrip("-").isdigit() else None

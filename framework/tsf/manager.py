@@ -221,6 +221,8 @@ class ModelManager:
             raise ServiceUnavailable(
                 f"model {name} has no workers; add some with PUT /models/{name}?min_worker=1")
         meta["label_version"] = version or "default"
+        if kind != "predict":
+            meta["kind"] = kind  # the worker runs each kind through its own hooks
         job = Job(kind, meta, blobs, asyncio.get_running_loop().create_future())
         mv.batcher.submit(job)
         return mv, job

@@ -53,7 +53,8 @@ class TorchServeCounters:
 
     def collect(self):
         for which, (name, kind, doc) in self.NAMES.items():
-            metric = Metric(name, doc, kind)
+            family = name[:-len("_total")] if kind == "counter" else name
+            metric = Metric(family, doc, kind)
             for (model, version), value in sorted(self.values[which].items()):
                 metric.add_sample(name, {"uuid": self.uuid, "model_name": model,
                                          "model_version": version}, value)
@@ -69,11 +70,12 @@ class ServerMetrics:
         self.ts = TorchServeCounters()
         self.registry.register(self.ts)
         r = self.registry
-        self.requests = Counter("tsf_requests", "Inference requests by outcome",
-                                MODEL_LABELS + ("code",), registry=r)
+        self.requests = Counter("tsf_requests", "Requests by kind (predict, explain) and outcome",
+                                MODEL_LABELS + ("kind", "code"), registry=r)
         self.request_seconds = Histogram("tsf_request_duration_seconds",
                                          "Time from request arrival to response",
-                                         MODEL_LABELS, buckets=LATENCY_BUCKETS, registry=r)
+                                         MODEL_LABELS + ("kind",), buckets=LATENCY_BUCKETS,
+                                         registry=r)
         self.queue_seconds = Histogram("tsf_queue_duration_seconds",
                                        "Time requests wait in the queue before dispatch",
                                        MODEL_LABELS, buckets=LATENCY_BUCKETS, registry=r)
@@ -96,13 +98,13 @@ class ServerMetrics:
             self.observer(name, kind, value, labels)
 
     def record_request(self, model: str, version: str, label_version: str, code: int,
-                       total: float) -> None:
-        self.requests.labels(model, version, str(code)).inc()
-        self.request_seconds.labels(model, version).observe(total)
+                       total: float, kind: str = "predict") -> None:
+        self.requests.labels(model, version, kind, str(code)).inc()
+        self.request_seconds.labels(model, version, kind).observe(total)
         self.ts.add("requests", model, label_version, 1)
         self.ts.add("latency", model, label_version, total * 1e6)
         if self.observer is not None:
-            labels = {"model_name": model, "model_version": version}
+            labels = {"model_name": model, "model_version": version, "kind": kind}
             self._observe("tsf_request_duration_seconds", "histogram", total, labels)
             self._observe("tsf_requests_total", "counter", 1, dict(labels, code=str(code)))
 

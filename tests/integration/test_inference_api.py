@@ -148,7 +148,8 @@ def test_metrics_count_requests_with_torchserve_names(served):
     assert 'ts_inference_requests_total{model_name="mlp",model_version="default"' in text
     assert "ts_inference_latency_microseconds{" in text
     assert "ts_queue_latency_microseconds{" in text
-    assert 'tsf_request_duration_seconds_bucket{le="' in text
+    assert 'tsf_request_duration_seconds_bucket{kind="predict",le="' in text
+    assert "# TYPE ts_inference_requests_total counter" in text
     assert 'tsf_stage_duration_seconds_count{model_name="mlp",model_version="1.0",' \
            'stage="inference"}' in text
     assert "tsf_batch_size_bucket" in text
@@ -167,3 +168,10 @@ def test_metrics_name_filter(served):
     text = served.request("GET", served.metrics, "/metrics",
                           params={"name[]": "tsf_batch_size"}).text
     assert "tsf_batch_size" in text and "ts_inference_requests_total" not in text
+
+
+def test_explaining_a_model_without_an_explainer_is_501(served):
+    r = served.post("/explanations/mlp", json=[1, 2, 3, 4])
+    assert_error(r, 501, None, "declares no task an explainer knows")
+    assert served.post("/predictions/mlp", json=[1, 2, 3, 4]).status_code == 200
+    assert 'kind="explain"' in served.scrape()

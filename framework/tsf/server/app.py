@@ -17,7 +17,7 @@ from ..errors import TsfError
 from ..manager import ModelManager
 from ..metrics import ServerMetrics
 from ..plugins import create_manager
-from . import inference, management, metrics
+from . import inference, kserve_v1, management, metrics
 from .errors import NotFoundHandler
 
 log = logging.getLogger("tsf")
@@ -50,7 +50,8 @@ class TsfServer:
         settings = {"default_handler_class": NotFoundHandler, "compress_response": False,
                     "serve_traceback": False, "log_function": _log_request}
         return {
-            "inference": tornado.web.Application(inference.routes(services), **settings),
+            "inference": tornado.web.Application(
+                inference.routes(services) + kserve_v1.routes(services), **settings),
             "management": tornado.web.Application(management.routes(services), **settings),
             "metrics": tornado.web.Application(metrics.routes(services), **settings),
         }

@@ -45,7 +45,7 @@ class PredictionHandler(StreamingBodyHandler):
         finally:
             if mv is not None:
                 manager.metrics.record_request(mv.name, mv.version, version or "default", code,
-                                               time.perf_counter() - started)
+                                               time.perf_counter() - started, self.kind)
 
     def respond(self, request_id: str, result: dict, payload: bytes) -> None:
         limit = self.services["config"].max_response_size

@@ -57,6 +57,13 @@ def inference_spec() -> dict:
         "/explanations/{model_name}": {"post": dict(explain, parameters=[MODEL])},
         "/explanations/{model_name}/{model_version}": {
             "post": dict(explain, parameters=[MODEL, VERSION])},
+        "/v1/models/{model_name}": {"get": dict(_op("KServe v1 readiness"), parameters=[MODEL])},
+        "/v1/models/{model_name}:predict": {"post": dict(
+            _op("KServe v1 predict: {instances: [...]}", body=True,
+                ok={"description": "{predictions: [...]}"}), parameters=[MODEL])},
+        "/v1/models/{model_name}:explain": {"post": dict(
+            _op("KServe v1 explain: {instances: [...]}", body=True,
+                ok={"description": "{explanations: [...]}"}), parameters=[MODEL])},
     })
 
 

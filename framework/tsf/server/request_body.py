@@ -87,4 +87,7 @@ def request_parts(request: tornado.httputil.HTTPServerRequest, body: bytes
         blobs.append(body)
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     meta = {"id": request_id, "headers": dict(request.headers.get_all()), "parts": parts}
+    if request.query_arguments:
+        meta["params"] = {key: values[-1].decode("utf-8", "replace")
+                          for key, values in request.query_arguments.items()}
     return meta, blobs

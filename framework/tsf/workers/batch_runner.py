@@ -134,14 +134,13 @@ class BatchRunner:
     def _stages(self, kind: str, requests: list[dict], metas: list[dict],
                 timings: dict[str, float]) -> list:
         ctx, hook = self.context, self.pm.hook
-        ctx.begin_batch([m.get("id", "") for m in metas], [m.get("headers", {}) for m in metas])
+        ctx.begin_batch([m.get("id", "") for m in metas], [m.get("headers", {}) for m in metas],
+                        [m.get("params", {}) for m in metas])
         start = time.perf_counter()
         if kind == "explain":
             results = hook.tsf_explain(context=ctx, requests=requests)
             if results is None:
-                raise NotImplementedByModel(
-                    f"model {ctx.model_name} has no explainer: install tsf-explain-captum or "
-                    "implement tsf_explain in its handler")
+                raise NotImplementedByModel(_no_explainer_message(ctx))
             timings["explain"] = timings.get("explain", 0.0) + time.perf_counter() - start
         else:
             batch = _answered(hook.tsf_preprocess(context=ctx, requests=requests),
@@ -160,6 +159,17 @@ class BatchRunner:
             raise HandlerError(f"handler returned {got} results for a batch of {len(requests)} "
                                "requests; it must return a list with one result per request")
         return list(results)
+
+
+def _no_explainer_message(ctx: Context) -> str:
+    handler = type(ctx.handler).__name__ if ctx.handler is not None else "its handler"
+    task = getattr(ctx.handler, "task", None)
+    if task:
+        return (f"model {ctx.model_name} cannot be explained: no installed explainer handles "
+                f"{task!r} models (pip install tsf-explain-captum), and {handler} does not "
+                "implement tsf_explain")
+    return (f"model {ctx.model_name} cannot be explained: {handler} declares no task an "
+            "explainer knows and does not implement tsf_explain")
 
 
 def _answered(value: Any, hook_name: str) -> Any:

@@ -37,6 +37,7 @@ def load(spec: dict) -> tuple[Any, Context]:
     pm.register(FallbackHandler(), name="tsf.fallback")
     handler = resolve_handler(spec.get("handler", ""), spec["model_dir"], pm)
     pm.register(handler, name=f"handler:{spec['model_name']}")
+    context.handler = handler
     model = pm.hook.tsf_load_model(context=context)
     if model is None:
         raise ModelLoadError("no handler or plugin loaded the model")

@@ -16,16 +16,15 @@ from tsf_handler_image.vision import VisionHandler
 class ObjectDetector(VisionHandler):
     """Detects objects; keeps boxes whose score reaches ``threshold``."""
 
+    task = "object_detection"
     defaults = {"resize": None, "crop": None, "mean": None, "std": None, "threshold": 0.5}
 
     def tsf_preprocess(self, context: Any, requests: list[dict]) -> Any:
         return [image.to(context.device) for image in self.images(context, requests)]
 
-    def tsf_inference(self, context: Any, batch: Any) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            outputs = context.model(batch)
+    def forward(self, context: Any, batch: Any) -> Any:
+        """One ``{"boxes", "labels", "scores"}`` dict per image."""
+        outputs = context.model(batch)
         if isinstance(outputs, tuple) and len(outputs) == 2 and isinstance(outputs[1], list):
             outputs = outputs[1]  # TorchScript detection models return (losses, detections)
         return outputs

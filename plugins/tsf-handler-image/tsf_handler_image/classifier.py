@@ -15,12 +15,21 @@ from .vision import VisionHandler
 class ImageClassifier(VisionHandler):
     """Classifies images; works with TorchScript, eager and torch.export archives."""
 
+    task = "image_classification"
+
+    def forward(self, context: Any, batch: Any) -> Any:
+        """Logits, ``N x classes`` (one row per image)."""
+        import torch
+
+        if isinstance(batch, Ragged):
+            return torch.cat([self.forward(context, x) for x in batch])
+        logits = context.model(batch)
+        return logits[0] if isinstance(logits, (tuple, list)) else logits
+
     def tsf_postprocess(self, context: Any, outputs: Any) -> list:
         import torch
 
-        rows = torch.cat(list(outputs)) if isinstance(outputs, Ragged) else outputs
-        if isinstance(rows, (tuple, list)):
-            rows = rows[0]
+        rows = outputs
         probs = torch.softmax(rows.float(), dim=1)
         k = min(int(self.options.get("topk", 5)), probs.shape[1])
         values, indices = probs.topk(k, dim=1)

@@ -19,15 +19,14 @@ from tsf_handler_image.vision import VisionHandler
 class ImageSegmenter(VisionHandler):
     """Segments images; no resize by default, ImageNet normalisation."""
 
+    task = "image_segmentation"
     defaults = {**VisionHandler.defaults, "resize": None, "crop": None, "output": "json"}
 
-    def tsf_inference(self, context: Any, batch: Any) -> Any:
-        import torch
-
-        with torch.inference_mode():
-            if isinstance(batch, Ragged):
-                return Ragged(_logits(context.model(x))[0] for x in batch)
-            return list(_logits(context.model(batch)))
+    def forward(self, context: Any, batch: Any) -> Any:
+        """Per-image logits, ``classes x H x W`` each (a list, since sizes may differ)."""
+        if isinstance(batch, Ragged):
+            return [_logits(context.model(x))[0] for x in batch]
+        return list(_logits(context.model(batch)))
 
     def wants_png(self, context: Any, index: int) -> bool:
         accept = (context.get_request_header(index, "accept") or "").lower()

@@ -24,6 +24,8 @@ from .tokenization import load_tokenizer
 class TextClassifier(BaseHandler):
     """Classifies texts with any model taking token ids (and a mask)."""
 
+    task = "text_classification"
+
     defaults: dict[str, Any] = {"max_length": 128, "attention_mask": True}
 
     def tsf_load_model(self, context: Any) -> Any:
@@ -61,21 +63,21 @@ class TextClassifier(BaseHandler):
             mask[row, :len(tokens)] = 1
         return ids.to(context.device), mask.to(context.device)
 
-    def tsf_inference(self, context: Any, batch: Any) -> Any:
-        import torch
-
+    def forward(self, context: Any, batch: Any) -> Any:
+        """Logits, one row per text, from ``(input_ids, attention_mask)``."""
         ids, mask = batch
-        with torch.inference_mode():
-            if self.options.get("attention_mask", True):
-                return context.model(ids, mask)
-            return context.model(ids)
-
-    def tsf_postprocess(self, context: Any, outputs: Any) -> list:
-        import torch
-
+        if self.options.get("attention_mask", True):
+            outputs = context.model(ids, mask)
+        else:
+            outputs = context.model(ids)
         if isinstance(outputs, dict):
             outputs = outputs["logits"]
         if isinstance(outputs, (tuple, list)):
             outputs = outputs[0]
+        return outputs
+
+    def tsf_postprocess(self, context: Any, outputs: Any) -> list:
+        import torch
+
         probs = torch.softmax(outputs.float(), dim=-1)
         return [{self.labels(i): p for i, p in enumerate(row)} for row in probs.tolist()]

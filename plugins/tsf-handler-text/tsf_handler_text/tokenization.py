@@ -17,6 +17,10 @@ class Tokenizer(Protocol):
 
     def encode(self, text: str, max_length: int) -> list[int]: ...
 
+    def token_strings(self, ids: list[int]) -> list[str]: ...
+
+    def special_mask(self, ids: list[int]) -> list[bool]: ...
+
 
 class JsonTokenizer:
     """A ``tokenizers`` tokenizer from ``tokenizer.json`` (adds its special tokens)."""
@@ -32,12 +36,20 @@ class JsonTokenizer:
         if pad is None:
             pad = self.tokenizer.token_to_id("<pad>")
         self.pad_id = int(pad if pad is not None else (padding or {}).get("pad_id", 0))
+        self.special_ids = {i for i, tok in self.tokenizer.get_added_tokens_decoder().items()
+                            if tok.special}
 
     def encode(self, text: str, max_length: int) -> list[int]:
         ids = self.tokenizer.encode(text).ids
         if len(ids) > max_length:  # keep the final special token ([SEP]) when truncating
             ids = ids[:max_length - 1] + ids[-1:]
         return ids
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        return [self.tokenizer.id_to_token(i) or "" for i in ids]
+
+    def special_mask(self, ids: list[int]) -> list[bool]:
+        return [i in self.special_ids for i in ids]
 
 
 class VocabTokenizer:
@@ -46,6 +58,7 @@ class VocabTokenizer:
     def __init__(self, path: Path, lowercase: bool = True) -> None:
         tokens = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
         self.ids = {tok: i for i, tok in enumerate(tokens) if tok}
+        self.names = {i: tok for tok, i in self.ids.items()}
         self.lowercase = lowercase
         self.pad_id = self._special("[PAD]", "<pad>", default=0)
         self.unk_id = self._special("[UNK]", "<unk>", default=self.pad_id)
@@ -59,6 +72,12 @@ class VocabTokenizer:
     def encode(self, text: str, max_length: int) -> list[int]:
         ids = [self.ids.get(tok, self.unk_id) for tok in self.tokens(text)][:max_length]
         return ids or [self.unk_id]
+
+    def token_strings(self, ids: list[int]) -> list[str]:
+        return [self.names.get(i, "") for i in ids]
+
+    def special_mask(self, ids: list[int]) -> list[bool]:
+        return [False] * len(ids)
 
 
 def load_tokenizer(model_dir: Path, options: dict) -> Tokenizer:

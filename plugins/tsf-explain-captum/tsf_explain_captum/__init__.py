@@ -1,0 +1,1 @@
+"""tsf-explain-captum: ``tsf_explain`` for image, segmentation, detection and text handlers."""
