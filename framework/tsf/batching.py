@@ -23,11 +23,12 @@ from .workers.pool import WorkerPool
 class Job:
     """One request waiting for its result."""
 
-    __slots__ = ("kind", "meta", "blobs", "future", "arrival", "dispatched", "expiry")
+    __slots__ = ("kind", "meta", "blobs", "future", "arrival", "dispatched", "expiry", "trace")
 
     def __init__(self, kind: str, meta: dict, blobs: list[bytes],
-                 future: asyncio.Future) -> None:
+                 future: asyncio.Future, trace: Any = None) -> None:
         self.kind = kind
+        self.trace = trace  # the request's tracing span, when tracing is on
         self.meta = meta
         self.blobs = blobs
         self.future = future
@@ -101,7 +102,8 @@ def _settle(future: asyncio.Future) -> None:
         future.set_result(None)
 
 
-BatchDone = Callable[[list[Job], dict, float], None]
+# (jobs, result header, dispatched at, finished at, worker id), times from time.monotonic()
+BatchDone = Callable[[list[Job], dict, float, float, str], None]
 
 
 class Batcher:
@@ -109,13 +111,14 @@ class Batcher:
 
     def __init__(self, queue: BatchQueue, pool: WorkerPool, *, batch_size: int,
                  max_batch_delay_ms: float, response_timeout: float,
-                 on_batch: BatchDone | None = None) -> None:
+                 on_batch: BatchDone | None = None, stage_stamps: bool = False) -> None:
         self.queue = queue
         self.pool = pool
         self.batch_size = batch_size
         self.max_delay = max_batch_delay_ms / 1000.0
         self.response_timeout = response_timeout
         self.on_batch = on_batch
+        self.stage_stamps = stage_stamps  # ask workers for wall-clock stage times (tracing)
         self._task: asyncio.Task | None = None
         self._inflight: set[asyncio.Task] = set()
 
@@ -160,8 +163,9 @@ class Batcher:
             blobs.extend(job.blobs)
         succeeded = False
         try:
-            header, results = await worker.run_batch({"requests": metas}, blobs,
-                                                     self.response_timeout)
+            request = {"requests": metas, "stamps": True} if self.stage_stamps else \
+                {"requests": metas}
+            header, results = await worker.run_batch(request, blobs, self.response_timeout)
             succeeded = True
         except TsfError as error:
             for job in batch:
@@ -173,7 +177,7 @@ class Batcher:
             if not job.future.done():
                 job.future.set_result((meta, body))
         if self.on_batch is not None:
-            self.on_batch(batch, header, now)
+            self.on_batch(batch, header, now, time.monotonic(), worker.id)
 
 
 def _fail(job: Job, error: TsfError) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import logging
 import signal
 import sys
 from typing import Any
@@ -25,6 +24,8 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--workspace", help="folder for unpacked archives (default: a temp folder)")
     p.add_argument("--ready-file", help="write the bound ports here as JSON once serving")
     p.add_argument("--log-level", default=None)
+    p.add_argument("--log-format", default=None, choices=["text", "json"],
+                   help="server log lines as text (default) or JSON objects")
     p.add_argument("--foreground", action="store_true", help="accepted for TorchServe "
                    "compatibility; tsf serve always runs in the foreground")
 
@@ -58,16 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_serve(args: argparse.Namespace) -> int:
     from .config import load_config
+    from .logs import configure_logging
     from .server.app import TsfServer, serve_forever
 
     cli = {"model_store": args.model_store, "inference_address": args.inference_address,
            "management_address": args.management_address,
            "metrics_address": args.metrics_address, "workspace": args.workspace,
-           "log_level": args.log_level,
+           "log_level": args.log_level, "log_format": args.log_format,
            "load_models": ",".join(args.models) if args.models else None}
     config = load_config(args.config_file, cli)
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(config.log_level, config.log_format)
 
     async def main() -> None:
         stop = asyncio.Event()

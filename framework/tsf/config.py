@@ -42,6 +42,7 @@ class ServerConfig:
     enable_model_api: bool = True
     worker_restart_backoff_max: float = 30.0
     log_level: str = "INFO"
+    log_format: str = "text"
 
     @property
     def allowed_url_patterns(self) -> list[str]:

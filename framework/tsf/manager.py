@@ -22,6 +22,7 @@ from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, T
 from .metrics import ServerMetrics
 from .registry import ModelVersion, Registry
 from .storage import check_allowed
+from .tracing import Tracing
 from .workers.pool import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -33,10 +34,12 @@ class ModelManager:
     """Owns the registry and every model version's pool, queue and batcher."""
 
     def __init__(self, config: ServerConfig, pm: pluggy.PluginManager,
-                 metrics: ServerMetrics) -> None:
+                 metrics: ServerMetrics, tracing: Tracing | None = None) -> None:
         self.config = config
         self.pm = pm
         self.metrics = metrics
+        self.tracing = tracing or Tracing()
+        metrics.worker_figures.workers = self._live_workers
         self.registry = Registry()
         root = Path(config.workspace) if config.workspace else \
             Path(tempfile.mkdtemp(prefix="tsf-workspace-"))
@@ -135,8 +138,8 @@ class ModelManager:
         batcher = Batcher(queue, pool, batch_size=settings.batch_size,
                           max_batch_delay_ms=settings.max_batch_delay,
                           response_timeout=settings.response_timeout,
-                          on_batch=lambda batch, header, at: self._batch_done(
-                              mv_holder[0], batch, header, at))
+                          on_batch=lambda *done: self._batch_done(mv_holder[0], *done),
+                          stage_stamps=self.tracing.enabled)
         mv = ModelVersion(name=name, version=version, url=url, archive=archive,
                           settings=settings, pool=pool, queue=queue, batcher=batcher,
                           loaded_at_startup=loaded_at_startup, owned_dir=owned, labels=labels)
@@ -150,7 +153,7 @@ class ModelManager:
         self.metrics.worker_restarts.labels(mv.name, mv.version).set(mv.pool.restarts)
 
     def _batch_done(self, mv: ModelVersion, batch: list[Job], header: dict,
-                    dispatched: float) -> None:
+                    dispatched: float, finished: float, worker_id: str) -> None:
         m = self.metrics
         for job in batch:
             m.record_queue(mv.name, mv.version, job.meta.get("label_version", mv.version),
@@ -159,6 +162,9 @@ class ModelManager:
         if header.get("metrics"):
             m.record_custom(mv.name, mv.version, header["metrics"])
         m.queue_depth.labels(mv.name, mv.version).set(len(mv.queue))
+        if self.tracing.enabled:
+            self.tracing.record_batch(mv.name, mv.version, worker_id, batch, header, dispatched,
+                                      finished)
 
     # --- scale / default / unregister -------------------------------------------------------
     async def scale(self, name: str, version: str | None, min_worker: Any, max_worker: Any,
@@ -215,7 +221,7 @@ class ModelManager:
 
     # --- requests ---------------------------------------------------------------------------
     def submit(self, name: str, version: str | None, kind: str, meta: dict,
-               blobs: list[bytes]) -> tuple[ModelVersion, Job]:
+               blobs: list[bytes], trace: Any = None) -> tuple[ModelVersion, Job]:
         mv = self.registry.get(name, version)
         if mv.pool.target == 0 and mv.pool.live_count == 0:
             raise ServiceUnavailable(
@@ -223,9 +229,15 @@ class ModelManager:
         meta["label_version"] = version or "default"
         if kind != "predict":
             meta["kind"] = kind  # the worker runs each kind through its own hooks
-        job = Job(kind, meta, blobs, asyncio.get_running_loop().create_future())
+        job = Job(kind, meta, blobs, asyncio.get_running_loop().create_future(), trace)
         mv.batcher.submit(job)
         return mv, job
+
+    def _live_workers(self):
+        for mv in list(self.registry):
+            for worker in list(mv.pool.workers.values()):
+                if worker.alive or worker.status == "BUSY":
+                    yield mv.name, mv.version, worker
 
     def health(self) -> tuple[bool, list[str]]:
         """Healthy when every model version has at least its minimum of live workers."""

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics)
-from prometheus_client.core import Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 disable_created_metrics()  # ``*_created`` series only add noise to every scrape
 
@@ -61,6 +61,36 @@ class TorchServeCounters:
             yield metric
 
 
+class WorkerCollector:
+    """Per-worker process figures, read at scrape time: load time, CPU seconds, memory."""
+
+    def __init__(self) -> None:
+        self.workers: Callable[[], Iterable[tuple[str, str, Any]]] = lambda: ()
+
+    def collect(self):
+        import psutil
+
+        labels = ["model_name", "model_version", "worker_id"]
+        load = GaugeMetricFamily("tsf_model_load_seconds",
+                                 "Seconds from worker start to model loaded", labels=labels)
+        cpu = CounterMetricFamily("tsf_worker_cpu_seconds", "CPU time used by the worker "
+                                  "process (user + system)", labels=labels)
+        memory = GaugeMetricFamily("tsf_worker_memory_bytes",
+                                   "Resident memory of the worker process", labels=labels)
+        for model, version, worker in self.workers():
+            values = [model, version, worker.id]
+            load.add_metric(values, worker.load_seconds)
+            try:
+                process = psutil.Process(worker.pid)
+                times = process.cpu_times()
+                rss = process.memory_info().rss
+            except (psutil.Error, TypeError, ValueError):
+                continue
+            cpu.add_metric(values, times.user + times.system)
+            memory.add_metric(values, rss)
+        yield from (load, cpu, memory)
+
+
 class ServerMetrics:
     """All metrics of one server; ``record_*`` methods are called on the request path."""
 
@@ -91,6 +121,8 @@ class ServerMetrics:
                                    MODEL_LABELS, registry=r)
         self.worker_restarts = Gauge("tsf_worker_restarts", "Worker restarts per model",
                                      MODEL_LABELS, registry=r)
+        self.worker_figures = WorkerCollector()
+        r.register(self.worker_figures)
         self._custom: dict[str, tuple[Any, tuple[str, ...]]] = {}
 
     def _observe(self, name: str, kind: str, value: float, labels: dict) -> None:

@@ -17,6 +17,7 @@ from ..errors import TsfError
 from ..manager import ModelManager
 from ..metrics import ServerMetrics
 from ..plugins import create_manager
+from ..tracing import create_tracing
 from . import inference, kserve_v1, management, metrics
 from .errors import NotFoundHandler
 
@@ -40,13 +41,14 @@ class TsfServer:
                 self.pm.hook.tsf_record_metric(name=name, kind=kind, value=value, labels=labels)
         self.metrics = ServerMetrics(observer)
         self.pm.hook.tsf_register_metrics(registry=self.metrics.registry)
-        self.manager = ModelManager(config, self.pm, self.metrics)
+        self.tracing = create_tracing()
+        self.manager = ModelManager(config, self.pm, self.metrics, self.tracing)
         self.servers: list[tornado.httpserver.HTTPServer] = []
         self.ports: dict[str, int] = {}
 
     def _apps(self) -> dict[str, tornado.web.Application]:
         services = {"config": self.config, "manager": self.manager, "metrics": self.metrics,
-                    "pm": self.pm}
+                    "pm": self.pm, "tracing": self.tracing}
         settings = {"default_handler_class": NotFoundHandler, "compress_response": False,
                     "serve_traceback": False, "log_function": _log_request}
         return {
@@ -93,6 +95,7 @@ class TsfServer:
         await self.manager.shutdown()
         for server in self.servers:
             await server.close_all_connections()
+        self.tracing.shutdown()
 
     def ready_info(self) -> dict:
         return {"status": "ready", "ports": self.ports, "urls": self.urls()}
@@ -120,8 +123,14 @@ def startup_models(config: ServerConfig) -> list[tuple[str | None, str]]:
 def _log_request(handler: tornado.web.RequestHandler) -> None:
     access = logging.getLogger("tsf.access")
     if access.isEnabledFor(logging.INFO):
-        access.info("%s %s %d %.2fms", handler.request.method, handler.request.uri,
-                    handler.get_status(), 1000.0 * handler.request.request_time())
+        request_id = getattr(handler, "request_id", "")
+        trace_id = getattr(handler, "trace_id", "")
+        access.info("%s %s %d %.2fms%s%s", handler.request.method, handler.request.uri,
+                    handler.get_status(), 1000.0 * handler.request.request_time(),
+                    f" request_id={request_id}" if request_id else "",
+                    f" trace_id={trace_id}" if trace_id else "",
+                    extra={"request_id": request_id, "trace_id": trace_id,
+                           "status": handler.get_status()})
 
 
 def ready_line(info: dict) -> str:

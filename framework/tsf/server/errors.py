@@ -38,6 +38,9 @@ def to_tsf_error(exc: BaseException | None, status: int) -> TsfError:
 class BaseHandler(tornado.web.RequestHandler):
     """Base request handler: JSON helpers and JSON error bodies."""
 
+    request_id = ""  # set by handlers that queue work; logged and echoed on errors too
+    trace_id = ""
+
     def write_json(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
@@ -51,6 +54,9 @@ class BaseHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json")
         for key, value in getattr(error, "headers", {}).items():
             self.set_header(key, value)
+        for header, attribute in (("X-Request-Id", "request_id"), ("X-Trace-Id", "trace_id")):
+            if getattr(self, attribute, ""):  # send_error cleared them
+                self.set_header(header, getattr(self, attribute))
         self.finish(json.dumps(error.to_dict()))
 
     def log_exception(self, typ, value, tb) -> None:

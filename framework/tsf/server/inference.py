@@ -27,15 +27,18 @@ class PredictionHandler(StreamingBodyHandler):
     """``POST /predictions/{model}[/{version}]`` (and explanations, with ``kind``)."""
 
     kind = "predict"
+    route = "/predictions/{model_name}"
 
     async def post(self, model: str, version: str | None = None) -> None:
         started = time.perf_counter()
         manager: ModelManager = self.services["manager"]
-        meta, blobs = request_parts(self.request, self.body())
+        span = self.start_trace(self.route + ("/{model_version}" if version else ""), model)
         code = 500
         mv = None
         try:
-            mv, job = manager.submit(model, version, self.kind, meta, blobs)
+            meta, blobs = request_parts(self.request, self.body())
+            self.request_id = meta["id"]
+            mv, job = manager.submit(model, version, self.kind, meta, blobs, span)
             result, payload = await job.future
             code = result["status"]
             self.respond(meta["id"], result, payload)
@@ -43,6 +46,7 @@ class PredictionHandler(StreamingBodyHandler):
             code = exc.status
             raise
         finally:
+            self.end_trace(span, code)
             if mv is not None:
                 manager.metrics.record_request(mv.name, mv.version, version or "default", code,
                                                time.perf_counter() - started, self.kind)
@@ -64,6 +68,7 @@ class PredictionHandler(StreamingBodyHandler):
 
 class ExplanationHandler(PredictionHandler):
     kind = "explain"
+    route = "/explanations/{model_name}"
 
 
 def routes(options: dict[str, Any]) -> list:

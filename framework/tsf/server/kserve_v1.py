@@ -33,18 +33,21 @@ class KServeModelHandler(StreamingBodyHandler):
         started = time.perf_counter()
         manager: ModelManager = self.services["manager"]
         kind = "explain" if verb == "explain" else "predict"
-        instances = _instances(self.body())
+        span = self.start_trace(f"/v1/models/{{model_name}}:{verb}", model)
         request_id = self.request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        self.request_id = request_id
         headers = dict(self.request.headers.get_all())
         params = {k: v[-1].decode("utf-8", "replace")
                   for k, v in self.request.query_arguments.items()}
         code, mv = 500, None
         try:
+            instances = _instances(self.body())
             jobs = []
             for i, instance in enumerate(instances):
                 meta = {"id": f"{request_id}-{i}", "headers": headers, "params": params,
                         "parts": [{"name": "body", "ctype": "application/json"}]}
-                mv, job = manager.submit(model, None, kind, meta, [json.dumps(instance).encode()])
+                mv, job = manager.submit(model, None, kind, meta,
+                                         [json.dumps(instance).encode()], span)
                 jobs.append(job)
             outcomes = await asyncio.gather(*(job.future for job in jobs), return_exceptions=True)
             answers = [_answer(outcome) for outcome in outcomes]
@@ -56,6 +59,7 @@ class KServeModelHandler(StreamingBodyHandler):
             code = exc.status
             raise
         finally:
+            self.end_trace(span, code)
             if mv is not None:
                 manager.metrics.record_request(mv.name, mv.version, "default", code,
                                                time.perf_counter() - started, kind)

@@ -48,6 +48,20 @@ class StreamingBodyHandler(BaseHandler):
             return
         self._chunks.append(chunk)
 
+    def start_trace(self, route: str, model: str) -> Any:
+        """Open this request's tracing span (``None`` when tracing is off)."""
+        tracing = self.services.get("tracing")
+        if tracing is None or not tracing.enabled:
+            return None
+        span = tracing.start_request(self.request, route, model)
+        self.trace_id = tracing.trace_id(span)
+        self.set_header("X-Trace-Id", self.trace_id)
+        return span
+
+    def end_trace(self, span: Any, status: int) -> None:
+        if span is not None:
+            self.services["tracing"].end_request(span, status)
+
     def too_large(self, size: int) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body of {size} bytes exceeds max_request_size "
                                f"({self.max_size} bytes)")

@@ -78,6 +78,24 @@ def error_result(error: TsfError) -> tuple[dict, bytes]:
         json.dumps(error.to_dict()).encode()
 
 
+class StageClock:
+    """Seconds spent per stage (summed over retries) and, for tracing, wall-clock spans."""
+
+    def __init__(self, stamps: bool) -> None:
+        self.timings: dict[str, float] = {}
+        self.stamps: list[tuple[str, int, int]] | None = [] if stamps else None
+        self._wall0, self._perf0 = time.time_ns(), time.perf_counter()
+
+    def add(self, stage: str, start: float, end: float) -> None:
+        """Record a stage that ran from ``start`` to ``end`` (``time.perf_counter()`` values)."""
+        self.timings[stage] = self.timings.get(stage, 0.0) + end - start
+        if self.stamps is not None:
+            self.stamps.append((stage, self._wall(start), self._wall(end)))
+
+    def _wall(self, perf: float) -> int:
+        return self._wall0 + int((perf - self._perf0) * 1e9)
+
+
 class BatchRunner:
     """Runs batches for one model through the worker's plugin manager."""
 
@@ -103,26 +121,30 @@ class BatchRunner:
                     type(exc)(f"request {meta.get('id', index)}: {exc.message}"))
                 continue
             decoded.setdefault(meta.get("kind", "predict"), []).append((index, request))
-        timings: dict[str, float] = {}
+        clock = StageClock(bool(header.get("stamps")))
         for kind, items in decoded.items():
-            for index, result in self._run_group(kind, items, metas, timings):
+            for index, result in self._run_group(kind, items, metas, clock):
                 results[index] = result
         out_meta = [r[0] for r in results]  # type: ignore[index]
         out_blobs = [r[1] for r in results]  # type: ignore[index]
-        return {"id": header.get("id"), "results": out_meta, "timings": timings,
-                "metrics": self.context.metrics.drain()}, out_blobs
+        out = {"id": header.get("id"), "results": out_meta, "timings": clock.timings,
+               "metrics": self.context.metrics.drain()}
+        self.context.request_ids = {}  # log lines between batches belong to no request
+        if clock.stamps is not None:
+            out["stamps"] = clock.stamps
+        return out, out_blobs
 
     def _run_group(self, kind: str, items: list[tuple[int, dict]], metas: list[dict],
-                   timings: dict[str, float]) -> list[tuple[int, tuple[dict, bytes]]]:
+                   clock: StageClock) -> list[tuple[int, tuple[dict, bytes]]]:
         try:
             values = self._stages(kind, [r for _, r in items], [metas[i] for i, _ in items],
-                                  timings)
+                                  clock)
             return [(items[j][0], encode_result(v, self.context.response_settings(j)))
                     for j, v in enumerate(values)]
         except Exception as exc:
             if len(items) > 1:  # isolate the failing request(s)
                 return [pair for item in items
-                        for pair in self._run_group(kind, [item], metas, timings)]
+                        for pair in self._run_group(kind, [item], metas, clock)]
             return [(items[0][0], error_result(self._as_error(exc)))]
 
     def _as_error(self, exc: Exception) -> TsfError:
@@ -132,7 +154,7 @@ class BatchRunner:
         return HandlerError(f"{type(exc).__name__}: {exc}")
 
     def _stages(self, kind: str, requests: list[dict], metas: list[dict],
-                timings: dict[str, float]) -> list:
+                clock: StageClock) -> list:
         ctx, hook = self.context, self.pm.hook
         ctx.begin_batch([m.get("id", "") for m in metas], [m.get("headers", {}) for m in metas],
                         [m.get("params", {}) for m in metas])
@@ -141,7 +163,7 @@ class BatchRunner:
             results = hook.tsf_explain(context=ctx, requests=requests)
             if results is None:
                 raise NotImplementedByModel(_no_explainer_message(ctx))
-            timings["explain"] = timings.get("explain", 0.0) + time.perf_counter() - start
+            clock.add("explain", start, time.perf_counter())
         else:
             batch = _answered(hook.tsf_preprocess(context=ctx, requests=requests),
                               "tsf_preprocess")
@@ -151,9 +173,9 @@ class BatchRunner:
             results = _answered(hook.tsf_postprocess(context=ctx, outputs=outputs),
                                 "tsf_postprocess")
             t3 = time.perf_counter()
-            for stage, spent in (("preprocess", t1 - start), ("inference", t2 - t1),
-                                 ("postprocess", t3 - t2)):
-                timings[stage] = timings.get(stage, 0.0) + spent
+            clock.add("preprocess", start, t1)
+            clock.add("inference", t1, t2)
+            clock.add("postprocess", t2, t3)
         if not isinstance(results, (list, tuple)) or len(results) != len(requests):
             got = len(results) if isinstance(results, (list, tuple)) else type(results).__name__
             raise HandlerError(f"handler returned {got} results for a batch of {len(requests)} "

@@ -45,6 +45,20 @@ def load(spec: dict) -> tuple[Any, Context]:
     return pm, context
 
 
+class RequestIdsFilter(logging.Filter):
+    """Adds the ids of the batch being processed to log records (``-`` outside batches)."""
+
+    context: Context | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ids = self.context.request_ids.values() if self.context is not None else ()
+        record.request_ids = ",".join(ids) or "-"
+        return True
+
+
+REQUEST_IDS = RequestIdsFilter()
+
+
 def serve(sock: socket.socket, spec: dict) -> int:
     try:
         pm, context = load(spec)
@@ -55,6 +69,7 @@ def serve(sock: socket.socket, spec: dict) -> int:
         return 1
     protocol.send_frame(sock, protocol.READY, {"pid": os.getpid(),
                                                   "device": context.device_if_chosen})
+    REQUEST_IDS.context = context
     runner = BatchRunner(pm, context)
     while True:
         try:
@@ -75,7 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     spec = json.loads(args.spec)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format=f"%(levelname)s [{spec.get('worker_id', '?')}] %(message)s")
+                        format="%(levelname)s %(name)s [%(request_ids)s] %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(REQUEST_IDS)
     sock = socket.socket(fileno=args.fd)
     try:
         return serve(sock, spec)

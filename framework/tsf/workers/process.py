@@ -38,6 +38,7 @@ class WorkerProcess:
         self.pid: int | None = None
         self.start_time = time.time()
         self.status = "STARTING"
+        self.load_seconds = 0.0  # process start to READY
         self.device = "cpu"
         self.retiring = False
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
@@ -56,6 +57,7 @@ class WorkerProcess:
 
     async def start(self, startup_timeout: float) -> None:
         """Spawn the process and wait for READY; raise ModelLoadError otherwise."""
+        started = time.monotonic()
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads),
                    MKL_NUM_THREADS=str(self.threads), PYTHONUNBUFFERED="1")
@@ -89,6 +91,7 @@ class WorkerProcess:
             raise ModelLoadError(f"failed to load model: {error.message}")
         self.status = "READY"
         self.device = header.get("device", "cpu")
+        self.load_seconds = time.monotonic() - started
 
     async def _forward(self, stream: asyncio.StreamReader | None, level: int) -> None:
         if stream is None:
@@ -97,7 +100,8 @@ class WorkerProcess:
         while line := await stream.readline():
             text = line.decode("utf-8", "replace").rstrip()
             self.tail.append(text)
-            log.log(level, "[%s %s] %s", name, self.id, text)
+            log.log(level, "[%s %s] %s", name, self.id, text,
+                    extra={"model": name, "worker_id": self.id})
 
     async def _reap(self, timeout: float = 5.0) -> None:
         """Wait for the process to exit and its output to be read (for the stderr tail)."""

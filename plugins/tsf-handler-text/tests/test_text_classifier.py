@@ -127,7 +127,7 @@ def test_vocabulary_model_gives_every_label(setup, model_name):
 
 
 def test_padding_in_a_batch_does_not_change_answers(setup):
-    server, small = setup[0], setup[1]
+    server = setup[0]
     texts = ["bad", "the plot was bad !", "great movie", "unknown words here"]
     single = [server.post("/predictions/txt_eager", json={"text": t}).json() for t in texts]
     with ThreadPoolExecutor(4) as pool:
