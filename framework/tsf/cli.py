@@ -24,6 +24,9 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--workspace", help="folder for unpacked archives (default: a temp folder)")
     p.add_argument("--ready-file", help="write the bound ports here as JSON once serving")
     p.add_argument("--log-level", default=None)
+    p.add_argument("--auth-token-file", default=None,
+                   help="require 'Authorization: Bearer <token>' on the inference and "
+                        "management APIs (TorchServe key_file.json, a mapping, or one token)")
     p.add_argument("--log-format", default=None, choices=["text", "json"],
                    help="server log lines as text (default) or JSON objects")
     p.add_argument("--foreground", action="store_true", help="accepted for TorchServe "
@@ -66,6 +69,7 @@ def run_serve(args: argparse.Namespace) -> int:
            "management_address": args.management_address,
            "metrics_address": args.metrics_address, "workspace": args.workspace,
            "log_level": args.log_level, "log_format": args.log_format,
+           "auth_token_file": args.auth_token_file,
            "load_models": ",".join(args.models) if args.models else None}
     config = load_config(args.config_file, cli)
     configure_logging(config.log_level, config.log_format)

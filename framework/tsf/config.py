@@ -43,6 +43,10 @@ class ServerConfig:
     worker_restart_backoff_max: float = 30.0
     log_level: str = "INFO"
     log_format: str = "text"
+    auth_token_file: str = ""
+    inference_token: str = field(default="", repr=False)
+    management_token: str = field(default="", repr=False)
+    download_timeout: float = 60.0
 
     @property
     def allowed_url_patterns(self) -> list[str]:

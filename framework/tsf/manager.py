@@ -21,7 +21,7 @@ from .config import ServerConfig, model_settings
 from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, TsfError)
 from .metrics import ServerMetrics
 from .registry import ModelVersion, Registry
-from .storage import check_allowed
+from .storage import check_allowed, keep_in_cache, verify_sha256
 from .tracing import Tracing
 from .workers.pool import WorkerPool
 
@@ -49,7 +49,8 @@ class ModelManager:
         self._reserved: set[tuple[str, str]] = set()
 
     # --- register ---------------------------------------------------------------------------
-    async def _fetch(self, url: str) -> Path:
+    async def _fetch(self, url: str, sha256: str | None = None) -> Path:
+        """The archive behind ``url``: allowed, fetched, cached by content, digest checked."""
         check_allowed(url, self.config)
         downloads = self.workspace / "downloads"
         downloads.mkdir(parents=True, exist_ok=True)
@@ -57,17 +58,22 @@ class ModelManager:
                                        dest=str(downloads), config=self.config)
         if path is None:
             raise BadRequest(f"no storage plugin handles the URL {url!r}")
-        return Path(path)
+        path = Path(path)
+        if path.is_file() and path.resolve().parent == downloads.resolve():
+            path = await asyncio.to_thread(keep_in_cache, path, self.workspace / "cache")
+        if sha256:
+            await asyncio.to_thread(verify_sha256, path, sha256)
+        return path
 
     async def register(self, url: str | None, *, model_name: str | None = None,
                        handler: str | None = None, batch_size: Any = None,
                        max_batch_delay: Any = None, initial_workers: Any = None,
                        synchronous: bool = True, response_timeout: Any = None,
-                       startup_timeout: Any = None, loaded_at_startup: bool = False
-                       ) -> tuple[int, str]:
+                       startup_timeout: Any = None, loaded_at_startup: bool = False,
+                       sha256: str | None = None) -> tuple[int, str]:
         if not url:
             raise BadRequest("Parameter url is required.")
-        source = await self._fetch(url)
+        source = await self._fetch(url, sha256)
         archive: ModelArchive = await asyncio.to_thread(
             open_archive, source, self.workspace / "models", self.limits)
         owned = archive.model_dir if archive.model_dir != source else None

@@ -3,23 +3,28 @@
 Any URL with a scheme must match one of the ``allowed_urls`` regexes, except ``file://`` paths
 inside the model store.  With the default (empty) allow-list only the model store is reachable:
 remote URLs are refused with 403, closing the hole TorchServe's permissive default left open
-(CVE-2023-43654).
+(CVE-2023-43654).  Every HTTP redirect is checked against the allow-list too, so an allowed
+server cannot bounce tsf to an internal address.  Downloads are streamed to disk under
+``max_archive_size`` and ``download_timeout``, with a progress line every 10%.
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import re
+import tempfile
 import urllib.request
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from . import hookimpl
-from .errors import BadRequest, Forbidden, InvalidArchive, ModelNotFound
+from .errors import BadRequest, Forbidden, InvalidArchive, ModelNotFound, TsfError
 
 log = logging.getLogger(__name__)
-DOWNLOAD_TIMEOUT = 60
+PROGRESS_STEPS = 10
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -56,20 +61,48 @@ def _from_model_store(name: str, config: Any) -> Path:
     return candidate
 
 
-def _download(url: str, dest: Path, max_bytes: int) -> Path:
-    name = Path(urlsplit(url).path).name or "model.mar"
-    target = dest / name
+class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect only to a URL the allow-list permits."""
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: D102
+        check_allowed(newurl, self.config)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def download(url: str, dest: Path, config: Any) -> Path:
+    """Stream ``url`` into ``dest`` under the size limit and timeout; return the file."""
+    suffix = "".join(Path(urlsplit(url).path).suffixes[-2:]) or ".mar"
+    max_bytes = config.max_archive_size
+    opener = urllib.request.build_opener(_CheckedRedirects(config))
     log.info("downloading %s", url)
+    target = Path(tempfile.mkstemp(prefix="download-", suffix=suffix, dir=dest)[1])
+    total = 0
     try:
-        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response, \
+        with opener.open(url, timeout=config.download_timeout) as response, \
                 open(target, "wb") as out:
-            total = 0
+            declared = int(response.headers.get("Content-Length") or 0)
+            if declared > max_bytes:
+                raise InvalidArchive(f"{url} is {declared} bytes, over max_archive_size "
+                                     f"({max_bytes} bytes)")
+            next_report = declared // PROGRESS_STEPS if declared else 0
             while chunk := response.read(1 << 20):
                 total += len(chunk)
                 if total > max_bytes:
-                    raise InvalidArchive(f"download of {url} exceeds {max_bytes} bytes")
+                    raise InvalidArchive(f"download of {url} exceeds max_archive_size "
+                                         f"({max_bytes} bytes)")
                 out.write(chunk)
-    except OSError as exc:
+                if next_report and total >= next_report:
+                    log.info("downloading %s: %d%% (%d of %d bytes)", url,
+                             100 * total // declared, total, declared)
+                    next_report += declared // PROGRESS_STEPS
+    except TsfError:
+        target.unlink(missing_ok=True)
+        raise
+    except (OSError, ValueError) as exc:
+        target.unlink(missing_ok=True)
         raise BadRequest(f"could not download {url}: {exc}") from None
     log.info("downloaded %s (%d bytes)", url, total)
     return target
@@ -86,5 +119,39 @@ def tsf_fetch_archive(url: str, dest: str, config: Any) -> str | None:
             raise ModelNotFound(f"{path} does not exist")
         return str(path)
     if parts.scheme in ("http", "https"):
-        return str(_download(url, Path(dest), config.max_archive_size))
+        return str(download(url, Path(dest), config))
     return None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def keep_in_cache(path: Path, cache: Path) -> Path:
+    """Move a downloaded archive to ``cache/<sha256><suffix>`` (one copy per content)."""
+    cache.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(s for s in path.suffixes if s in (".mar", ".tar", ".gz", ".tgz", ".zip"))
+    target = cache / f"{file_sha256(path)}{suffix or '.mar'}"
+    if target.exists():
+        path.unlink()
+    else:
+        path.replace(target)
+    return target
+
+
+def verify_sha256(path: Path, expected: str) -> None:
+    """Refuse the archive unless its SHA-256 is ``expected`` (hex)."""
+    wanted = expected.strip().lower()
+    if not re.fullmatch(r"[0-9a-f]{64}", wanted):
+        raise BadRequest("sha256 must be 64 hexadecimal digits")
+    if path.is_dir():
+        raise BadRequest("sha256 applies to archive files, not to an unpacked model folder")
+    actual = path.name.split(".")[0] if re.fullmatch(r"[0-9a-f]{64}", path.name.split(".")[0]) \
+        else file_sha256(path)
+    if not hmac.compare_digest(actual, wanted):
+        raise BadRequest(f"archive digest mismatch: expected sha256 {wanted}, got {actual}; "
+                         "nothing was loaded")

@@ -18,6 +18,7 @@ from ..manager import ModelManager
 from ..metrics import ServerMetrics
 from ..plugins import create_manager
 from ..tracing import create_tracing
+from ..auth import load_tokens
 from . import inference, kserve_v1, management, metrics
 from .errors import NotFoundHandler
 
@@ -41,6 +42,7 @@ class TsfServer:
                 self.pm.hook.tsf_record_metric(name=name, kind=kind, value=value, labels=labels)
         self.metrics = ServerMetrics(observer)
         self.pm.hook.tsf_register_metrics(registry=self.metrics.registry)
+        self.tokens = load_tokens(config)
         self.tracing = create_tracing()
         self.manager = ModelManager(config, self.pm, self.metrics, self.tracing)
         self.servers: list[tornado.httpserver.HTTPServer] = []
@@ -48,14 +50,17 @@ class TsfServer:
 
     def _apps(self) -> dict[str, tornado.web.Application]:
         services = {"config": self.config, "manager": self.manager, "metrics": self.metrics,
-                    "pm": self.pm, "tracing": self.tracing}
+                    "pm": self.pm, "tracing": self.tracing, "tokens": self.tokens}
         settings = {"default_handler_class": NotFoundHandler, "compress_response": False,
                     "serve_traceback": False, "log_function": _log_request}
         return {
             "inference": tornado.web.Application(
-                inference.routes(services) + kserve_v1.routes(services), **settings),
-            "management": tornado.web.Application(management.routes(services), **settings),
-            "metrics": tornado.web.Application(metrics.routes(services), **settings),
+                inference.routes(dict(services, api="inference"))
+                + kserve_v1.routes(dict(services, api="inference")), **settings),
+            "management": tornado.web.Application(
+                management.routes(dict(services, api="management")), **settings),
+            "metrics": tornado.web.Application(
+                metrics.routes(dict(services, api="metrics")), **settings),
         }
 
     def _listen(self) -> None:

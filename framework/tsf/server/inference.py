@@ -14,6 +14,8 @@ from .request_body import StreamingBodyHandler, request_parts
 class PingHandler(StreamingBodyHandler):
     """Health: 200 Healthy only when every model has its minimum of live workers."""
 
+    public = True
+
     def get(self) -> None:
         healthy, problems = self.services["manager"].health()
         if healthy:

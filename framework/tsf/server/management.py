@@ -15,7 +15,8 @@ from .openapi import ManagementOpenAPIHandler
 from .request_body import StreamingBodyHandler
 
 REGISTER_PARAMS = ("url", "model_name", "handler", "batch_size", "max_batch_delay",
-                   "initial_workers", "synchronous", "response_timeout", "startup_timeout")
+                   "initial_workers", "synchronous", "response_timeout", "startup_timeout",
+                   "sha256")
 
 
 def _bool(value: Any, default: bool) -> bool:

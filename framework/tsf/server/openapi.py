@@ -74,7 +74,7 @@ def management_spec() -> dict:
             ("model_name", "string"), ("handler", "string"), ("batch_size", "integer"),
             ("max_batch_delay", "integer"), ("initial_workers", "integer"),
             ("synchronous", "boolean"), ("response_timeout", "integer"),
-            ("startup_timeout", "integer"))]
+            ("startup_timeout", "integer"), ("sha256", "string"))]
     scale_params = [_param("min_worker", kind="integer"), _param("max_worker", kind="integer"),
                     _param("synchronous", kind="boolean")]
     describe = {"description": "Model descriptions", "content": {"application/json": {

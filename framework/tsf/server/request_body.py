@@ -24,6 +24,7 @@ class StreamingBodyHandler(BaseHandler):
     """A handler whose body is collected under the server's ``max_request_size``."""
 
     max_size: int = 6553500
+    public = False  # health probes set this: never behind the token
 
     def initialize(self, **kwargs: Any) -> None:
         self.services = kwargs
@@ -33,6 +34,9 @@ class StreamingBodyHandler(BaseHandler):
         self._too_large = False
 
     def prepare(self) -> None:
+        tokens = self.services.get("tokens")
+        if tokens is not None and tokens.enabled and not self.public:
+            tokens.check(self.services.get("api", ""), self.request.headers.get("Authorization"))
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_size:
             self._too_large = True
