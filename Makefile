@@ -10,7 +10,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 PLUGINS := $(wildcard plugins/*/pyproject.toml contrib-handlers/*/pyproject.toml)
 PLUGINS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
-.PHONY: setup serve test bench demo-store clean
+.PHONY: setup serve test bench bench-compare bench-torchserve demo-store clean
 
 $(STAMP): pyproject.toml requirements-test.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	python3 -m venv $(VENV)
@@ -38,5 +38,17 @@ test: $(STAMP)
 bench: demo-store
 	$(PY) benchmarks/bench.py --store $(STORE)
 
+# TorchServe 0.12 in its own environment, sharing this one's torch through a .pth file
+.venv-ts/bin/torchserve: $(STAMP)
+	python3 -m venv .venv-ts
+	.venv-ts/bin/python -m pip install -q torchserve==0.12.0 torch-model-archiver==0.12.0
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+	  "$$(.venv-ts/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/tsf-shared-torch.pth"
+
+bench-torchserve: .venv-ts/bin/torchserve
+
+bench-compare: $(STAMP) bench-torchserve
+	$(PY) benchmarks/compare.py
+
 clean:
-	rm -rf $(VENV) $(STORE)
+	rm -rf $(VENV) .venv-ts $(STORE)
