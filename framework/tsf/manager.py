@@ -21,7 +21,7 @@ from .config import ServerConfig, model_settings
 from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, TsfError)
 from .metrics import ServerMetrics
 from .registry import ModelVersion, Registry
-from .storage import check_allowed, keep_in_cache, verify_sha256
+from .storage import check_allowed, keep_in_cache, parse_sha256, verify_sha256
 from .tracing import Tracing
 from .workers.pool import WorkerPool
 
@@ -52,17 +52,18 @@ class ModelManager:
     async def _fetch(self, url: str, sha256: str | None = None) -> Path:
         """The archive behind ``url``: allowed, fetched, cached by content, digest checked."""
         check_allowed(url, self.config)
+        wanted = parse_sha256(sha256) if sha256 else None
         downloads = self.workspace / "downloads"
         downloads.mkdir(parents=True, exist_ok=True)
         path = await asyncio.to_thread(self.pm.hook.tsf_fetch_archive, url=url,
                                        dest=str(downloads), config=self.config)
         if path is None:
             raise BadRequest(f"no storage plugin handles the URL {url!r}")
-        path = Path(path)
+        path, digest = Path(path), None
         if path.is_file() and path.resolve().parent == downloads.resolve():
-            path = await asyncio.to_thread(keep_in_cache, path, self.workspace / "cache")
-        if sha256:
-            await asyncio.to_thread(verify_sha256, path, sha256)
+            path, digest = await asyncio.to_thread(keep_in_cache, path, self.workspace / "cache")
+        if wanted:
+            await asyncio.to_thread(verify_sha256, path, wanted, digest)
         return path
 
     async def register(self, url: str | None, *, model_name: str | None = None,

@@ -131,27 +131,39 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def keep_in_cache(path: Path, cache: Path) -> Path:
-    """Move a downloaded archive to ``cache/<sha256><suffix>`` (one copy per content)."""
+def keep_in_cache(path: Path, cache: Path) -> tuple[Path, str]:
+    """Move a downloaded archive to ``cache/<sha256><suffix>`` (one copy per content).
+
+    Returns the cached path and the digest computed on the way.
+    """
     cache.mkdir(parents=True, exist_ok=True)
     suffix = "".join(s for s in path.suffixes if s in (".mar", ".tar", ".gz", ".tgz", ".zip"))
-    target = cache / f"{file_sha256(path)}{suffix or '.mar'}"
+    digest = file_sha256(path)
+    target = cache / f"{digest}{suffix or '.mar'}"
     if target.exists():
         path.unlink()
     else:
         path.replace(target)
-    return target
+    return target, digest
 
 
-def verify_sha256(path: Path, expected: str) -> None:
-    """Refuse the archive unless its SHA-256 is ``expected`` (hex)."""
+def parse_sha256(expected: str) -> str:
+    """A register call's ``sha256`` as lower-case hex; checked before anything is fetched."""
     wanted = expected.strip().lower()
     if not re.fullmatch(r"[0-9a-f]{64}", wanted):
         raise BadRequest("sha256 must be 64 hexadecimal digits")
+    return wanted
+
+
+def verify_sha256(path: Path, wanted: str, digest: str | None = None) -> None:
+    """Refuse the archive unless its SHA-256 is ``wanted``.
+
+    ``digest`` is the archive's digest when it was just computed (a download); otherwise the
+    file is hashed here.  A file's name is never trusted as its digest.
+    """
     if path.is_dir():
         raise BadRequest("sha256 applies to archive files, not to an unpacked model folder")
-    actual = path.name.split(".")[0] if re.fullmatch(r"[0-9a-f]{64}", path.name.split(".")[0]) \
-        else file_sha256(path)
+    actual = digest or file_sha256(path)
     if not hmac.compare_digest(actual, wanted):
         raise BadRequest(f"archive digest mismatch: expected sha256 {wanted}, got {actual}; "
                          "nothing was loaded")

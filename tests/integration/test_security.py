@@ -14,6 +14,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+import requests
 
 from tsf.archiver import ArchiveSpec, write_archive
 from tsf.testing import ServerProcess, assert_error
@@ -151,6 +152,20 @@ def test_digest_mismatch_loads_nothing(site, allowing_server):
     assert_error(allowing_server.register(web.url("/models/good.mar"), sha256="a" * 64), 400,
                  "BadRequestException", "digest mismatch")
     assert allowing_server.manage("GET", "/models").json()["models"] == []
+
+
+def test_a_store_file_named_like_a_digest_is_still_hashed(site, tmp_path):
+    web, _, digest = site
+    fake = "0" * 64
+    (tmp_path / f"{fake}.mar").write_bytes(requests.get(web.url("/models/good.mar")).content)
+    server = ServerProcess(model_store=tmp_path)
+    try:
+        assert_error(server.register(f"{fake}.mar", sha256=fake), 400, "BadRequestException",
+                     f"got {digest}")
+        assert server.manage("GET", "/models").json()["models"] == []
+        assert server.register(f"{fake}.mar", sha256=digest).status_code == 200
+    finally:
+        server.stop()
 
 
 def test_hostile_download_writes_nothing_outside_the_workspace(site, allowing_server):
