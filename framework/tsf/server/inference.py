@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from ..errors import InternalError, TsfError
+from ..errors import InternalError
 from ..manager import ModelManager
 from .openapi import InferenceOpenAPIHandler
 from .request_body import StreamingBodyHandler, request_parts
@@ -32,26 +31,16 @@ class PredictionHandler(StreamingBodyHandler):
     route = "/predictions/{model_name}"
 
     async def post(self, model: str, version: str | None = None) -> None:
-        started = time.perf_counter()
         manager: ModelManager = self.services["manager"]
-        span = self.start_trace(self.route + ("/{model_version}" if version else ""), model)
-        code = 500
-        mv = None
-        try:
+        route = self.route + ("/{model_version}" if version else "")
+        with self.observed(route, model, self.kind, version or "default") as outcome:
             meta, blobs = request_parts(self.request, self.body())
             self.request_id = meta["id"]
-            mv, job = manager.submit(model, version, self.kind, meta, blobs, span)
+            outcome.model_version, job = manager.submit(model, version, self.kind, meta, blobs,
+                                                        outcome.span)
             result, payload = await job.future
-            code = result["status"]
+            outcome.code = result["status"]
             self.respond(meta["id"], result, payload)
-        except TsfError as exc:
-            code = exc.status
-            raise
-        finally:
-            self.end_trace(span, code)
-            if mv is not None:
-                manager.metrics.record_request(mv.name, mv.version, version or "default", code,
-                                               time.perf_counter() - started, self.kind)
 
     def respond(self, request_id: str, result: dict, payload: bytes) -> None:
         limit = self.services["config"].max_response_size

@@ -13,13 +13,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 import uuid
 from typing import Any
 
-from ..errors import BadRequest, TsfError, from_dict
+from ..errors import BadRequest, from_dict
 from ..manager import ModelManager
-from .request_body import StreamingBodyHandler
+from .request_body import StreamingBodyHandler, query_params
 
 
 class KServeModelHandler(StreamingBodyHandler):
@@ -30,39 +29,27 @@ class KServeModelHandler(StreamingBodyHandler):
         self.write_json({"name": model, "ready": mv.pool.live_count > 0})
 
     async def post(self, model: str, verb: str) -> None:
-        started = time.perf_counter()
         manager: ModelManager = self.services["manager"]
         kind = "explain" if verb == "explain" else "predict"
-        span = self.start_trace(f"/v1/models/{{model_name}}:{verb}", model)
         request_id = self.request.headers.get("X-Request-Id") or uuid.uuid4().hex
         self.request_id = request_id
         headers = dict(self.request.headers.get_all())
-        params = {k: v[-1].decode("utf-8", "replace")
-                  for k, v in self.request.query_arguments.items()}
-        code, mv = 500, None
-        try:
-            instances = _instances(self.body())
+        params = query_params(self.request)
+        with self.observed(f"/v1/models/{{model_name}}:{verb}", model, kind,
+                           "default") as outcome:
             jobs = []
-            for i, instance in enumerate(instances):
+            for i, instance in enumerate(_instances(self.body())):
                 meta = {"id": f"{request_id}-{i}", "headers": headers, "params": params,
                         "parts": [{"name": "body", "ctype": "application/json"}]}
-                mv, job = manager.submit(model, None, kind, meta,
-                                         [json.dumps(instance).encode()], span)
+                outcome.model_version, job = manager.submit(
+                    model, None, kind, meta, [json.dumps(instance).encode()], outcome.span)
                 jobs.append(job)
-            outcomes = await asyncio.gather(*(job.future for job in jobs), return_exceptions=True)
-            answers = [_answer(outcome) for outcome in outcomes]
-            code = 200
+            results = await asyncio.gather(*(job.future for job in jobs), return_exceptions=True)
+            answers = [_answer(result) for result in results]
+            outcome.code = 200
             key = "explanations" if kind == "explain" else "predictions"
             self.set_header("X-Request-Id", request_id)
             self.write_json({key: answers})
-        except TsfError as exc:
-            code = exc.status
-            raise
-        finally:
-            self.end_trace(span, code)
-            if mv is not None:
-                manager.metrics.record_request(mv.name, mv.version, "default", code,
-                                               time.perf_counter() - started, kind)
 
 
 def _instances(body: bytes) -> list:

@@ -7,16 +7,29 @@ oversize upload never sits in memory.  The client gets a 413 JSON error either w
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
-from typing import Any
+from typing import Any, Iterator
 
 import tornado.httputil
 import tornado.web
 
-from ..errors import BadRequest, PayloadTooLarge
+from ..errors import BadRequest, PayloadTooLarge, TsfError
 from .errors import BaseHandler
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+
+
+class Outcome:
+    """What one queued request came to: the model version that took it and the HTTP status."""
+
+    __slots__ = ("model_version", "code", "span")
+
+    def __init__(self, span: Any) -> None:
+        self.model_version: Any = None  # set once a model version accepted the request
+        self.code = 500
+        self.span = span  # the request's tracing span (``None`` when tracing is off)
 
 
 @tornado.web.stream_request_body
@@ -52,19 +65,35 @@ class StreamingBodyHandler(BaseHandler):
             return
         self._chunks.append(chunk)
 
-    def start_trace(self, route: str, model: str) -> Any:
-        """Open this request's tracing span (``None`` when tracing is off)."""
-        tracing = self.services.get("tracing")
-        if tracing is None or not tracing.enabled:
-            return None
-        span = tracing.start_request(self.request, route, model)
-        self.trace_id = tracing.trace_id(span)
-        self.set_header("X-Trace-Id", self.trace_id)
-        return span
+    @contextlib.contextmanager
+    def observed(self, route: str, model: str, kind: str, label_version: str
+                 ) -> Iterator[Outcome]:
+        """Trace and count one request sent to a model, whatever its outcome.
 
-    def end_trace(self, span: Any, status: int) -> None:
-        if span is not None:
-            self.services["tracing"].end_request(span, status)
+        The body sets ``outcome.model_version`` and ``outcome.code``; a TsfError sets the code
+        from its status.  The span (if tracing is on) and the request metrics close here.
+        """
+        started = time.perf_counter()
+        tracing = self.services.get("tracing")
+        span = None
+        if tracing is not None and tracing.enabled:
+            span = tracing.start_request(self.request, route, model)
+            self.trace_id = tracing.trace_id(span)
+            self.set_header("X-Trace-Id", self.trace_id)
+        outcome = Outcome(span)
+        try:
+            yield outcome
+        except TsfError as exc:
+            outcome.code = exc.status
+            raise
+        finally:
+            if span is not None:
+                tracing.end_request(span, outcome.code)
+            mv = outcome.model_version
+            if mv is not None:
+                self.services["manager"].metrics.record_request(
+                    mv.name, mv.version, label_version, outcome.code,
+                    time.perf_counter() - started, kind)
 
     def too_large(self, size: int) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body of {size} bytes exceeds max_request_size "
@@ -106,6 +135,11 @@ def request_parts(request: tornado.httputil.HTTPServerRequest, body: bytes
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
     meta = {"id": request_id, "headers": dict(request.headers.get_all()), "parts": parts}
     if request.query_arguments:
-        meta["params"] = {key: values[-1].decode("utf-8", "replace")
-                          for key, values in request.query_arguments.items()}
+        meta["params"] = query_params(request)
     return meta, blobs
+
+
+def query_params(request: tornado.httputil.HTTPServerRequest) -> dict[str, str]:
+    """The URL's query parameters as text, the last value of a repeated one winning."""
+    return {key: values[-1].decode("utf-8", "replace")
+            for key, values in request.query_arguments.items()}
