@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -13,13 +12,7 @@ from pathlib import Path
 import psutil
 import requests
 
-from tsf.testing import ServerProcess
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tsf.testing import ServerProcess, free_port
 
 
 def tree_rss(pid: int) -> tuple[float, float]:

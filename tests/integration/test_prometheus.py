@@ -6,13 +6,14 @@ Both need the Debian package ``prometheus`` (``make setup`` installs it where ap
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from urllib.parse import urlparse
 
 import pytest
 import requests
+
+from tsf.testing import free_port, stop_process
 
 # TorchServe's historical names: kept for its dashboards, though they break the unit convention
 TORCHSERVE_NAMES = ("ts_inference_latency_microseconds", "ts_queue_latency_microseconds")
@@ -43,12 +44,6 @@ def test_promtool_accepts_every_metric(served):
                 if line.strip()]
     assert checked.returncode in (0, 3), problems  # 3: lint findings only, no format error
     assert all(line.startswith(TORCHSERVE_NAMES) for line in problems), problems
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def test_prometheus_scrapes_tsf_and_answers_a_query(served, tmp_path):
@@ -83,8 +78,4 @@ def test_prometheus_scrapes_tsf_and_answers_a_query(served, tmp_path):
                           params={"query": 'up{job="tsf"}'}, timeout=5).json()
         assert up["data"]["result"][0]["value"][1] == "1"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 15)

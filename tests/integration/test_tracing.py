@@ -17,20 +17,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+import rotel
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tsf.testing import ServerProcess
-
-import rotel
+from tsf.testing import ServerProcess, free_port, stop_process
 
 ROTEL = Path(rotel.__file__).with_name("rotel-agent")
 INCOMING_PARENT = "00f067aa0ba902b7"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Receiver(http.server.ThreadingHTTPServer):
@@ -89,11 +82,7 @@ def collector(tmp_path_factory):
         yield {"grpc": f"http://127.0.0.1:{grpc_port}", "http/protobuf":
                f"http://127.0.0.1:{http_port}"}, receiver
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         receiver.shutdown()
 
 
