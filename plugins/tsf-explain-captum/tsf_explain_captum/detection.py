@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .heatmap import overlay_png
+from .heatmap import image_answer
 from .options import model_settings, parse_request, request_error
 
 MATCH_IOU = 0.5
@@ -57,15 +57,12 @@ def explain_detection(context: Any, handler: Any, requests: list[dict]) -> list:
             attributions = IntegratedGradients(forward).attribute(
                 image.unsqueeze(0), n_steps=asked.n_steps,
                 internal_batch_size=int(settings["internal_batch_size"]))
-        attributions = attributions[0].detach().float().cpu()
+        picture = None
         if asked.png:
             picture = (image.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
-            results.append(overlay_png(picture.permute(1, 2, 0).numpy(), attributions.numpy(),
-                                       float(settings["alpha"])))
-            context.set_response_content_type(index, "image/png")
-        else:
-            results.append(attributions.tolist())
-        context.set_response_header(index, "X-Explanation-Target", str(chosen))
+            picture = picture.permute(1, 2, 0).numpy()
+        results.append(image_answer(context, index, attributions, picture,
+                                    float(settings["alpha"]), chosen))
         labels = getattr(handler, "labels", None)
         if labels is not None:
             context.set_response_header(index, "X-Explanation-Label", labels(int(label)))

@@ -1,4 +1,4 @@
-"""Heatmap pictures: an attribution map blended over the image it explains, as PNG bytes.
+"""Image explanation answers: attributions as lists, or blended over the picture as a PNG.
 
 The map is the absolute attribution summed over channels, scaled so its 99th percentile is
 full intensity, drawn with a black-red-yellow-white ramp and blended in proportion to its
@@ -29,6 +29,18 @@ def ramp(level: np.ndarray) -> np.ndarray:
     """``H x W`` in [0, 1] -> ``H x W x 3`` colours (black, red, yellow, white)."""
     return np.stack([np.clip(3 * level, 0, 1), np.clip(3 * level - 1, 0, 1),
                      np.clip(3 * level - 2, 0, 1)], axis=-1)
+
+
+def image_answer(context: Any, index: int, attributions: Any, picture: np.ndarray | None,
+                 alpha: float, target: Any) -> Any:
+    """One request's answer: the attributions as nested lists, or (``picture`` given) a PNG
+    of them over the picture; the explained target goes in ``X-Explanation-Target``."""
+    attributions = attributions[0].detach().float().cpu()
+    context.set_response_header(index, "X-Explanation-Target", str(target))
+    if picture is None:
+        return attributions.tolist()
+    context.set_response_content_type(index, "image/png")
+    return overlay_png(picture, attributions.numpy(), alpha)
 
 
 def overlay_png(image: np.ndarray, attribution: Any, alpha: float = 0.6) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .heatmap import overlay_png
+from .heatmap import image_answer
 from .options import model_settings, parse_request, resolve_class
 
 
@@ -83,13 +83,8 @@ def _explain_images(context: Any, handler: Any, requests: list[dict],
             attributions = IntegratedGradients(forward).attribute(
                 inputs, n_steps=asked.n_steps,
                 internal_batch_size=int(settings["internal_batch_size"]))
-        attributions = attributions[0].detach().float().cpu()
-        if picture is not None:
-            results.append(overlay_png(picture, attributions.numpy(), float(settings["alpha"])))
-            context.set_response_content_type(index, "image/png")
-        else:
-            results.append(attributions.tolist())
-        context.set_response_header(index, "X-Explanation-Target", str(target))
+        results.append(image_answer(context, index, attributions, picture,
+                                    float(settings["alpha"]), target))
     return results
 
 
