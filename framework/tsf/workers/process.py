@@ -40,6 +40,7 @@ class WorkerProcess:
         self.status = "STARTING"
         self.load_seconds = 0.0  # process start to READY
         self.device = "cpu"
+        self.signature: dict | None = None  # the handler's OIP signature, if it declares one
         self.retiring = False
         self.tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL_LINES)
         self._reader: asyncio.StreamReader | None = None
@@ -61,6 +62,10 @@ class WorkerProcess:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads),
                    MKL_NUM_THREADS=str(self.threads), PYTHONUNBUFFERED="1")
+        # OpenMP threads spin for a while after each parallel region by default; on a machine
+        # whose cores the front end shares, that spinning takes the CPU the front end needs to
+        # feed the worker.  Sleeping at once costs nothing measurable for compute-bound models.
+        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tsf.workers.main", "--fd", str(child.fileno()),
@@ -91,6 +96,7 @@ class WorkerProcess:
             raise ModelLoadError(f"failed to load model: {error.message}")
         self.status = "READY"
         self.device = header.get("device", "cpu")
+        self.signature = header.get("signature")
         self.load_seconds = time.monotonic() - started
 
     async def _forward(self, stream: asyncio.StreamReader | None, level: int) -> None:
