@@ -101,10 +101,12 @@ HANDLERS = {
 
             @hookimpl
             def tsf_preprocess(self, context, requests):
-                for i, r in enumerate(requests):
-                    if r.get("body") == "bad":
+                bodies = [r.get("body") for r in requests]
+                bodies = [b.decode() if isinstance(b, bytes) else b for b in bodies]  # gRPC
+                for i, body in enumerate(bodies):
+                    if body == "bad":
                         raise BadRequest(f"request {context.get_request_id(i)}: bad input")
-                return [r.get("body") for r in requests]
+                return bodies
 
             @hookimpl
             def tsf_inference(self, context, batch):
@@ -113,6 +115,34 @@ HANDLERS = {
             @hookimpl
             def tsf_postprocess(self, context, outputs):
                 return [{"ok": o, "batch": len(outputs)} for o in outputs]
+    ''',
+    # OIP tensors in, the same tensors out, plus BATCH: how many requests shared the batch
+    "tensor_echo_handler.py": '''
+        from tsf import hookimpl
+
+        class TensorEcho:
+            signature = {"inputs": [{"name": "X", "datatype": "FP32", "shape": [-1, 4]}],
+                         "outputs": [{"name": "X", "datatype": "FP32", "shape": [-1, 4]},
+                                     {"name": "BATCH", "datatype": "INT32", "shape": [1]}]}
+
+            @hookimpl
+            def tsf_load_model(self, context):
+                return "tensor-echo"
+
+            @hookimpl
+            def tsf_preprocess(self, context, requests):
+                return requests
+
+            @hookimpl
+            def tsf_inference(self, context, batch):
+                return batch
+
+            @hookimpl
+            def tsf_postprocess(self, context, outputs):
+                import torch
+
+                size = torch.tensor([len(outputs)], dtype=torch.int32)
+                return [dict(tensors, BATCH=size) for tensors in outputs]
     ''',
 }
 
@@ -188,4 +218,11 @@ def model_store(tmp_path_factory) -> Path:
     archive("broken", handler=str(handlers["broken_handler.py"]))
     archive("picky", handler=str(handlers["picky_handler.py"]))
     archive("nohandler", serialized_file=str(files["mlp"]), handler="object_detector")
+    archive("tensorecho", handler=str(handlers["tensor_echo_handler.py"]), config_file=str(cfg))
+    signed = _write(src, "signed-config.yaml", """
+        signature:
+          inputs: [{name: features, datatype: FP32, shape: [-1, 4]}]
+          outputs: [{name: scores, datatype: FP32, shape: [-1, 3]}]
+    """)
+    archive("mlpsig", serialized_file=str(files["mlp"]), config_file=str(signed))
     return store

@@ -47,6 +47,11 @@ class ServerConfig:
     inference_token: str = field(default="", repr=False)
     management_token: str = field(default="", repr=False)
     download_timeout: float = 60.0
+    enable_grpc: bool = False
+    grpc_inference_address: str = "127.0.0.1:7070"
+    grpc_management_address: str = "127.0.0.1:7071"
+    grpc_inference_port: int = 0   # TorchServe's key; replaces the address's port when set
+    grpc_management_port: int = 0
 
     @property
     def allowed_url_patterns(self) -> list[str]:

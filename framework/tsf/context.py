@@ -94,6 +94,7 @@ class Context:
         self.request_ids: dict[int, str] = {}
         self._request_headers: list[dict[str, str]] = []
         self._request_params: list[dict[str, str]] = []
+        self._request_protocols: list[str] = []
         self._response: list[dict] = []
 
     @property
@@ -134,11 +135,14 @@ class Context:
 
     # --- batch state, set by the worker -----------------------------------------------------
     def begin_batch(self, request_ids: Iterable[str], headers: Iterable[dict[str, str]],
-                    params: Iterable[dict[str, str]] | None = None) -> None:
+                    params: Iterable[dict[str, str]] | None = None,
+                    protocols: Iterable[str] | None = None) -> None:
         self.request_ids = dict(enumerate(request_ids))
         self._request_headers = [{k.lower(): v for k, v in h.items()} for h in headers]
         self._request_params = list(params) if params is not None else \
             [{} for _ in self._request_headers]
+        self._request_protocols = list(protocols) if protocols is not None else \
+            ["torchserve" for _ in self._request_headers]
         self._response = [{"status": 200, "phrase": "", "content_type": None, "headers": {}}
                           for _ in self._request_headers]
 
@@ -158,6 +162,12 @@ class Context:
     def get_request_params(self, idx: int) -> dict[str, str]:
         """The request's URL query parameters (``?target=3&format=png``), last value wins."""
         return dict(self._request_params[idx]) if idx < len(self._request_params) else {}
+
+    def get_request_protocol(self, idx: int) -> str:
+        """``"oip"`` for KServe v2 / OIP requests (HTTP or gRPC), whose inputs are tensors that
+        carry their own batch dimension; ``"torchserve"`` otherwise."""
+        protocols = self._request_protocols
+        return protocols[idx] if idx < len(protocols) else "torchserve"
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
         self._response[idx].update(status=int(code), phrase=phrase)

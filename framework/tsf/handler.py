@@ -95,15 +95,30 @@ class BaseHandler:
             tensor = tensor.to(getattr(torch, dtype))
         return tensor
 
+    _oip_rows: list[int] | None = None  # rows per request when OIP tensors were concatenated
+
     @hookimpl
     def tsf_preprocess(self, context: Any, requests: list[dict]) -> Any:
         import torch
 
+        oip = [context.get_request_protocol(i) == "oip" for i in range(len(requests))]
+        for i, request in enumerate(requests):
+            if oip[i] and len(request) != 1:
+                raise BadRequest(f"request {context.get_request_id(i) or i}: the base handler "
+                                 f"takes one input tensor, got {len(request)} "
+                                 f"({', '.join(request)}); write a tsf_preprocess for more")
         tensors = [self.to_tensor(context, request_payload(r, i, context.get_request_id(i)), i)
                    for i, r in enumerate(requests)]
-        if all(t.shape == tensors[0].shape for t in tensors):
+        self._oip_rows = None
+        # OIP tensors carry their own batch dimension: concatenate them along it
+        if all(oip) and all(t.dim() > 0 and t.shape[1:] == tensors[0].shape[1:]
+                            for t in tensors):
+            self._oip_rows = [t.shape[0] for t in tensors]
+            return torch.cat(tensors).to(context.device)
+        if not any(oip) and all(t.shape == tensors[0].shape for t in tensors):
             return torch.stack(tensors).to(context.device)
-        return Ragged(t.unsqueeze(0).to(context.device) for t in tensors)
+        return Ragged((t if oip[i] else t.unsqueeze(0)).to(context.device)
+                      for i, t in enumerate(tensors))
 
     def forward(self, context: Any, batch: Any) -> Any:
         """Run the model on a preprocessed batch (gradients allowed; explainers call this)."""
@@ -120,9 +135,14 @@ class BaseHandler:
 
     @hookimpl
     def tsf_postprocess(self, context: Any, outputs: Any) -> list:
-        if isinstance(outputs, Ragged):
-            return [_to_python(out, 0) for out in outputs]
         count = len(context.request_ids)
+        if isinstance(outputs, Ragged):  # OIP answers keep their tensors (and dtypes)
+            return [out if context.get_request_protocol(i) == "oip" else _to_python(out, 0)
+                    for i, out in enumerate(outputs)]
+        if self._oip_rows is not None:
+            starts = [sum(self._oip_rows[:i]) for i in range(count)]
+            return [_rows(outputs, start, start + rows)
+                    for start, rows in zip(starts, self._oip_rows)]
         return [_to_python(outputs, i) for i in range(count)]
 
 
@@ -134,6 +154,18 @@ def _to_python(outputs: Any, index: int) -> Any:
         return {k: _to_python(v, index) for k, v in outputs.items()}
     if isinstance(outputs, (tuple, list)):
         return [_to_python(v, index) for v in outputs]
+    raise HandlerError(f"cannot split a model output of type {type(outputs).__name__} "
+                       "per request; write a tsf_postprocess")
+
+
+def _rows(outputs: Any, start: int, end: int) -> Any:
+    """Rows ``start:end`` of a model output (tensor, tuple/list or dict of tensors)."""
+    if hasattr(outputs, "detach"):
+        return outputs[start:end].detach()
+    if isinstance(outputs, dict):
+        return {k: _rows(v, start, end) for k, v in outputs.items()}
+    if isinstance(outputs, (tuple, list)):
+        return [_rows(v, start, end) for v in outputs]
     raise HandlerError(f"cannot split a model output of type {type(outputs).__name__} "
                        "per request; write a tsf_postprocess")
 

@@ -50,6 +50,16 @@ class ModelVersion:
             "workers": self.pool.describe(),
         }
 
+    def signature(self) -> dict:
+        """Inputs and outputs for OIP metadata: model-config's ``signature``, else the handler's."""
+        declared = self.archive.model_config.get("signature")
+        if isinstance(declared, dict):
+            return declared
+        for worker in self.pool.workers.values():
+            if worker.signature:
+                return worker.signature
+        return {}
+
     def remove_files(self) -> None:
         if self.owned_dir is not None:
             shutil.rmtree(self.owned_dir, ignore_errors=True)

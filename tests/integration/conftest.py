@@ -30,3 +30,21 @@ def served(model_store):
         yield server
     finally:
         server.stop()
+
+
+GRPC_CONFIG = {"enable_grpc": "true", "grpc_inference_address": "127.0.0.1:0",
+               "grpc_management_address": "127.0.0.1:0", "max_request_size": 200000,
+               "max_response_size": 200000}
+
+
+@pytest.fixture(scope="session")
+def protocol_server(model_store):
+    """A server with gRPC on, for the OIP (HTTP and gRPC) and TorchServe gRPC tests."""
+    server = ServerProcess(model_store=model_store, config=GRPC_CONFIG,
+                           models=["mlp=mlp.mar", "mlpsig=mlpsig.mar",
+                                   "tensorecho=tensorecho.mar", "picky=picky.mar"])
+    try:
+        wait_healthy(server)
+        yield server
+    finally:
+        server.stop()

@@ -19,7 +19,7 @@ from ..metrics import ServerMetrics
 from ..plugins import create_manager
 from ..tracing import create_tracing
 from ..auth import load_tokens
-from . import inference, kserve_v1, management, metrics
+from . import inference, kserve_v1, kserve_v2, management, metrics
 from .errors import NotFoundHandler
 
 log = logging.getLogger("tsf")
@@ -46,17 +46,22 @@ class TsfServer:
         self.tracing = create_tracing()
         self.manager = ModelManager(config, self.pm, self.metrics, self.tracing)
         self.servers: list[tornado.httpserver.HTTPServer] = []
+        self.grpc: Any = None  # GrpcServers when enable_grpc is set
         self.ports: dict[str, int] = {}
 
+    def _services(self) -> dict[str, Any]:
+        return {"config": self.config, "manager": self.manager, "metrics": self.metrics,
+                "pm": self.pm, "tracing": self.tracing, "tokens": self.tokens}
+
     def _apps(self) -> dict[str, tornado.web.Application]:
-        services = {"config": self.config, "manager": self.manager, "metrics": self.metrics,
-                    "pm": self.pm, "tracing": self.tracing, "tokens": self.tokens}
+        services = self._services()
         settings = {"default_handler_class": NotFoundHandler, "compress_response": False,
                     "serve_traceback": False, "log_function": _log_request}
         return {
             "inference": tornado.web.Application(
                 inference.routes(dict(services, api="inference"))
-                + kserve_v1.routes(dict(services, api="inference")), **settings),
+                + kserve_v1.routes(dict(services, api="inference"))
+                + kserve_v2.routes(dict(services, api="inference")), **settings),
             "management": tornado.web.Application(
                 management.routes(dict(services, api="management")), **settings),
             "metrics": tornado.web.Application(
@@ -80,12 +85,20 @@ class TsfServer:
         hosts = {"inference": self.config.inference_address,
                  "management": self.config.management_address,
                  "metrics": self.config.metrics_address}
-        return {api: f"http://{Address.parse(hosts[api]).host}:{port}"
-                for api, port in self.ports.items()}
+        urls = {api: f"http://{Address.parse(hosts[api]).host}:{port}"
+                for api, port in self.ports.items() if api in hosts}
+        if self.grpc is not None:  # gRPC targets are host:port, as grpc.insecure_channel takes
+            urls.update({api: f"{a.host}:{a.port}" for api, a in self.grpc.addresses.items()})
+        return urls
 
     async def start(self) -> None:
         """Listen, then register the startup models (their workers load in the background)."""
         self._listen()
+        if self.config.enable_grpc:
+            from ..grpc_api.server import GrpcServers
+
+            self.grpc = GrpcServers(self.config, self._services())
+            self.ports.update(await self.grpc.start())
         for name, url in startup_models(self.config):
             try:
                 await self.manager.register(url, model_name=name, synchronous=False,
@@ -97,6 +110,8 @@ class TsfServer:
     async def stop(self) -> None:
         for server in self.servers:
             server.stop()
+        if self.grpc is not None:
+            await self.grpc.stop()
         await self.manager.shutdown()
         for server in self.servers:
             await server.close_all_connections()

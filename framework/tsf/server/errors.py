@@ -57,7 +57,11 @@ class BaseHandler(tornado.web.RequestHandler):
         for header, attribute in (("X-Request-Id", "request_id"), ("X-Trace-Id", "trace_id")):
             if getattr(self, attribute, ""):  # send_error cleared them
                 self.set_header(header, getattr(self, attribute))
-        self.finish(json.dumps(error.to_dict()))
+        self.finish(json.dumps(self.error_document(error)))
+
+    def error_document(self, error: TsfError) -> dict:
+        """The JSON body of an error; protocols that name the message differently add to it."""
+        return error.to_dict()
 
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, (TsfError, tornado.web.HTTPError)):

@@ -16,7 +16,7 @@ import json
 import uuid
 from typing import Any
 
-from ..errors import BadRequest, from_dict
+from ..errors import BadRequest, InternalError, from_dict
 from ..manager import ModelManager
 from .request_body import StreamingBodyHandler, query_params
 
@@ -46,10 +46,16 @@ class KServeModelHandler(StreamingBodyHandler):
                 jobs.append(job)
             results = await asyncio.gather(*(job.future for job in jobs), return_exceptions=True)
             answers = [_answer(result) for result in results]
-            outcome.code = 200
             key = "explanations" if kind == "explain" else "predictions"
+            body = json.dumps({key: answers}).encode()
+            limit = self.services["config"].max_response_size
+            if len(body) > limit:
+                raise InternalError(f"response of {len(body)} bytes exceeds max_response_size "
+                                    f"({limit} bytes)")
+            outcome.code = 200
             self.set_header("X-Request-Id", request_id)
-            self.write_json({key: answers})
+            self.set_header("Content-Type", "application/json")
+            self.finish(body)
 
 
 def _instances(body: bytes) -> list:

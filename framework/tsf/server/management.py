@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import BadRequest, Forbidden
 from ..manager import ModelManager
 from ..plugins import describe_plugins
+from ..registry import Registry
 from .openapi import ManagementOpenAPIHandler
 from .request_body import StreamingBodyHandler
 
@@ -25,6 +26,24 @@ def _bool(value: Any, default: bool) -> bool:
     if isinstance(value, bool):
         return value
     return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def list_models(registry: Registry, limit: int, token: int) -> dict[str, Any]:
+    """One page of ``GET /models`` (at most 100 models; ``nextPageToken`` while more remain)."""
+    limit = 100 if limit <= 0 or limit > 100 else limit
+    token = max(token, 0)
+    names = registry.names()
+    body: dict[str, Any] = {"models": [{"modelName": n, "modelUrl": registry.get(n).url}
+                                       for n in names[token:token + limit]]}
+    if token + limit < len(names):
+        body["nextPageToken"] = str(token + limit)
+    return body
+
+
+def describe_models(registry: Registry, name: str, version: str | None) -> list[dict]:
+    """``GET /models/{m}[/{v}|/all]``: one description per version."""
+    versions = registry.versions(name) if version == "all" else [registry.get(name, version)]
+    return [mv.describe() for mv in versions]
 
 
 class ManagementHandler(StreamingBodyHandler):
@@ -53,16 +72,7 @@ class ModelsHandler(ManagementHandler):
             token = int(self.arg("next_page_token") or 0)
         except ValueError:
             raise BadRequest("limit and next_page_token must be integers") from None
-        limit = 100 if limit <= 0 or limit > 100 else limit
-        token = max(token, 0)
-        registry = self.manager.registry
-        names = registry.names()
-        page = names[token:token + limit]
-        body: dict[str, Any] = {
-            "models": [{"modelName": n, "modelUrl": registry.get(n).url} for n in page]}
-        if token + limit < len(names):
-            body["nextPageToken"] = str(token + limit)
-        self.write_json(body)
+        self.write_json(list_models(self.manager.registry, limit, token))
 
     async def post(self) -> None:
         self.check_model_api()
@@ -86,12 +96,7 @@ class ModelHandler(ManagementHandler):
     """``/models/{m}[/{v}]``: describe (GET), scale (PUT), unregister (DELETE)."""
 
     def get(self, name: str, version: str | None = None) -> None:
-        registry = self.manager.registry
-        if version == "all":
-            versions = registry.versions(name)
-        else:
-            versions = [registry.get(name, version)]
-        self.write_json([mv.describe() for mv in versions])
+        self.write_json(describe_models(self.manager.registry, name, version))
 
     async def put(self, name: str, version: str | None = None) -> None:
         version = version or self.arg("model_version")

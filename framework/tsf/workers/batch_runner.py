@@ -20,6 +20,8 @@ import pluggy
 
 from ..context import Context
 from ..errors import BadRequest, HandlerError, NotImplementedByModel, TsfError
+from ..oip.tensors import (TENSOR_CTYPE, TENSORS_CTYPE, decode_tensor, default_output_name,
+                           encode_outputs)
 
 log = logging.getLogger("tsf.worker")
 
@@ -44,8 +46,14 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def decode_part(ctype: str, data: bytes) -> Any:
-    """A request part as a handler receives it, decided by its content type (as TorchServe)."""
+def decode_part(part: dict, data: bytes) -> Any:
+    """A request part as a handler receives it, decided by its content type (as TorchServe).
+
+    OIP tensor parts become tensors (see :mod:`tsf.oip.tensors`).
+    """
+    ctype = part.get("ctype", "")
+    if ctype == TENSOR_CTYPE:
+        return decode_tensor(part, data)
     media = ctype.split(";", 1)[0].strip().lower()
     if media == "application/json":
         try:
@@ -114,8 +122,7 @@ class BatchRunner:
             request: dict[str, Any] = {}
             try:
                 for offset, part in enumerate(parts):
-                    request[part["name"]] = decode_part(part.get("ctype", ""),
-                                                        blobs[first + offset])
+                    request[part["name"]] = decode_part(part, blobs[first + offset])
             except TsfError as exc:
                 results[index] = error_result(
                     type(exc)(f"request {meta.get('id', index)}: {exc.message}"))
@@ -139,13 +146,20 @@ class BatchRunner:
         try:
             values = self._stages(kind, [r for _, r in items], [metas[i] for i, _ in items],
                                   clock)
-            return [(items[j][0], encode_result(v, self.context.response_settings(j)))
-                    for j, v in enumerate(values)]
+            return [(index, self._encode(v, metas[index], j))
+                    for j, ((index, _), v) in enumerate(zip(items, values))]
         except Exception as exc:
             if len(items) > 1:  # isolate the failing request(s)
                 return [pair for item in items
                         for pair in self._run_group(kind, [item], metas, clock)]
             return [(items[0][0], error_result(self._as_error(exc)))]
+
+    def _encode(self, value: Any, meta: dict, position: int) -> tuple[dict, bytes]:
+        settings = self.context.response_settings(position)
+        if meta.get("protocol") == "oip" and settings["status"] < 400:
+            tensors, body = encode_outputs(value, default_output_name(self.context))
+            return {"status": 200, "ctype": TENSORS_CTYPE, "tensors": tensors}, body
+        return encode_result(value, settings)
 
     def _as_error(self, exc: Exception) -> TsfError:
         if isinstance(exc, TsfError):
@@ -157,7 +171,8 @@ class BatchRunner:
                 clock: StageClock) -> list:
         ctx, hook = self.context, self.pm.hook
         ctx.begin_batch([m.get("id", "") for m in metas], [m.get("headers", {}) for m in metas],
-                        [m.get("params", {}) for m in metas])
+                        [m.get("params", {}) for m in metas],
+                        [m.get("protocol", "torchserve") for m in metas])
         start = time.perf_counter()
         if kind == "explain":
             results = hook.tsf_explain(context=ctx, requests=requests)

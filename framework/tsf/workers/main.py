@@ -67,8 +67,11 @@ def serve(sock: socket.socket, spec: dict) -> int:
         error = exc if isinstance(exc, TsfError) else ModelLoadError(f"{type(exc).__name__}: {exc}")
         protocol.send_frame(sock, protocol.LOAD_ERROR, {"error": error.to_dict()})
         return 1
-    protocol.send_frame(sock, protocol.READY, {"pid": os.getpid(),
-                                                  "device": context.device_if_chosen})
+    ready = {"pid": os.getpid(), "device": context.device_if_chosen}
+    signature = getattr(context.handler, "signature", None)
+    if isinstance(signature, dict):  # OIP model metadata a handler declares
+        ready["signature"] = signature
+    protocol.send_frame(sock, protocol.READY, ready)
     REQUEST_IDS.context = context
     runner = BatchRunner(pm, context)
     while True:

@@ -1,0 +1,69 @@
+"""What every tsf gRPC service shares: the token check, queued requests, metrics, errors."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+import uuid
+from typing import Any, AsyncIterator
+
+from ..errors import InternalError, TsfError
+from ..manager import ModelManager
+from .status import abort, headers_of
+
+
+class Outcome:
+    """The model version that took a request and the HTTP-equivalent status it ended with."""
+
+    __slots__ = ("model_version", "code")
+
+    def __init__(self) -> None:
+        self.model_version: Any = None
+        self.code = 500
+
+
+class GrpcService:
+    """Base of the servicers; ``api`` names the token that guards it."""
+
+    api = "inference"
+
+    def __init__(self, services: dict[str, Any]) -> None:
+        self.services = services
+        self.manager: ModelManager = services["manager"]
+        self.max_response_size: int = services["config"].max_response_size
+
+    def authorize(self, context: Any) -> dict[str, str]:
+        """The call's metadata as headers, once its bearer token (if any is set) checks out."""
+        headers = headers_of(context)
+        tokens = self.services.get("tokens")
+        if tokens is not None and tokens.enabled:
+            tokens.check(self.api, headers.get("authorization"))
+        return headers
+
+    @staticmethod
+    def request_id(headers: dict[str, str]) -> str:
+        return headers.get("x-request-id") or uuid.uuid4().hex
+
+    @contextlib.asynccontextmanager
+    async def answering(self, context: Any, model: str = "", kind: str = "predict",
+                        label_version: str = "default") -> AsyncIterator[Outcome]:
+        """Count the call in the request metrics and turn a tsf error into a gRPC status."""
+        started = time.perf_counter()
+        outcome = Outcome()
+        try:
+            yield outcome
+            outcome.code = 200
+        except TsfError as exc:
+            outcome.code = exc.status
+            await abort(context, exc)
+        finally:
+            mv = outcome.model_version
+            if mv is not None:
+                self.manager.metrics.record_request(mv.name, mv.version, label_version,
+                                                    outcome.code, time.perf_counter() - started,
+                                                    kind)
+
+    def check_size(self, payload: bytes) -> None:
+        if len(payload) > self.max_response_size:
+            raise InternalError(f"response of {len(payload)} bytes exceeds max_response_size "
+                                f"({self.max_response_size} bytes)")

@@ -1,0 +1,164 @@
+"""TorchServe's gRPC services: ``InferenceAPIsService`` and ``ManagementAPIsService``.
+
+Inputs of ``Predictions`` are the request's parts by name, passed to the handler as bytes (as
+TorchServe does).  The management methods answer with the JSON text of the REST API.  tsf
+handlers give one answer per request, so ``StreamPredictions`` sends a single message.
+``StreamPredictions2`` answers each request of the stream in order and reports a failure in
+the message's ``status`` instead of ending the stream.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, AsyncIterator
+
+from google.rpc import status_pb2
+
+from ..errors import BadRequest, Forbidden, TsfError, from_dict
+from ..server.management import describe_models, list_models
+from .base import GrpcService
+from .status import abort, grpc_code
+
+
+def _version(value: str) -> str | None:
+    return value or None
+
+
+class InferenceService(GrpcService):
+    """``org.pytorch.serve.grpc.inference.InferenceAPIsService``."""
+
+    def __init__(self, services: dict[str, Any], messages: Any) -> None:
+        super().__init__(services)
+        self.pb = messages
+
+    async def Ping(self, request: Any, context: Any) -> Any:
+        healthy, problems = self.manager.health()
+        if not healthy:
+            await context.abort(grpc_code(503), json.dumps(
+                {"status": "Unhealthy", "message": "; ".join(problems)}))
+        return self.pb.TorchServeHealthResponse(health=json.dumps({"status": "Healthy"},
+                                                                  indent=2))
+
+    async def _predict(self, request: Any, headers: dict[str, str]) -> tuple[Any, bytes]:
+        if not request.model_name:
+            raise BadRequest("model_name is required")
+        parts = [{"name": key, "ctype": ""} for key in request.input]
+        meta = {"id": self.request_id(headers), "headers": headers, "parts": parts,
+                "protocol": "torchserve-grpc"}
+        mv, job = self.manager.submit(request.model_name, _version(request.model_version),
+                                      "predict", meta, [request.input[p["name"]] for p in parts])
+        result, payload = await job.future
+        if result.get("error") or result["status"] >= 400:
+            raise from_dict(json.loads(payload))
+        self.check_size(payload)
+        return mv, payload
+
+    async def Predictions(self, request: Any, context: Any) -> Any:
+        async with self.answering(context, request.model_name) as outcome:
+            headers = self.authorize(context)
+            outcome.model_version, payload = await self._predict(request, headers)
+            return self.pb.PredictionResponse(prediction=payload)
+
+    async def StreamPredictions(self, request: Any, context: Any) -> AsyncIterator[Any]:
+        async with self.answering(context, request.model_name) as outcome:
+            headers = self.authorize(context)
+            outcome.model_version, payload = await self._predict(request, headers)
+        yield self.pb.PredictionResponse(prediction=payload)
+
+    async def StreamPredictions2(self, requests: Any, context: Any) -> AsyncIterator[Any]:
+        try:
+            headers = self.authorize(context)
+        except TsfError as exc:
+            await abort(context, exc)
+        async for request in requests:
+            sequence = request.sequence_id if request.HasField("sequence_id") else None
+            try:
+                async with self.answering(_NoAbort(), request.model_name) as outcome:
+                    outcome.model_version, payload = await self._predict(request, headers)
+                yield self.pb.PredictionResponse(prediction=payload, sequence_id=sequence)
+            except _Failed as failed:
+                status = status_pb2.Status(code=failed.code.value[0], message=failed.message)
+                yield self.pb.PredictionResponse(sequence_id=sequence, status=status)
+
+
+class _Failed(Exception):
+    def __init__(self, code: Any, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class _NoAbort:
+    """Stands in for the call context inside a stream: an error fails one message only."""
+
+    async def abort(self, code: Any, message: str) -> None:
+        raise _Failed(code, message)
+
+
+def _positive(value: int) -> int | None:
+    return value if value > 0 else None
+
+
+class ManagementService(GrpcService):
+    """``org.pytorch.serve.grpc.management.ManagementAPIsService``."""
+
+    api = "management"
+
+    def __init__(self, services: dict[str, Any], messages: Any) -> None:
+        super().__init__(services)
+        self.pb = messages
+
+    def _reply(self, value: Any) -> Any:
+        return self.pb.ManagementResponse(msg=json.dumps(value, indent=2))
+
+    def _check_model_api(self) -> None:
+        if not self.services["config"].enable_model_api:
+            raise Forbidden("model registration is disabled on this server (enable_model_api)")
+
+    async def DescribeModel(self, request: Any, context: Any) -> Any:
+        async with self.answering(context):
+            self.authorize(context)
+            return self._reply(describe_models(self.manager.registry, request.model_name,
+                                               _version(request.model_version)))
+
+    async def ListModels(self, request: Any, context: Any) -> Any:
+        async with self.answering(context):
+            self.authorize(context)
+            return self._reply(list_models(self.manager.registry, request.limit,
+                                           request.next_page_token))
+
+    async def RegisterModel(self, request: Any, context: Any) -> Any:
+        async with self.answering(context):
+            self.authorize(context)
+            self._check_model_api()
+            if not request.url:
+                raise BadRequest("Parameter url is required.")
+            _, message = await self.manager.register(
+                request.url, synchronous=request.synchronous,
+                model_name=request.model_name or None, handler=request.handler or None,
+                batch_size=_positive(request.batch_size),
+                max_batch_delay=_positive(request.max_batch_delay),
+                initial_workers=_positive(request.initial_workers),
+                response_timeout=_positive(request.response_timeout),
+                startup_timeout=_positive(request.startup_timeout))
+            return self._reply({"status": message})
+
+    async def ScaleWorker(self, request: Any, context: Any) -> Any:
+        async with self.answering(context):
+            self.authorize(context)
+            _, message = await self.manager.scale(
+                request.model_name, _version(request.model_version), request.min_worker,
+                request.max_worker or None, request.synchronous)
+            return self._reply({"status": message})
+
+    async def SetDefault(self, request: Any, context: Any) -> Any:
+        async with self.answering(context):
+            self.authorize(context)
+            return self._reply({"status": self.manager.set_default(request.model_name,
+                                                                   request.model_version)})
+
+    async def UnregisterModel(self, request: Any, context: Any) -> Any:
+        async with self.answering(context):
+            self.authorize(context)
+            self._check_model_api()
+            return self._reply({"status": await self.manager.unregister(
+                request.model_name, _version(request.model_version))})

@@ -1,0 +1,167 @@
+"""TorchServe's gRPC services, driven by stubs compiled at test time from the .proto files
+that TorchServe 0.12 itself ships (inside the torchserve package's model-server.jar)."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+grpc = pytest.importorskip("grpc")
+protoc = pytest.importorskip("grpc_tools.protoc")
+
+pytestmark = pytest.mark.slow
+
+
+def _torchserve_protos(folder: Path) -> Path:
+    spec = importlib.util.find_spec("ts")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("torchserve (for its .proto files) is not installed")
+    jar = Path(list(spec.submodule_search_locations)[0]) / "frontend" / "model-server.jar"
+    with zipfile.ZipFile(jar) as archive:
+        for name in ("inference.proto", "management.proto"):
+            (folder / name).write_bytes(archive.read(f"proto/{name}"))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def ts(tmp_path_factory):
+    """TorchServe's generated messages and stubs, as a TorchServe client would have them."""
+    import grpc_tools
+
+    folder = _torchserve_protos(tmp_path_factory.mktemp("torchserve-protos"))
+    includes = [str(Path(grpc_tools.__file__).parent / "_proto")]
+    includes += [p for p in sys.path if (Path(p) / "google" / "rpc" / "status.proto").exists()]
+    args = ["protoc", f"-I{folder}", *(f"-I{i}" for i in includes), f"--python_out={folder}",
+            f"--grpc_python_out={folder}", "inference.proto", "management.proto"]
+    assert protoc.main(args) == 0
+    sys.path.insert(0, str(folder))
+    try:
+        modules = {name: importlib.import_module(name) for name in (
+            "inference_pb2", "inference_pb2_grpc", "management_pb2", "management_pb2_grpc")}
+    finally:
+        sys.path.remove(str(folder))
+    return type("TorchServeStubs", (), modules)
+
+
+@pytest.fixture(scope="module")
+def inference(ts, protocol_server):
+    channel = grpc.insecure_channel(protocol_server.urls["grpc_inference"])
+    yield ts.inference_pb2_grpc.InferenceAPIsServiceStub(channel)
+    channel.close()
+
+
+@pytest.fixture(scope="module")
+def management(ts, protocol_server):
+    channel = grpc.insecure_channel(protocol_server.urls["grpc_management"])
+    yield ts.management_pb2_grpc.ManagementAPIsServiceStub(channel)
+    channel.close()
+
+
+def test_ping(ts, inference):
+    from google.protobuf import empty_pb2
+
+    answer = inference.Ping(empty_pb2.Empty())
+    assert json.loads(answer.health) == {"status": "Healthy"}
+
+
+def test_predictions_match_the_rest_api(ts, inference, protocol_server):
+    row = [0.5, -1.0, 2.0, 0.25]
+    request = ts.inference_pb2.PredictionsRequest(model_name="mlp",
+                                                  input={"data": json.dumps(row).encode()})
+    answer = inference.Predictions(request)
+    expected = protocol_server.post("/predictions/mlp", json=row).json()
+    assert json.loads(answer.prediction) == pytest.approx(expected, rel=1e-5)
+    versioned = inference.Predictions(ts.inference_pb2.PredictionsRequest(
+        model_name="mlp", model_version="1.0", input={"data": json.dumps(row).encode()}))
+    assert json.loads(versioned.prediction) == pytest.approx(expected, rel=1e-5)
+
+
+def test_stream_predictions_sends_the_answer(ts, inference):
+    request = ts.inference_pb2.PredictionsRequest(model_name="picky",
+                                                  input={"body": b"fine"})
+    answers = list(inference.StreamPredictions(request))
+    assert [json.loads(a.prediction)["ok"] for a in answers] == ["fine"]
+
+
+def test_stream_predictions2_answers_each_request_and_reports_errors_inline(ts, inference):
+    def requests():
+        for i, body in enumerate([b"one", b"bad", b"three"]):
+            yield ts.inference_pb2.PredictionsRequest(model_name="picky", input={"body": body},
+                                                      sequence_id=f"seq-{i}")
+        yield ts.inference_pb2.PredictionsRequest(model_name="missing", input={"body": b"x"},
+                                                  sequence_id="seq-3")
+
+    answers = list(inference.StreamPredictions2(requests()))
+    assert [a.sequence_id for a in answers] == ["seq-0", "seq-1", "seq-2", "seq-3"]
+    assert json.loads(answers[0].prediction)["ok"] == "one"
+    assert answers[1].status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    assert "bad input" in answers[1].status.message
+    assert json.loads(answers[2].prediction)["ok"] == "three"
+    assert answers[3].status.code == grpc.StatusCode.NOT_FOUND.value[0]
+
+
+@pytest.mark.parametrize("request_args, code, fragment", [
+    ({"model_name": "missing", "input": {"data": b"[1]"}}, "NOT_FOUND", "missing"),
+    ({"model_name": "picky", "input": {"body": b"bad"}}, "INVALID_ARGUMENT", "bad input"),
+    ({"model_name": "mlp", "model_version": "9.9", "input": {"data": b"[1,2,3,4]"}},
+     "NOT_FOUND", "9.9"),
+    ({"model_name": "mlp", "input": {"data": b"x" * 300000}}, "RESOURCE_EXHAUSTED", ""),
+])
+def test_errors_carry_grpc_status_codes(ts, inference, request_args, code, fragment):
+    with pytest.raises(grpc.RpcError) as caught:
+        inference.Predictions(ts.inference_pb2.PredictionsRequest(**request_args))
+    assert caught.value.code() == getattr(grpc.StatusCode, code)
+    assert fragment in caught.value.details()
+
+
+def test_management_service_lifecycle(ts, management, inference):
+    pb = ts.management_pb2
+    listed = json.loads(management.ListModels(pb.ListModelsRequest()).msg)
+    assert {"mlp", "picky", "tensorecho"} <= {m["modelName"] for m in listed["models"]}
+    paged = json.loads(management.ListModels(pb.ListModelsRequest(limit=1)).msg)
+    assert len(paged["models"]) == 1 and paged["nextPageToken"] == "1"
+
+    registered = management.RegisterModel(pb.RegisterModelRequest(
+        url="mlp2.mar", model_name="grpcmlp", initial_workers=1, synchronous=True,
+        batch_size=2, max_batch_delay=50))
+    assert "registered with 1 initial workers" in json.loads(registered.msg)["status"]
+    try:
+        described = json.loads(management.DescribeModel(
+            pb.DescribeModelRequest(model_name="grpcmlp")).msg)
+        assert described[0]["modelVersion"] == "2.0" and described[0]["batchSize"] == 2
+        answer = inference.Predictions(ts.inference_pb2.PredictionsRequest(
+            model_name="grpcmlp", input={"data": b"[1, 2, 3, 4]"}))
+        assert len(json.loads(answer.prediction)) == 3
+
+        scaled = management.ScaleWorker(pb.ScaleWorkerRequest(
+            model_name="grpcmlp", min_worker=2, max_worker=2, synchronous=True))
+        assert json.loads(scaled.msg)["status"].startswith("Workers scaled to 2")
+        described = json.loads(management.DescribeModel(
+            pb.DescribeModelRequest(model_name="grpcmlp", model_version="2.0")).msg)
+        assert len(described[0]["workers"]) == 2
+
+        default = management.SetDefault(pb.SetDefaultRequest(model_name="grpcmlp",
+                                                              model_version="2.0"))
+        assert "2.0" in json.loads(default.msg)["status"]
+        with pytest.raises(grpc.RpcError) as caught:
+            management.SetDefault(pb.SetDefaultRequest(model_name="grpcmlp",
+                                                        model_version="7.0"))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as caught:
+            management.RegisterModel(pb.RegisterModelRequest(url="mlp2.mar",
+                                                             model_name="grpcmlp"))
+        assert caught.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    finally:
+        gone = management.UnregisterModel(pb.UnregisterModelRequest(model_name="grpcmlp"))
+    assert "unregistered" in json.loads(gone.msg)["status"].lower()
+    with pytest.raises(grpc.RpcError) as caught:
+        management.DescribeModel(pb.DescribeModelRequest(model_name="grpcmlp"))
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as caught:
+        management.RegisterModel(pb.RegisterModelRequest())
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
