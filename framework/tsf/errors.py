@@ -114,3 +114,10 @@ def from_dict(data: dict) -> TsfError:
     cls = _BY_TYPE.get(data.get("type", ""), TsfError)
     return cls(str(data.get("message", "")), status=int(data.get("code", 500)),
                type=str(data.get("type", "InternalServerException")))
+
+
+def check_response_size(size: int, limit: int) -> None:
+    """Refuse an answer over ``max_response_size`` (every protocol applies the same limit)."""
+    if size > limit:
+        raise InternalError(f"response of {size} bytes exceeds max_response_size "
+                            f"({limit} bytes)")

@@ -54,10 +54,14 @@ def test_front_end_never_imports_torch():
             "import tsf.cli, tsf.manager, tsf.archiver\n"
             "async def main():\n"
             "    s = TsfServer(ServerConfig(inference_address='127.0.0.1:0',"
-            " management_address='127.0.0.1:0', metrics_address='127.0.0.1:0'))\n"
+            " management_address='127.0.0.1:0', metrics_address='127.0.0.1:0',"
+            " enable_grpc=True, grpc_inference_address='127.0.0.1:0',"
+            " grpc_management_address='127.0.0.1:0'))\n"
             "    await s.start(); await s.stop()\n"
             "asyncio.run(main())\n"
+            "import tsf.oip.requests, tsf.server.kserve_v2\n"
             "assert 'torch' not in sys.modules, 'front end imported torch'\n"
+            "assert 'numpy' not in sys.modules, 'front end imported numpy'\n"
             "print('ok')\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60)

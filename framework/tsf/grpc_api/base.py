@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 import uuid
 from typing import Any, AsyncIterator
 
-from ..errors import InternalError, TsfError
+import grpc
+
+from ..errors import InternalError, TsfError, check_response_size
 from ..manager import ModelManager
 from .status import abort, headers_of
+
+log = logging.getLogger("tsf.grpc")
 
 
 class Outcome:
@@ -56,6 +61,11 @@ class GrpcService:
         except TsfError as exc:
             outcome.code = exc.status
             await abort(context, exc)
+        except grpc.aio.AbortError:
+            raise
+        except Exception:
+            log.exception("gRPC call failed")
+            await abort(context, InternalError("internal server error; see the server log"))
         finally:
             mv = outcome.model_version
             if mv is not None:
@@ -64,6 +74,4 @@ class GrpcService:
                                                     kind)
 
     def check_size(self, payload: bytes) -> None:
-        if len(payload) > self.max_response_size:
-            raise InternalError(f"response of {len(payload)} bytes exceeds max_response_size "
-                                f"({self.max_response_size} bytes)")
+        check_response_size(len(payload), self.max_response_size)

@@ -147,7 +147,7 @@ def outputs_of(result: Any, request: InferRequest) -> list[OutputTensor]:
         raise result
     meta, payload = result
     if meta.get("error") or meta["status"] >= 400:
-        raise from_dict(json.loads(payload))
+        raise _error_of(meta["status"], payload)
     if meta.get("ctype") != TENSORS_CTYPE:
         raise TsfError("the handler's answer was not converted to tensors")
     produced, offset = {}, 0
@@ -167,6 +167,18 @@ def outputs_of(result: Any, request: InferRequest) -> list[OutputTensor]:
         tensor.binary = wanted.binary
         chosen.append(tensor)
     return chosen
+
+
+def _error_of(status: int, payload: bytes) -> TsfError:
+    """A worker's error answer, or a handler's own non-2xx answer, as an exception."""
+    try:
+        document = json.loads(payload)
+    except ValueError:
+        document = None
+    if isinstance(document, dict) and "message" in document:
+        return from_dict(document)
+    return TsfError(payload.decode("utf-8", "replace")[:1000] or f"handler answered {status}",
+                    status=status)
 
 
 def http_reply(model: str, version: str, request: InferRequest,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..errors import InternalError
+from ..errors import check_response_size
 from ..manager import ModelManager
 from .openapi import InferenceOpenAPIHandler
 from .request_body import StreamingBodyHandler, request_parts
@@ -43,10 +43,7 @@ class PredictionHandler(StreamingBodyHandler):
             self.respond(meta["id"], result, payload)
 
     def respond(self, request_id: str, result: dict, payload: bytes) -> None:
-        limit = self.services["config"].max_response_size
-        if len(payload) > limit:
-            raise InternalError(f"response of {len(payload)} bytes exceeds max_response_size "
-                                f"({limit} bytes)")
+        check_response_size(len(payload), self.services["config"].max_response_size)
         self.set_status(result["status"])
         self.set_header("Content-Type", result["ctype"])
         self.set_header("X-Request-Id", request_id)

@@ -16,7 +16,7 @@ import json
 import uuid
 from typing import Any
 
-from ..errors import BadRequest, InternalError, from_dict
+from ..errors import BadRequest, check_response_size, from_dict
 from ..manager import ModelManager
 from .request_body import StreamingBodyHandler, query_params
 
@@ -48,10 +48,7 @@ class KServeModelHandler(StreamingBodyHandler):
             answers = [_answer(result) for result in results]
             key = "explanations" if kind == "explain" else "predictions"
             body = json.dumps({key: answers}).encode()
-            limit = self.services["config"].max_response_size
-            if len(body) > limit:
-                raise InternalError(f"response of {len(body)} bytes exceeds max_response_size "
-                                    f"({limit} bytes)")
+            check_response_size(len(body), self.services["config"].max_response_size)
             outcome.code = 200
             self.set_header("X-Request-Id", request_id)
             self.set_header("Content-Type", "application/json")

@@ -13,7 +13,7 @@ import uuid
 from typing import Any
 
 from .. import __version__
-from ..errors import ServiceUnavailable, TsfError
+from ..errors import ServiceUnavailable, TsfError, check_response_size
 from ..manager import ModelManager
 from ..oip.requests import http_reply, outputs_of, parse_http, tensor_metadata
 from .request_body import StreamingBodyHandler, query_params
@@ -98,10 +98,7 @@ class InferHandler(OipHandler):
             outputs = outputs_of(await job.future, request)
             mv = outcome.model_version
             body, header_length = http_reply(mv.name, mv.version, request, outputs)
-            limit = self.services["config"].max_response_size
-            if len(body) > limit:
-                raise TsfError(f"response of {len(body)} bytes exceeds max_response_size "
-                               f"({limit} bytes)")
+            check_response_size(len(body), self.services["config"].max_response_size)
             outcome.code = 200
             self.set_header("X-Request-Id", request_id)
             if header_length is None:
