@@ -68,7 +68,10 @@ class TorchServe:
             f"inference_address={self.inference}", f"management_address={self.management}",
             f"metrics_address=http://127.0.0.1:{ports[2]}", "disable_token_authorization=true",
             "enable_model_api=true", "default_workers_per_model=1",
-            f"model_store={store}", "install_py_dep_per_model=false"]) + "\n")
+            f"model_store={store}", "install_py_dep_per_model=false",
+            # its once-a-minute system metrics script would take CPU from whichever system
+            # is being measured at that moment (both run side by side)
+            "disable_system_metrics=true"]) + "\n")
         env = dict(os.environ, LOG_LOCATION=str(self.workdir / "logs"),
                    METRICS_LOCATION=str(self.workdir / "logs"), TEMP=str(self.workdir))
         started = time.perf_counter()

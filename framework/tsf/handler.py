@@ -5,6 +5,8 @@ Each request carries one sample as a nested list (``[[...]]``) or ``{"data": ...
 batch along a new first dimension, run through the model once, and split back: one result per
 request.  Samples of different shapes run one by one.  Integer input is cast to float32 unless
 the model embeds tokens (has an ``Embedding``) or ``handler.input_dtype`` says otherwise.
+KServe v2 / OIP requests carry one tensor with its own batch dimension: those are concatenated
+along it and each request gets its rows back as tensors.
 
 This module is also the worker's built-in plugin: it registers the ``base`` handler, and a
 ``FallbackHandler`` answers any stage a custom handler leaves out.  torch is imported lazily.
