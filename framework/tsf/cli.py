@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 def run_serve(args: argparse.Namespace) -> int:
     from .config import load_config
     from .logs import configure_logging
+    from .memory import release_large_buffers
     from .server.app import TsfServer, serve_forever
 
     cli = {"model_store": args.model_store, "inference_address": args.inference_address,
@@ -73,6 +74,7 @@ def run_serve(args: argparse.Namespace) -> int:
            "load_models": ",".join(args.models) if args.models else None}
     config = load_config(args.config_file, cli)
     configure_logging(config.log_level, config.log_format)
+    release_large_buffers()
 
     async def main() -> None:
         stop = asyncio.Event()
