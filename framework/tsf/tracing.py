@@ -52,6 +52,9 @@ class Tracing:
     def start_request(self, request: Any, route: str, model: str) -> Any:
         return None
 
+    def start_rpc(self, service: str, method: str, headers: dict[str, str], model: str) -> Any:
+        return None
+
     def end_request(self, span: Any, status: int) -> None:
         pass
 
@@ -104,6 +107,14 @@ class OtelTracing(Tracing):
                         "user_agent.original": request.headers.get("User-Agent", ""),
                         "tsf.model.name": model})
         return span
+
+    def start_rpc(self, service: str, method: str, headers: dict[str, str], model: str) -> Any:
+        """A SERVER span for one gRPC call, continuing a ``traceparent`` sent as metadata."""
+        return self.tracer.start_span(
+            f"{service}/{method}", context=self._extract(headers),
+            kind=self._trace.SpanKind.SERVER,
+            attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
+                        "tsf.model.name": model})
 
     def end_request(self, span: Any, status: int) -> None:
         if span is None:

@@ -119,6 +119,7 @@ def test_openapi_description_on_options_and_api_description(served):
         spec = response.json()
         assert spec["openapi"].startswith("3.")
         assert "/predictions/{model_name}" in spec["paths"]
+        assert "post" in spec["paths"]["/v2/models/{model_name}/versions/{model_version}/infer"]
     management = served.request("OPTIONS", served.management, "/").json()
     assert "/models/{model_name}/{model_version}/set-default" in management["paths"]
 

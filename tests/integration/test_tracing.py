@@ -160,3 +160,65 @@ def test_requests_queue_batch_and_stages_arrive_at_the_collector(model_store, co
             assert batch.start_time_unix_nano <= stage.start_time_unix_nano
             assert stage.end_time_unix_nano <= batch.end_time_unix_nano
     assert all(s.trace_id == by_id[hexid(s.parent_span_id)].trace_id for s in queues)
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (enough to write a PredictionsRequest by hand)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def test_grpc_calls_are_traced_and_continue_traceparent(model_store, collector):
+    grpc = pytest.importorskip("grpc")
+    endpoints, receiver = collector
+    incoming_trace = os.urandom(16).hex()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": endpoints["http/protobuf"],
+           "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf", "OTEL_SERVICE_NAME": "tsf-grpc",
+           "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    server = ServerProcess(model_store=model_store, models=["echo=echo.mar"], env=env,
+                           config={"enable_grpc": "true",
+                                   "grpc_inference_address": "127.0.0.1:0",
+                                   "grpc_management_address": "127.0.0.1:0"})
+    method = "/org.pytorch.serve.grpc.inference.InferenceAPIsService/Predictions"
+    try:
+        deadline = time.monotonic() + 60
+        while server.get("/ping").status_code != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        with grpc.insecure_channel(server.urls["grpc_inference"]) as channel:
+            call = channel.unary_unary(method)  # raw bytes in and out
+            request = _field(1, b"echo") + _field(3, _field(1, b"body") + _field(2, b"[7]"))
+            answer = call(request, metadata=[
+                ("traceparent", f"00-{incoming_trace}-{INCOMING_PARENT}-01")], timeout=30)
+        assert b'"batch"' in answer
+    finally:
+        server.stop()
+
+    deadline = time.monotonic() + 20
+    while True:
+        with receiver.lock:
+            spans = [s for s in receiver.spans if hexid(s.trace_id) == incoming_trace]
+            calls = [s for s in spans if s.name == method.lstrip("/")]
+            batches = [s for s in receiver.spans if s.name == "batch echo" and calls and any(
+                hexid(link.span_id) == hexid(calls[0].span_id) for link in s.links)]
+        queues = [s for s in spans if s.name == "queue wait"]
+        if calls and queues and batches:
+            break
+        assert time.monotonic() < deadline, f"collector got {[s.name for s in spans]}"
+        time.sleep(0.2)
+    call_span = calls[0]
+    assert hexid(call_span.parent_span_id) == INCOMING_PARENT
+    attributes = {a.key: a.value for a in call_span.attributes}
+    assert attributes["rpc.system"].string_value == "grpc"
+    assert attributes["rpc.method"].string_value == "Predictions"
+    assert attributes["tsf.model.name"].string_value == "echo"
+    assert hexid(queues[0].parent_span_id) == hexid(call_span.span_id)
+    assert len(batches) == 1

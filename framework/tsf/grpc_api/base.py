@@ -18,19 +18,22 @@ log = logging.getLogger("tsf.grpc")
 
 
 class Outcome:
-    """The model version that took a request and the HTTP-equivalent status it ended with."""
+    """The model version that took a request, the HTTP-equivalent status it ended with, and
+    its tracing span (``None`` when tracing is off)."""
 
-    __slots__ = ("model_version", "code")
+    __slots__ = ("model_version", "code", "span")
 
-    def __init__(self) -> None:
+    def __init__(self, span: Any = None) -> None:
         self.model_version: Any = None
         self.code = 500
+        self.span = span
 
 
 class GrpcService:
     """Base of the servicers; ``api`` names the token that guards it."""
 
     api = "inference"
+    service = ""  # the full gRPC service name, for spans
 
     def __init__(self, services: dict[str, Any]) -> None:
         self.services = services
@@ -51,10 +54,18 @@ class GrpcService:
 
     @contextlib.asynccontextmanager
     async def answering(self, context: Any, model: str = "", kind: str = "predict",
-                        label_version: str = "default") -> AsyncIterator[Outcome]:
-        """Count the call in the request metrics and turn a tsf error into a gRPC status."""
+                        label_version: str = "default", method: str = "",
+                        headers: dict[str, str] | None = None) -> AsyncIterator[Outcome]:
+        """Count the call in the request metrics, trace it when ``method`` is given, and turn
+        a tsf error into a gRPC status."""
         started = time.perf_counter()
-        outcome = Outcome()
+        tracing = self.services.get("tracing")
+        span = None
+        if method and tracing is not None and tracing.enabled:
+            span = tracing.start_rpc(self.service, method,
+                                     headers if headers is not None else headers_of(context),
+                                     model)
+        outcome = Outcome(span)
         try:
             yield outcome
             outcome.code = 200
@@ -67,6 +78,8 @@ class GrpcService:
             log.exception("gRPC call failed")
             await abort(context, InternalError("internal server error; see the server log"))
         finally:
+            if span is not None:
+                tracing.end_request(span, outcome.code)
             mv = outcome.model_version
             if mv is not None:
                 self.manager.metrics.record_request(mv.name, mv.version, label_version,

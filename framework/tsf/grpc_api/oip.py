@@ -26,6 +26,8 @@ def _parameter(value: Any) -> Any:
 class OipService(GrpcService):
     """``inference.GRPCInferenceService``."""
 
+    service = "inference.GRPCInferenceService"
+
     def __init__(self, services: dict[str, Any], messages: Any) -> None:
         super().__init__(services)
         self.pb = messages
@@ -61,14 +63,15 @@ class OipService(GrpcService):
 
     async def ModelInfer(self, request: Any, context: Any) -> Any:
         async with self.answering(context, request.model_name,
-                                  label_version=request.model_version or "default") as outcome:
+                                  label_version=request.model_version or "default",
+                                  method="ModelInfer") as outcome:
             headers = self.authorize(context)
             parsed = parse_grpc(request)
             meta = parsed.meta(headers.get("x-request-id") or request.id or
                                self.request_id(headers), headers, {})
             outcome.model_version, job = self.manager.submit(
                 request.model_name, request.model_version or None, "predict", meta,
-                parsed.blobs)
+                parsed.blobs, outcome.span)
             outputs = outputs_of(await job.future, parsed)
             mv = outcome.model_version
             raw = [o.raw for o in outputs]

@@ -27,6 +27,8 @@ def _version(value: str) -> str | None:
 class InferenceService(GrpcService):
     """``org.pytorch.serve.grpc.inference.InferenceAPIsService``."""
 
+    service = "org.pytorch.serve.grpc.inference.InferenceAPIsService"
+
     def __init__(self, services: dict[str, Any], messages: Any) -> None:
         super().__init__(services)
         self.pb = messages
@@ -39,14 +41,16 @@ class InferenceService(GrpcService):
         return self.pb.TorchServeHealthResponse(health=json.dumps({"status": "Healthy"},
                                                                   indent=2))
 
-    async def _predict(self, request: Any, headers: dict[str, str]) -> tuple[Any, bytes]:
+    async def _predict(self, request: Any, headers: dict[str, str], span: Any = None
+                       ) -> tuple[Any, bytes]:
         if not request.model_name:
             raise BadRequest("model_name is required")
         parts = [{"name": key, "ctype": ""} for key in request.input]
         meta = {"id": self.request_id(headers), "headers": headers, "parts": parts,
                 "protocol": "torchserve-grpc"}
         mv, job = self.manager.submit(request.model_name, _version(request.model_version),
-                                      "predict", meta, [request.input[p["name"]] for p in parts])
+                                      "predict", meta, [request.input[p["name"]] for p in parts],
+                                      span)
         result, payload = await job.future
         if result.get("error") or result["status"] >= 400:
             raise from_dict(json.loads(payload))
@@ -54,15 +58,19 @@ class InferenceService(GrpcService):
         return mv, payload
 
     async def Predictions(self, request: Any, context: Any) -> Any:
-        async with self.answering(context, request.model_name) as outcome:
+        async with self.answering(context, request.model_name,
+                                  method="Predictions") as outcome:
             headers = self.authorize(context)
-            outcome.model_version, payload = await self._predict(request, headers)
+            outcome.model_version, payload = await self._predict(request, headers,
+                                                                 outcome.span)
             return self.pb.PredictionResponse(prediction=payload)
 
     async def StreamPredictions(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        async with self.answering(context, request.model_name) as outcome:
+        async with self.answering(context, request.model_name,
+                                  method="StreamPredictions") as outcome:
             headers = self.authorize(context)
-            outcome.model_version, payload = await self._predict(request, headers)
+            outcome.model_version, payload = await self._predict(request, headers,
+                                                                 outcome.span)
         yield self.pb.PredictionResponse(prediction=payload)
 
     async def StreamPredictions2(self, requests: Any, context: Any) -> AsyncIterator[Any]:
@@ -73,8 +81,11 @@ class InferenceService(GrpcService):
         async for request in requests:
             sequence = request.sequence_id if request.HasField("sequence_id") else None
             try:
-                async with self.answering(_NoAbort(), request.model_name) as outcome:
-                    outcome.model_version, payload = await self._predict(request, headers)
+                async with self.answering(_NoAbort(), request.model_name,
+                                          method="StreamPredictions2",
+                                          headers=headers) as outcome:
+                    outcome.model_version, payload = await self._predict(request, headers,
+                                                                         outcome.span)
                 yield self.pb.PredictionResponse(prediction=payload, sequence_id=sequence)
             except _Failed as failed:
                 status = status_pb2.Status(code=failed.code.value[0], message=failed.message)

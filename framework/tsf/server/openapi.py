@@ -64,7 +64,27 @@ def inference_spec() -> dict:
         "/v1/models/{model_name}:explain": {"post": dict(
             _op("KServe v1 explain: {instances: [...]}", body=True,
                 ok={"description": "{explanations: [...]}"}), parameters=[MODEL])},
+        **_oip_paths(),
     })
+
+
+def _oip_paths() -> dict:
+    """KServe v2 / Open Inference Protocol routes, with and without a version."""
+    infer = _op("OIP inference: JSON tensors, or JSON then binary tensors "
+                "(Inference-Header-Content-Length)", body=True,
+                ok={"description": "{model_name, model_version, outputs: [...]}"})
+    paths: dict[str, Any] = {
+        "/v2": {"get": _op("OIP server metadata")},
+        "/v2/health/live": {"get": _op("OIP liveness (no token needed)")},
+        "/v2/health/ready": {"get": _op("OIP readiness: 503 until every model is ready "
+                                        "(no token needed)")},
+    }
+    for base, params in (("/v2/models/{model_name}", [MODEL]),
+                         ("/v2/models/{model_name}/versions/{model_version}", [MODEL, VERSION])):
+        paths[base] = {"get": dict(_op("OIP model metadata"), parameters=params)}
+        paths[base + "/ready"] = {"get": dict(_op("OIP model readiness"), parameters=params)}
+        paths[base + "/infer"] = {"post": dict(infer, parameters=params)}
+    return paths
 
 
 def management_spec() -> dict:
