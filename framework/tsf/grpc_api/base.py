@@ -35,8 +35,9 @@ class GrpcService:
     api = "inference"
     service = ""  # the full gRPC service name, for spans
 
-    def __init__(self, services: dict[str, Any]) -> None:
+    def __init__(self, services: dict[str, Any], messages: Any) -> None:
         self.services = services
+        self.pb = messages  # the generated ``*_pb2`` module of the service's proto
         self.manager: ModelManager = services["manager"]
         self.max_response_size: int = services["config"].max_response_size
 

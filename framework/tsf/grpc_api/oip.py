@@ -28,10 +28,6 @@ class OipService(GrpcService):
 
     service = "inference.GRPCInferenceService"
 
-    def __init__(self, services: dict[str, Any], messages: Any) -> None:
-        super().__init__(services)
-        self.pb = messages
-
     async def ServerLive(self, request: Any, context: Any) -> Any:
         return self.pb.ServerLiveResponse(live=True)
 

@@ -29,10 +29,6 @@ class InferenceService(GrpcService):
 
     service = "org.pytorch.serve.grpc.inference.InferenceAPIsService"
 
-    def __init__(self, services: dict[str, Any], messages: Any) -> None:
-        super().__init__(services)
-        self.pb = messages
-
     async def Ping(self, request: Any, context: Any) -> Any:
         healthy, problems = self.manager.health()
         if not healthy:
@@ -57,21 +53,18 @@ class InferenceService(GrpcService):
         self.check_size(payload)
         return mv, payload
 
-    async def Predictions(self, request: Any, context: Any) -> Any:
-        async with self.answering(context, request.model_name,
-                                  method="Predictions") as outcome:
+    async def _answer(self, request: Any, context: Any, method: str) -> Any:
+        async with self.answering(context, request.model_name, method=method) as outcome:
             headers = self.authorize(context)
             outcome.model_version, payload = await self._predict(request, headers,
                                                                  outcome.span)
             return self.pb.PredictionResponse(prediction=payload)
 
+    async def Predictions(self, request: Any, context: Any) -> Any:
+        return await self._answer(request, context, "Predictions")
+
     async def StreamPredictions(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        async with self.answering(context, request.model_name,
-                                  method="StreamPredictions") as outcome:
-            headers = self.authorize(context)
-            outcome.model_version, payload = await self._predict(request, headers,
-                                                                 outcome.span)
-        yield self.pb.PredictionResponse(prediction=payload)
+        yield await self._answer(request, context, "StreamPredictions")
 
     async def StreamPredictions2(self, requests: Any, context: Any) -> AsyncIterator[Any]:
         try:
@@ -113,10 +106,6 @@ class ManagementService(GrpcService):
     """``org.pytorch.serve.grpc.management.ManagementAPIsService``."""
 
     api = "management"
-
-    def __init__(self, services: dict[str, Any], messages: Any) -> None:
-        super().__init__(services)
-        self.pb = messages
 
     def _reply(self, value: Any) -> Any:
         return self.pb.ManagementResponse(msg=json.dumps(value, indent=2))

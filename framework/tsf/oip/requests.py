@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import BadRequest, TsfError, from_dict
+from ..json_body import json_object
 from .datatypes import check_datatype, check_shape, element_count, item_size, raw_to_list
 from .tensors import TENSOR_CTYPE, TENSORS_CTYPE
 
@@ -71,12 +72,7 @@ def parse_http(body: bytes, header_length: str | None) -> InferRequest:
         head, binary = body[:size], memoryview(body)[size:]
     else:
         head, binary = body, memoryview(b"")
-    try:
-        document = json.loads(head)
-    except ValueError as exc:
-        raise BadRequest(f"inference request is not valid JSON: {exc}") from None
-    if not isinstance(document, dict):
-        raise BadRequest("inference request must be a JSON object")
+    document = json_object(head, "inference request")
     inputs = document.get("inputs")
     if not isinstance(inputs, list) or not inputs:
         raise BadRequest('expected "inputs": a non-empty list of tensors')

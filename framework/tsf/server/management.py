@@ -5,10 +5,10 @@ Parameters and response shapes follow TorchServe's management API.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..errors import BadRequest, Forbidden
+from ..json_body import json_object
 from ..manager import ModelManager
 from ..plugins import describe_plugins
 from ..registry import Registry
@@ -80,12 +80,7 @@ class ModelsHandler(ManagementHandler):
         ctype = self.request.headers.get("Content-Type", "")
         body = self.body()
         if ctype.startswith("application/json") and body:
-            try:
-                data = json.loads(body)
-            except ValueError as exc:
-                raise BadRequest(f"request body is not valid JSON: {exc}") from None
-            if not isinstance(data, dict):
-                raise BadRequest("request body must be a JSON object")
+            data = json_object(body)
             params.update({k: v for k, v in data.items() if k in REGISTER_PARAMS})
         code, message = await self.manager.register(
             params.pop("url"), synchronous=_bool(params.pop("synchronous"), True), **params)
