@@ -97,7 +97,7 @@ def load() -> dict[str, ModuleType]:
     if not (target / "__init__.py").exists():
         try:
             _compile(target)
-        except PermissionError:  # read-only home: compile into a private temporary directory
+        except OSError:  # an unwritable or read-only cache: compile into a private temp dir
             root = Path(tempfile.mkdtemp(prefix="tsf-grpc-cache-"))
             target = root / PACKAGE
             _compile(target)
