@@ -165,3 +165,39 @@ def test_management_service_lifecycle(ts, management, inference):
     with pytest.raises(grpc.RpcError) as caught:
         management.RegisterModel(pb.RegisterModelRequest())
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_killed_worker_fails_its_call_with_unavailable_and_serving_goes_on(
+        ts, inference, protocol_server):
+    import os
+    import signal
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    assert protocol_server.register("sleepy.mar", model_name="grpcvictim").status_code == 200
+    try:
+        workers = protocol_server.manage("GET", "/models/grpcvictim").json()[0]["workers"]
+        pid = workers[0]["pid"]
+        request = ts.inference_pb2.PredictionsRequest(model_name="grpcvictim",
+                                                      input={"body": b"5"})
+        with ThreadPoolExecutor(1) as pool:
+            inflight = pool.submit(inference.Predictions, request, timeout=30)
+            time.sleep(1.0)
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(grpc.RpcError) as caught:
+                inflight.result(timeout=30)
+        assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "died" in caught.value.details()
+        deadline = time.monotonic() + 60
+        quick = ts.inference_pb2.PredictionsRequest(model_name="grpcvictim",
+                                                    input={"body": b"0"})
+        while True:  # the next calls succeed on a restarted worker
+            try:
+                answer = inference.Predictions(quick, timeout=30)
+                break
+            except grpc.RpcError:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
+        assert json.loads(answer.prediction) == {"slept": 0.0}
+    finally:
+        protocol_server.manage("DELETE", "/models/grpcvictim")
