@@ -266,3 +266,15 @@ def test_health_probes_need_no_token(model_store):
         assert metadata.name == "tsf"
     finally:
         server.stop()
+
+
+def test_kserve_v1_answers_are_held_to_max_response_size(protocol_server):
+    """120 kB of UTF-8 in (under max_request_size), 360 kB of escaped JSON out (over
+    max_response_size): a 500 naming the limit, and the server keeps serving."""
+    body = json.dumps({"instances": ["\u00e9" * 60000]}, ensure_ascii=False).encode()
+    r = protocol_server.post("/v1/models/tensorecho:predict", data=body,
+                             headers={"Content-Type": "application/json"})
+    assert r.status_code == 500, r.text[:200]
+    assert "max_response_size" in r.json()["message"]
+    small = protocol_server.post("/v1/models/tensorecho:predict", json={"instances": ["ok"]})
+    assert small.status_code == 200 and small.json()["predictions"][0]["body"] == "ok"
