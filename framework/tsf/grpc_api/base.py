@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import uuid
 from typing import Any, AsyncIterator
 
@@ -12,21 +11,10 @@ import grpc
 
 from ..errors import InternalError, TsfError, check_response_size
 from ..manager import ModelManager
+from ..outcome import Outcome
 from .status import abort, headers_of
 
 log = logging.getLogger("tsf.grpc")
-
-
-class Outcome:
-    """The model version that took a request, the HTTP-equivalent status it ended with, and
-    its tracing span (``None`` when tracing is off)."""
-
-    __slots__ = ("model_version", "code", "span")
-
-    def __init__(self, span: Any = None) -> None:
-        self.model_version: Any = None
-        self.code = 500
-        self.span = span
 
 
 class GrpcService:
@@ -59,7 +47,6 @@ class GrpcService:
                         headers: dict[str, str] | None = None) -> AsyncIterator[Outcome]:
         """Count the call in the request metrics, trace it when ``method`` is given, and turn
         a tsf error into a gRPC status."""
-        started = time.perf_counter()
         tracing = self.services.get("tracing")
         span = None
         if method and tracing is not None and tracing.enabled:
@@ -79,13 +66,7 @@ class GrpcService:
             log.exception("gRPC call failed")
             await abort(context, InternalError("internal server error; see the server log"))
         finally:
-            if span is not None:
-                tracing.end_request(span, outcome.code)
-            mv = outcome.model_version
-            if mv is not None:
-                self.manager.metrics.record_request(mv.name, mv.version, label_version,
-                                                    outcome.code, time.perf_counter() - started,
-                                                    kind)
+            outcome.close(self.services, kind, label_version)
 
     def check_size(self, payload: bytes) -> None:
         check_response_size(len(payload), self.max_response_size)

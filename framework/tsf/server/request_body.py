@@ -8,7 +8,6 @@ oversize upload never sits in memory.  The client gets a 413 JSON error either w
 from __future__ import annotations
 
 import contextlib
-import time
 import uuid
 from typing import Any, Iterator
 
@@ -16,20 +15,10 @@ import tornado.httputil
 import tornado.web
 
 from ..errors import BadRequest, PayloadTooLarge, TsfError
+from ..outcome import Outcome
 from .errors import BaseHandler
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
-
-
-class Outcome:
-    """What one queued request came to: the model version that took it and the HTTP status."""
-
-    __slots__ = ("model_version", "code", "span")
-
-    def __init__(self, span: Any) -> None:
-        self.model_version: Any = None  # set once a model version accepted the request
-        self.code = 500
-        self.span = span  # the request's tracing span (``None`` when tracing is off)
 
 
 @tornado.web.stream_request_body
@@ -73,7 +62,6 @@ class StreamingBodyHandler(BaseHandler):
         The body sets ``outcome.model_version`` and ``outcome.code``; a TsfError sets the code
         from its status.  The span (if tracing is on) and the request metrics close here.
         """
-        started = time.perf_counter()
         tracing = self.services.get("tracing")
         span = None
         if tracing is not None and tracing.enabled:
@@ -87,13 +75,7 @@ class StreamingBodyHandler(BaseHandler):
             outcome.code = exc.status
             raise
         finally:
-            if span is not None:
-                tracing.end_request(span, outcome.code)
-            mv = outcome.model_version
-            if mv is not None:
-                self.services["manager"].metrics.record_request(
-                    mv.name, mv.version, label_version, outcome.code,
-                    time.perf_counter() - started, kind)
+            outcome.close(self.services, kind, label_version)
 
     def too_large(self, size: int) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body of {size} bytes exceeds max_request_size "
