@@ -116,6 +116,15 @@ HANDLERS = {
             def tsf_postprocess(self, context, outputs):
                 return [{"ok": o, "batch": len(outputs)} for o in outputs]
     ''',
+    # answers with its own status and a plain-text body instead of raising
+    "teapot_handler.py": '''
+        def handle(data, context):
+            if data is None:
+                return None
+            for i in range(len(data)):
+                context.set_response_status(418, "I'm a teapot", i)
+            return ["short and stout"] * len(data)
+    ''',
     # OIP tensors in, the same tensors out, plus BATCH: how many requests shared the batch
     "tensor_echo_handler.py": '''
         from tsf import hookimpl
@@ -218,6 +227,7 @@ def model_store(tmp_path_factory) -> Path:
     archive("broken", handler=str(handlers["broken_handler.py"]))
     archive("picky", handler=str(handlers["picky_handler.py"]))
     archive("nohandler", serialized_file=str(files["mlp"]), handler="object_detector")
+    archive("teapot", handler=str(handlers["teapot_handler.py"]))
     archive("tensorecho", handler=str(handlers["tensor_echo_handler.py"]), config_file=str(cfg))
     signed = _write(src, "signed-config.yaml", """
         signature:

@@ -42,7 +42,8 @@ def protocol_server(model_store):
     """A server with gRPC on, for the OIP (HTTP and gRPC) and TorchServe gRPC tests."""
     server = ServerProcess(model_store=model_store, config=GRPC_CONFIG,
                            models=["mlp=mlp.mar", "mlpsig=mlpsig.mar",
-                                   "tensorecho=tensorecho.mar", "picky=picky.mar"])
+                                   "tensorecho=tensorecho.mar", "picky=picky.mar",
+                                   "teapot=teapot.mar"])
     try:
         wait_healthy(server)
         yield server

@@ -111,6 +111,7 @@ def test_stream_predictions2_answers_each_request_and_reports_errors_inline(ts, 
     ({"model_name": "mlp", "model_version": "9.9", "input": {"data": b"[1,2,3,4]"}},
      "NOT_FOUND", "9.9"),
     ({"model_name": "mlp", "input": {"data": b"x" * 300000}}, "RESOURCE_EXHAUSTED", ""),
+    ({"model_name": "teapot", "input": {"body": b"1"}}, "INVALID_ARGUMENT", "short and stout"),
 ])
 def test_errors_carry_grpc_status_codes(ts, inference, request_args, code, fragment):
     with pytest.raises(grpc.RpcError) as caught:

@@ -278,3 +278,20 @@ def test_kserve_v1_answers_are_held_to_max_response_size(protocol_server):
     assert "max_response_size" in r.json()["message"]
     small = protocol_server.post("/v1/models/tensorecho:predict", json={"instances": ["ok"]})
     assert small.status_code == 200 and small.json()["predictions"][0]["body"] == "ok"
+
+
+def test_a_handlers_own_error_status_reaches_every_protocol(protocol_server):
+    """A handler that answers 418 with a plain-text body (no exception) gets that status and
+    text on REST, KServe v1 and v2, and the matching status code on gRPC."""
+    rest = protocol_server.post("/predictions/teapot", json=[1])
+    assert rest.status_code == 418 and rest.text == "short and stout"
+    v1 = protocol_server.post("/v1/models/teapot:predict", json={"instances": [1]})
+    assert v1.status_code == 418 and v1.json()["message"] == "short and stout"
+    v2 = protocol_server.post("/v2/models/teapot/infer", json={
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [1], "data": [1.0]}]})
+    assert v2.status_code == 418 and v2.json()["error"] == "short and stout"
+    client = tritonclient_grpc.InferenceServerClient(protocol_server.urls["grpc_inference"])
+    with pytest.raises(InferenceServerException) as caught:
+        client.infer("teapot", _inputs(tritonclient_grpc, {"x": np.ones(1, np.float32)}))
+    assert "INVALID_ARGUMENT" in str(caught.value.status())
+    assert "short and stout" in caught.value.message()

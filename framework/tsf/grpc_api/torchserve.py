@@ -14,7 +14,7 @@ from typing import Any, AsyncIterator
 
 from google.rpc import status_pb2
 
-from ..errors import BadRequest, Forbidden, TsfError, from_dict
+from ..errors import BadRequest, Forbidden, TsfError, raise_for_answer
 from ..server.management import describe_models, list_models
 from .base import GrpcService
 from .status import abort, grpc_code
@@ -48,8 +48,7 @@ class InferenceService(GrpcService):
                                       "predict", meta, [request.input[p["name"]] for p in parts],
                                       span)
         result, payload = await job.future
-        if result.get("error") or result["status"] >= 400:
-            raise from_dict(json.loads(payload))
+        raise_for_answer(result, payload)
         self.check_size(payload)
         return mv, payload
 

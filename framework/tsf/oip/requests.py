@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BadRequest, TsfError, from_dict
+from ..errors import BadRequest, TsfError, raise_for_answer
 from ..json_body import json_object
 from .datatypes import check_datatype, check_shape, element_count, item_size, raw_to_list
 from .tensors import TENSOR_CTYPE, TENSORS_CTYPE
@@ -142,8 +142,7 @@ def outputs_of(result: Any, request: InferRequest) -> list[OutputTensor]:
     if isinstance(result, BaseException):
         raise result
     meta, payload = result
-    if meta.get("error") or meta["status"] >= 400:
-        raise _error_of(meta["status"], payload)
+    raise_for_answer(meta, payload)
     if meta.get("ctype") != TENSORS_CTYPE:
         raise TsfError("the handler's answer was not converted to tensors")
     produced, offset = {}, 0
@@ -163,18 +162,6 @@ def outputs_of(result: Any, request: InferRequest) -> list[OutputTensor]:
         tensor.binary = wanted.binary
         chosen.append(tensor)
     return chosen
-
-
-def _error_of(status: int, payload: bytes) -> TsfError:
-    """A worker's error answer, or a handler's own non-2xx answer, as an exception."""
-    try:
-        document = json.loads(payload)
-    except ValueError:
-        document = None
-    if isinstance(document, dict) and "message" in document:
-        return from_dict(document)
-    return TsfError(payload.decode("utf-8", "replace")[:1000] or f"handler answered {status}",
-                    status=status)
 
 
 def http_reply(model: str, version: str, request: InferRequest,

@@ -16,7 +16,7 @@ import json
 import uuid
 from typing import Any
 
-from ..errors import BadRequest, check_response_size, from_dict
+from ..errors import BadRequest, check_response_size, raise_for_answer
 from ..manager import ModelManager
 from .request_body import StreamingBodyHandler, query_params
 
@@ -70,8 +70,7 @@ def _answer(outcome: Any) -> Any:
     if isinstance(outcome, BaseException):
         raise outcome
     result, payload = outcome
-    if result.get("error") or result["status"] >= 400:
-        raise from_dict(json.loads(payload))
+    raise_for_answer(result, payload)
     ctype = result["ctype"].split(";", 1)[0]
     if ctype == "application/json":
         return json.loads(payload)
