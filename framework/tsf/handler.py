@@ -19,6 +19,7 @@ from typing import Any
 
 from . import hookimpl
 from .errors import BadRequest, HandlerError
+from .oip.tensors import PROTOCOL as OIP
 
 INPUT_KEYS = ("data", "inputs", "instances", "body")
 
@@ -103,7 +104,7 @@ class BaseHandler:
     def tsf_preprocess(self, context: Any, requests: list[dict]) -> Any:
         import torch
 
-        oip = [context.get_request_protocol(i) == "oip" for i in range(len(requests))]
+        oip = [context.get_request_protocol(i) == OIP for i in range(len(requests))]
         for i, request in enumerate(requests):
             if oip[i] and len(request) != 1:
                 raise BadRequest(f"request {context.get_request_id(i) or i}: the base handler "
@@ -139,7 +140,7 @@ class BaseHandler:
     def tsf_postprocess(self, context: Any, outputs: Any) -> list:
         count = len(context.request_ids)
         if isinstance(outputs, Ragged):  # OIP answers keep their tensors (and dtypes)
-            return [out if context.get_request_protocol(i) == "oip" else _to_python(out, 0)
+            return [out if context.get_request_protocol(i) == OIP else _to_python(out, 0)
                     for i, out in enumerate(outputs)]
         if self._oip_rows is not None:
             starts = [sum(self._oip_rows[:i]) for i in range(count)]

@@ -50,6 +50,11 @@ class ModelVersion:
             "workers": self.pool.describe(),
         }
 
+    @property
+    def ready(self) -> bool:
+        """At least one live worker (KServe's model readiness)."""
+        return self.pool.live_count > 0
+
     def signature(self) -> dict:
         """Inputs and outputs for OIP metadata: model-config's ``signature``, else the handler's."""
         declared = self.archive.model_config.get("signature")

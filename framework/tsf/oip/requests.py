@@ -16,9 +16,7 @@ from typing import Any
 from ..errors import BadRequest, TsfError, raise_for_answer
 from ..json_body import json_object
 from .datatypes import check_datatype, check_shape, element_count, item_size, raw_to_list
-from .tensors import TENSOR_CTYPE, TENSORS_CTYPE
-
-PROTOCOL = "oip"
+from .tensors import PROTOCOL, TENSOR_CTYPE, TENSORS_CTYPE
 
 
 @dataclass

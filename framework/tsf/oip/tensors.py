@@ -18,6 +18,7 @@ from ..errors import BadRequest, HandlerError
 from .datatypes import (check_datatype, element_count, item_size, join_bytes_elements,
                         split_bytes_elements)
 
+PROTOCOL = "oip"  # the request meta's ``protocol``, and ``context.get_request_protocol(i)``
 TENSOR_CTYPE = "application/x-tsf-tensor"
 TENSORS_CTYPE = "application/x-tsf-tensors"
 

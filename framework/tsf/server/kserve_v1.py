@@ -26,7 +26,7 @@ class KServeModelHandler(StreamingBodyHandler):
 
     def get(self, model: str) -> None:
         mv = self.services["manager"].registry.get(model)
-        self.write_json({"name": model, "ready": mv.pool.live_count > 0})
+        self.write_json({"name": model, "ready": mv.ready})
 
     async def post(self, model: str, verb: str) -> None:
         manager: ModelManager = self.services["manager"]

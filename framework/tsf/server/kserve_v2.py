@@ -35,7 +35,7 @@ def model_metadata(manager: ModelManager, name: str, version: str | None) -> dic
 
 
 def model_ready(manager: ModelManager, name: str, version: str | None) -> bool:
-    return manager.registry.get(name, version).pool.live_count > 0
+    return manager.registry.get(name, version).ready
 
 
 class OipHandler(StreamingBodyHandler):

@@ -20,8 +20,8 @@ import pluggy
 
 from ..context import Context
 from ..errors import BadRequest, HandlerError, NotImplementedByModel, TsfError
-from ..oip.tensors import (TENSOR_CTYPE, TENSORS_CTYPE, decode_tensor, default_output_name,
-                           encode_outputs)
+from ..oip.tensors import (PROTOCOL as OIP, TENSOR_CTYPE, TENSORS_CTYPE, decode_tensor,
+                           default_output_name, encode_outputs)
 
 log = logging.getLogger("tsf.worker")
 
@@ -156,7 +156,7 @@ class BatchRunner:
 
     def _encode(self, value: Any, meta: dict, position: int) -> tuple[dict, bytes]:
         settings = self.context.response_settings(position)
-        if meta.get("protocol") == "oip" and settings["status"] < 400:
+        if meta.get("protocol") == OIP and settings["status"] < 400:
             tensors, body = encode_outputs(value, default_output_name(self.context))
             return {"status": 200, "ctype": TENSORS_CTYPE, "tensors": tensors}, body
         return encode_result(value, settings)
