@@ -7,16 +7,19 @@
 * The dispatcher takes an idle worker first, then assembles the batch, so a batch never waits
   for a worker while more jobs could have joined it.
 * A job still queued after ``queue_timeout`` fails with 503, so no request waits forever.
+* A job whose client went away (HTTP disconnect, gRPC cancel) leaves the queue at once, so the
+  queue limit counts live requests only; if it was already in a batch, its answer is dropped.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import time
 from typing import Any, Callable
 
-from .errors import ServiceUnavailable, TsfError
+from .errors import ClientGone, ServiceUnavailable, TsfError
 from .workers.pool import WorkerPool
 
 
@@ -35,6 +38,12 @@ class Job:
         self.arrival = time.monotonic()
         self.dispatched = 0.0
         self.expiry: asyncio.TimerHandle | None = None
+
+    def abandon(self, reason: str = "the client closed the connection before the answer was "
+                "ready") -> None:
+        """The client is gone: fail the job (the batcher then drops it or its answer)."""
+        if not self.future.done():
+            self.future.set_exception(ClientGone(reason))
 
 
 class BatchQueue:
@@ -56,6 +65,12 @@ class BatchQueue:
         self._items.append(job)
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
+
+    def discard(self, job: Job) -> None:
+        try:
+            self._items.remove(job)
+        except ValueError:
+            pass
 
     def drain(self) -> list[Job]:
         items = list(self._items)
@@ -104,6 +119,8 @@ def _settle(future: asyncio.Future) -> None:
 
 # (jobs, result header, dispatched at, finished at, worker id), times from time.monotonic()
 BatchDone = Callable[[list[Job], dict, float, float, str], None]
+# where an abandoned job was: "queued" (dropped before any worker saw it) or "running"
+Abandoned = Callable[[str], None]
 
 
 class Batcher:
@@ -111,32 +128,53 @@ class Batcher:
 
     def __init__(self, queue: BatchQueue, pool: WorkerPool, *, batch_size: int,
                  max_batch_delay_ms: float, response_timeout: float,
-                 on_batch: BatchDone | None = None, stage_stamps: bool = False) -> None:
+                 on_batch: BatchDone | None = None, on_abandon: Abandoned | None = None,
+                 stage_stamps: bool = False) -> None:
         self.queue = queue
         self.pool = pool
         self.batch_size = batch_size
         self.max_delay = max_batch_delay_ms / 1000.0
         self.response_timeout = response_timeout
         self.on_batch = on_batch
+        self.on_abandon = on_abandon
         self.stage_stamps = stage_stamps  # ask workers for wall-clock stage times (tracing)
         self._task: asyncio.Task | None = None
         self._inflight: set[asyncio.Task] = set()
+        self._stop_error: TsfError = ServiceUnavailable("the model is being removed")
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
 
-    async def stop(self, error: TsfError) -> None:
+    async def stop(self, error: TsfError, wait: float | None = None) -> None:
+        """Fail queued jobs with ``error``; give running batches ``wait`` seconds (default:
+        ``response_timeout``) to finish, then fail their jobs with ``error`` too."""
+        self._stop_error = error
         if self._task is not None:
             self._task.cancel()
         for job in self.queue.drain():
             _fail(job, error)
         if self._inflight:
-            await asyncio.wait(self._inflight, timeout=self.response_timeout)
+            await asyncio.wait(self._inflight,
+                               timeout=self.response_timeout if wait is None else max(wait, 0.01))
+        for task in list(self._inflight):
+            task.cancel()
 
     def submit(self, job: Job) -> None:
         self.queue.put(job)
         loop = asyncio.get_running_loop()
         job.expiry = loop.call_later(self.response_timeout, _expire, job, self.response_timeout)
+        job.future.add_done_callback(functools.partial(self._settled, job))
+
+    def _settled(self, job: Job, future: asyncio.Future) -> None:
+        """Drop a job whose client went away (cancelled, or failed with ClientGone)."""
+        if not future.cancelled() and not isinstance(future.exception(), ClientGone):
+            return
+        if job.expiry is not None:
+            job.expiry.cancel()
+        if not job.dispatched:
+            self.queue.discard(job)
+        if self.on_abandon is not None:
+            self.on_abandon("running" if job.dispatched else "queued")
 
     async def _run(self) -> None:
         while True:
@@ -171,6 +209,10 @@ class Batcher:
             for job in batch:
                 _fail(job, error)
             return
+        except asyncio.CancelledError:
+            for job in batch:
+                _fail(job, self._stop_error)
+            raise
         finally:
             self.pool.release(worker, succeeded)
         for job, meta, body in zip(batch, header["results"], results):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import os
 import signal
 import sys
 from typing import Any
@@ -78,10 +80,21 @@ def run_serve(args: argparse.Namespace) -> int:
 
     async def main() -> None:
         stop = asyncio.Event()
+        server = TsfServer(config)
+
+        def on_signal(sig: signal.Signals) -> None:
+            if not stop.is_set():  # the first SIGTERM/SIGINT drains
+                stop.set()
+                return
+            logging.getLogger("tsf").warning("second %s: stopping at once", sig.name)
+            server.manager.kill_workers()
+            logging.shutdown()
+            os._exit(1)
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await serve_forever(TsfServer(config), args.ready_file, stop)
+            loop.add_signal_handler(sig, on_signal, sig)
+        await serve_forever(server, args.ready_file, stop)
 
     asyncio.run(main())
     return 0

@@ -47,6 +47,7 @@ class ServerConfig:
     inference_token: str = field(default="", repr=False)
     management_token: str = field(default="", repr=False)
     download_timeout: float = 60.0
+    graceful_shutdown_timeout: float = 30.0
     enable_grpc: bool = False
     grpc_inference_address: str = "127.0.0.1:7070"
     grpc_management_address: str = "127.0.0.1:7071"

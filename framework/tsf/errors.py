@@ -70,6 +70,12 @@ class PayloadTooLarge(TsfError):
     status, type = 413, "RequestEntityTooLargeException"
 
 
+class ClientGone(TsfError):
+    """The client disconnected (or cancelled its call) before its answer was ready."""
+
+    status, type = 499, "ClientClosedRequestException"
+
+
 class InternalError(TsfError):
     status, type = 500, "InternalServerException"
 
@@ -104,9 +110,9 @@ _BY_TYPE = {
     cls.type: cls
     for cls in (
         BadRequest, InvalidArchive, Unauthorized, Forbidden, ResourceNotFound, ModelNotFound,
-        ModelVersionNotFound, MethodNotAllowed, Conflict, PayloadTooLarge, InternalError,
-        HandlerError, ModelLoadError, NotImplementedByModel, ServiceUnavailable, WorkerDied,
-        WorkerTimeout,
+        ModelVersionNotFound, MethodNotAllowed, Conflict, PayloadTooLarge, ClientGone,
+        InternalError, HandlerError, ModelLoadError, NotImplementedByModel, ServiceUnavailable,
+        WorkerDied, WorkerTimeout,
     )
 }
 

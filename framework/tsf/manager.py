@@ -146,6 +146,7 @@ class ModelManager:
                           max_batch_delay_ms=settings.max_batch_delay,
                           response_timeout=settings.response_timeout,
                           on_batch=lambda *done: self._batch_done(mv_holder[0], *done),
+                          on_abandon=self.metrics.abandoned_counter(name, version),
                           stage_stamps=self.tracing.enabled)
         mv = ModelVersion(name=name, version=version, url=url, archive=archive,
                           settings=settings, pool=pool, queue=queue, batcher=batcher,
@@ -215,16 +216,25 @@ class ModelManager:
         await self._remove(mv, ServiceUnavailable(f"model {name} was unregistered"))
         return f'Model "{name}" unregistered'
 
-    async def _remove(self, mv: ModelVersion, error: TsfError) -> None:
+    async def _remove(self, mv: ModelVersion, error: TsfError, wait: float | None = None
+                      ) -> None:
         if self.registry.exists(mv.name, mv.version):
             self.registry.remove(mv.name, mv.version)
-        await mv.batcher.stop(error)
+        await mv.batcher.stop(error, wait)
         await mv.pool.close()
         mv.remove_files()
 
-    async def shutdown(self) -> None:
-        await asyncio.gather(*(self._remove(mv, ServiceUnavailable("server is shutting down"))
-                               for mv in list(self.registry)), return_exceptions=True)
+    async def shutdown(self, wait: float | None = None) -> None:
+        """Remove every model; running batches get ``wait`` seconds before they fail (503)."""
+        error = ServiceUnavailable("the server is shutting down; retry on another replica")
+        await asyncio.gather(*(self._remove(mv, error, wait) for mv in list(self.registry)),
+                             return_exceptions=True)
+
+    def kill_workers(self) -> None:
+        """SIGKILL every worker at once (a second stop signal: no drain, no wait)."""
+        for mv in list(self.registry):
+            for worker in list(mv.pool.workers.values()):
+                worker.kill()
 
     # --- requests ---------------------------------------------------------------------------
     def submit(self, name: str, version: str | None, kind: str, meta: dict,

@@ -121,6 +121,10 @@ class ServerMetrics:
                                    MODEL_LABELS, registry=r)
         self.worker_restarts = Gauge("tsf_worker_restarts", "Worker restarts per model",
                                      MODEL_LABELS, registry=r)
+        self.abandoned = Counter("tsf_requests_abandoned",
+                                 "Requests whose client went away before the answer: dropped "
+                                 "from the queue (stage=queued) or answer discarded "
+                                 "(stage=running)", MODEL_LABELS + ("stage",), registry=r)
         self.worker_figures = WorkerCollector()
         r.register(self.worker_figures)
         self._custom: dict[str, tuple[Any, tuple[str, ...]]] = {}
@@ -128,6 +132,10 @@ class ServerMetrics:
     def _observe(self, name: str, kind: str, value: float, labels: dict) -> None:
         if self.observer is not None:
             self.observer(name, kind, value, labels)
+
+    def abandoned_counter(self, model: str, version: str) -> Callable[[str], None]:
+        """A callback counting one abandoned request of this model version at a stage."""
+        return lambda stage: self.abandoned.labels(model, version, stage).inc()
 
     def record_request(self, model: str, version: str, label_version: str, code: int,
                        total: float, kind: str = "predict") -> None:

@@ -8,6 +8,7 @@ Messages are limited by ``max_request_size`` and ``max_response_size``.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from typing import Any
@@ -71,6 +72,5 @@ class GrpcServers:
         return ports
 
     async def stop(self, grace: float = 2.0) -> None:
-        for server in self.servers:
-            await server.stop(grace)
-        self.servers.clear()
+        servers, self.servers = list(self.servers), []
+        await asyncio.gather(*(server.stop(grace) for server in servers))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import tornado.web
 
 from ..config import Address, ServerConfig
 from ..errors import TsfError
+from ..lifecycle import Lifecycle
 from ..manager import ModelManager
 from ..metrics import ServerMetrics
 from ..plugins import create_manager
@@ -45,6 +47,7 @@ class TsfServer:
         self.tokens = load_tokens(config)
         self.tracing = create_tracing()
         self.manager = ModelManager(config, self.pm, self.metrics, self.tracing)
+        self.lifecycle = Lifecycle()
         self.servers: list[tornado.httpserver.HTTPServer] = []
         self.grpc: Any = None  # GrpcServers when enable_grpc is set
         self.ports: dict[str, int] = {}
@@ -56,7 +59,8 @@ class TsfServer:
     def _apps(self) -> dict[str, tornado.web.Application]:
         services = self._services()
         settings = {"default_handler_class": NotFoundHandler, "compress_response": False,
-                    "serve_traceback": False, "log_function": _log_request}
+                    "serve_traceback": False, "log_function": _log_request,
+                    "lifecycle": self.lifecycle}
         return {
             "inference": tornado.web.Application(
                 inference.routes(dict(services, api="inference"))
@@ -107,12 +111,39 @@ class TsfServer:
                 log.error("startup model %s (%s) not registered: %s", name or url, url,
                           exc.message)
 
+    async def drain(self, timeout: float | None = None) -> bool:
+        """Graceful stop: not ready at once, listeners closed, open requests finished (each
+        answer closing its connection), then :meth:`stop`.  False if ``timeout`` (default
+        ``graceful_shutdown_timeout``) passed with requests still open: those get a 503."""
+        timeout = self.config.graceful_shutdown_timeout if timeout is None else timeout
+        self.lifecycle.start_draining()
+        log.info("draining: readiness fails from now on; finishing %d open request(s) within "
+                 "%g s", self.lifecycle.open_requests, timeout)
+        for server in self.servers:
+            server.stop()  # no new connections; the open ones are still served
+        grpc_stopped = asyncio.ensure_future(self.grpc.stop(grace=timeout)) \
+            if self.grpc is not None else None
+        finished = await self.lifecycle.requests_finished(timeout)
+        if grpc_stopped is not None:
+            await grpc_stopped
+        if finished:
+            log.info("drained in %.2f s", time.monotonic() - (self.lifecycle.drain_started or 0))
+        else:
+            log.warning("graceful_shutdown_timeout (%g s) passed with %d request(s) open; they "
+                        "are answered 503", timeout, self.lifecycle.open_requests)
+        await self.stop()
+        return finished
+
     async def stop(self) -> None:
+        """Stop at once: queued and running work is answered 503, workers stop, connections
+        close once those answers are written."""
+        self.lifecycle.start_stopping()
         for server in self.servers:
             server.stop()
         if self.grpc is not None:
             await self.grpc.stop()
-        await self.manager.shutdown()
+        await self.manager.shutdown(wait=0)
+        await self.lifecycle.requests_finished(1.0)  # let the 503 answers reach their clients
         for server in self.servers:
             await server.close_all_connections()
         self.tracing.shutdown()
@@ -168,4 +199,4 @@ async def serve_forever(server: TsfServer, ready_file: str | None = None,
         tmp.replace(ready_file)
     stop_event = stop_event or asyncio.Event()
     await stop_event.wait()
-    await server.stop()
+    await server.drain()

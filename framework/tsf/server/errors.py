@@ -9,7 +9,9 @@ from typing import Any
 
 import tornado.web
 
-from ..errors import (InternalError, MethodNotAllowed, ResourceNotFound, TsfError)
+from ..errors import (InternalError, MethodNotAllowed, ResourceNotFound, ServiceUnavailable,
+                      TsfError)
+from ..lifecycle import Lifecycle, Phase
 
 log = logging.getLogger("tsf.http")
 
@@ -36,10 +38,50 @@ def to_tsf_error(exc: BaseException | None, status: int) -> TsfError:
 
 
 class BaseHandler(tornado.web.RequestHandler):
-    """Base request handler: JSON helpers and JSON error bodies."""
+    """Base request handler: JSON helpers, JSON error bodies, and the server's lifecycle.
+
+    Every request is counted open until it finishes or its client leaves, so a drain can wait
+    for them; once the server drains, each answer closes its connection (``Connection: close``).
+    """
 
     request_id = ""  # set by handlers that queue work; logged and echoed on errors too
     trace_id = ""
+
+    def __init__(self, application: tornado.web.Application, request: Any, **kwargs: Any) -> None:
+        super().__init__(application, request, **kwargs)
+        self.lifecycle: Lifecycle | None = self.settings.get("lifecycle")
+        self._counted = self.lifecycle is not None
+        if self.lifecycle is not None:
+            self.lifecycle.request_opened()
+
+    @property
+    def draining(self) -> bool:
+        """True once a drain has begun: readiness probes fail from then on."""
+        return self.lifecycle is not None and not self.lifecycle.serving
+
+    def refuse_when_stopping(self) -> None:
+        """Past the drain, nothing is served any more: 503 (never a 404 for a removed model)."""
+        if self.lifecycle is not None and self.lifecycle.phase is Phase.STOPPING:
+            raise ServiceUnavailable("the server is shutting down; retry on another replica")
+
+    def finish(self, chunk: Any = None) -> Any:
+        if self.draining and not self._headers_written:
+            connection = self.request.connection
+            if hasattr(connection, "_disconnect_on_finish"):  # Tornado's HTTP/1 connection
+                connection._disconnect_on_finish = True  # adds Connection: close, then closes
+        return super().finish(chunk)
+
+    def _request_done(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.lifecycle.request_closed()  # type: ignore[union-attr]
+
+    def on_finish(self) -> None:
+        self._request_done()
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        self._request_done()
 
     def write_json(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -74,4 +116,5 @@ class NotFoundHandler(BaseHandler):
     """Answers every path no route matches."""
 
     def prepare(self) -> None:
+        self.refuse_when_stopping()
         raise ResourceNotFound("Requested resource is not found, please refer to API document.")

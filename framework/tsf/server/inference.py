@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import check_response_size
-from ..manager import ModelManager
 from .openapi import InferenceOpenAPIHandler
 from .request_body import StreamingBodyHandler, request_parts
 
@@ -16,6 +15,11 @@ class PingHandler(StreamingBodyHandler):
     public = True
 
     def get(self) -> None:
+        if self.draining:
+            self.write_json({"status": "Draining", "code": 503,
+                             "type": "ServiceUnavailableException",
+                             "message": "the server is draining before it stops"}, status=503)
+            return
         healthy, problems = self.services["manager"].health()
         if healthy:
             self.write_json({"status": "Healthy"})
@@ -31,13 +35,12 @@ class PredictionHandler(StreamingBodyHandler):
     route = "/predictions/{model_name}"
 
     async def post(self, model: str, version: str | None = None) -> None:
-        manager: ModelManager = self.services["manager"]
         route = self.route + ("/{model_version}" if version else "")
         with self.observed(route, model, self.kind, version or "default") as outcome:
             meta, blobs = request_parts(self.request, self.body())
             self.request_id = meta["id"]
-            outcome.model_version, job = manager.submit(model, version, self.kind, meta, blobs,
-                                                        outcome.span)
+            outcome.model_version, job = self.submit(model, version, self.kind, meta, blobs,
+                                                     outcome.span)
             result, payload = await job.future
             outcome.code = result["status"]
             self.respond(meta["id"], result, payload)

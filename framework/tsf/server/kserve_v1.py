@@ -17,7 +17,6 @@ import uuid
 from typing import Any
 
 from ..errors import BadRequest, check_response_size, raise_for_answer
-from ..manager import ModelManager
 from .request_body import StreamingBodyHandler, query_params
 
 
@@ -29,7 +28,6 @@ class KServeModelHandler(StreamingBodyHandler):
         self.write_json({"name": model, "ready": mv.ready})
 
     async def post(self, model: str, verb: str) -> None:
-        manager: ModelManager = self.services["manager"]
         kind = "explain" if verb == "explain" else "predict"
         request_id = self.request.headers.get("X-Request-Id") or uuid.uuid4().hex
         self.request_id = request_id
@@ -41,7 +39,7 @@ class KServeModelHandler(StreamingBodyHandler):
             for i, instance in enumerate(_instances(self.body())):
                 meta = {"id": f"{request_id}-{i}", "headers": headers, "params": params,
                         "parts": [{"name": "body", "ctype": "application/json"}]}
-                outcome.model_version, job = manager.submit(
+                outcome.model_version, job = self.submit(
                     model, None, kind, meta, [json.dumps(instance).encode()], outcome.span)
                 jobs.append(job)
             results = await asyncio.gather(*(job.future for job in jobs), return_exceptions=True)

@@ -61,6 +61,8 @@ class ReadyHandler(OipHandler):
     public = True
 
     def get(self) -> None:
+        if self.draining:
+            raise ServiceUnavailable("the server is draining before it stops")
         healthy, problems = self.services["manager"].health()
         if not healthy:
             raise ServiceUnavailable("; ".join(problems))
@@ -83,7 +85,6 @@ class InferHandler(OipHandler):
     """``POST /v2/models/{m}[/versions/{v}]/infer``."""
 
     async def post(self, name: str, version: str | None = None) -> None:
-        manager: ModelManager = self.services["manager"]
         route = "/v2/models/{model_name}" + ("/versions/{model_version}" if version else "") + \
             "/infer"
         with self.observed(route, name, "predict", version or "default") as outcome:
@@ -93,8 +94,8 @@ class InferHandler(OipHandler):
             self.request_id = request_id
             meta = request.meta(request_id, dict(self.request.headers.get_all()),
                                 query_params(self.request))
-            outcome.model_version, job = manager.submit(name, version, "predict", meta,
-                                                        request.blobs, outcome.span)
+            outcome.model_version, job = self.submit(name, version, "predict", meta,
+                                                     request.blobs, outcome.span)
             outputs = outputs_of(await job.future, request)
             mv = outcome.model_version
             body, header_length = http_reply(mv.name, mv.version, request, outputs)

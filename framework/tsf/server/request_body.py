@@ -14,6 +14,7 @@ from typing import Any, Iterator
 import tornado.httputil
 import tornado.web
 
+from ..batching import Job
 from ..errors import BadRequest, PayloadTooLarge, TsfError
 from ..outcome import Outcome
 from .errors import BaseHandler
@@ -34,8 +35,10 @@ class StreamingBodyHandler(BaseHandler):
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
+        self._jobs: list[Job] = []
 
     def prepare(self) -> None:
+        self.refuse_when_stopping()
         tokens = self.services.get("tokens")
         if tokens is not None and tokens.enabled and not self.public:
             tokens.check(self.services.get("api", ""), self.request.headers.get("Authorization"))
@@ -76,6 +79,18 @@ class StreamingBodyHandler(BaseHandler):
             raise
         finally:
             outcome.close(self.services, kind, label_version)
+
+    def submit(self, model: str, version: str | None, kind: str, meta: dict,
+               blobs: list[bytes], span: Any = None) -> tuple[Any, Job]:
+        """Queue one request for a model; it is abandoned if this client disconnects."""
+        mv, job = self.services["manager"].submit(model, version, kind, meta, blobs, span)
+        self._jobs.append(job)
+        return mv, job
+
+    def on_connection_close(self) -> None:
+        super().on_connection_close()
+        for job in self._jobs:
+            job.abandon()
 
     def too_large(self, size: int) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body of {size} bytes exceeds max_request_size "
