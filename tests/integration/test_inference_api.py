@@ -127,18 +127,30 @@ def test_openapi_description_on_options_and_api_description(served):
 def test_one_bad_request_in_a_batch_fails_alone(served):
     from concurrent.futures import ThreadPoolExecutor
 
+    # a picky model that batches up to 8 requests, waiting up to 1 s for them
+    assert served.register("picky.mar", model_name="pickybatch", batch_size=8,
+                           max_batch_delay=1000).status_code == 200
     bodies = ["good"] * 5 + ["bad"] + ["good"] * 2
 
     def send(i_body):
         i, body = i_body
-        return served.post("/predictions/picky", data=body.encode(),
+        return served.post("/predictions/pickybatch", data=body.encode(),
                            headers={"X-Request-Id": f"r{i}", "Content-Type": "text/plain"})
 
-    with ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(send, enumerate(bodies)))
-    codes = [r.status_code for r in responses]
-    assert codes.count(200) == 7 and codes[5] == 400, codes
-    assert "r5" in responses[5].json()["message"]
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(send, enumerate(bodies)))
+        codes = [r.status_code for r in responses]
+        assert codes.count(200) == 7 and codes[5] == 400, codes
+        assert "r5" in responses[5].json()["message"]
+        # the bad request really shared a batch with good ones: fewer batches than requests
+        text = served.scrape()
+        prefix = 'tsf_batch_size_{}{{model_name="pickybatch"'
+        count = next(l for l in text.splitlines() if l.startswith(prefix.format("count")))
+        total = next(l for l in text.splitlines() if l.startswith(prefix.format("sum")))
+        assert float(total.split()[-1]) == 8 and float(count.split()[-1]) < 8, (count, total)
+    finally:
+        served.manage("DELETE", "/models/pickybatch")
 
 
 def test_metrics_count_requests_with_torchserve_names(served):
