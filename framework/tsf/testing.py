@@ -190,3 +190,110 @@ if pytest is not None:
         yield start
         for server in started:
             server.stop()
+
+
+# --- in-process handler harness -----------------------------------------------------------------
+
+class HarnessAnswer:
+    """One request's answer from :class:`HandlerHarness`: status, content type, headers, body."""
+
+    def __init__(self, meta: dict, body: bytes) -> None:
+        self.status: int = meta["status"]
+        self.content_type: str = meta["ctype"]
+        self.headers: dict[str, str] = meta.get("headers", {})
+        self.body = body
+
+    @property
+    def text(self) -> str:
+        return self.body.decode("utf-8")
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"HarnessAnswer({self.status}, {self.content_type!r}, {self.body[:80]!r})"
+
+
+def harness_request(body: Any, content_type: str | None = None,
+                    headers: dict[str, str] | None = None,
+                    params: dict[str, str] | None = None) -> tuple[dict, list[bytes]]:
+    """The worker-side message of one request: bytes as they are, str as text, anything else as
+    a JSON body; ``body`` may also be ``{part name: bytes}`` for a multipart-style request."""
+    if isinstance(body, dict) and body and all(isinstance(v, (bytes, bytearray))
+                                                  for v in body.values()):
+        parts = [{"name": name, "ctype": content_type or "application/octet-stream"}
+                 for name in body]
+        blobs = [bytes(v) for v in body.values()]
+    else:
+        if isinstance(body, (bytes, bytearray)):
+            data, default = bytes(body), "application/octet-stream"
+        elif isinstance(body, str):
+            data, default = body.encode(), "text/plain"
+        else:
+            data, default = json.dumps(body).encode(), "application/json"
+        parts, blobs = [{"name": "body", "ctype": content_type or default}], [data]
+    meta: dict[str, Any] = {"headers": dict(headers or {}), "parts": parts}
+    if params:
+        meta["params"] = dict(params)
+    return meta, blobs
+
+
+class HandlerHarness:
+    """Runs a handler's batches in this process, through the worker's own loading code and
+    ``BatchRunner`` (the same decode, stage hooks, one-bad-request isolation and encoding as a
+    worker process), with no socket and no server.  Made for plugin and handler unit tests::
+
+        harness = HandlerHarness.from_archive("mnist.mar")
+        [answer] = harness.run([b"<png bytes>"])
+        assert answer.status == 200 and answer.json()[0] in range(10)
+
+    ``handler`` is a name (``"base"``, a plugin's handler, ``"file.py"`` in ``model_dir``) or a
+    handler instance.  Each ``run`` is one batch.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, handler: Any = "", *,
+                 manifest: dict | None = None, model_config: dict | None = None,
+                 model_name: str = "model", model_version: str = "1.0",
+                 batch_size: int = 8) -> None:
+        from .workers.batch_runner import BatchRunner
+        from .workers.main import load
+
+        name = handler if isinstance(handler, str) else ""
+        manifest = manifest or {"runtime": "python", "model": {
+            "modelName": model_name, "modelVersion": model_version, "handler": name}}
+        spec = {"model_name": model_name, "model_version": model_version,
+                "model_dir": str(model_dir), "manifest": manifest,
+                "model_config": model_config or {}, "handler": name,
+                "batch_size": batch_size, "worker_id": "harness", "worker_index": 0}
+        self.pm, self.context = load(spec, None if isinstance(handler, str) else handler)
+        self.runner = BatchRunner(self.pm, self.context)
+        self._ids = 0
+
+    @classmethod
+    def from_archive(cls, path: str | os.PathLike, workspace: str | os.PathLike | None = None,
+                     **kwargs: Any) -> "HandlerHarness":
+        """A harness for an archive (``.mar``, ``.tar.gz`` or folder), unpacked as tsf does."""
+        from .archive import Limits, open_archive
+
+        target = Path(workspace) if workspace else Path(tempfile.mkdtemp(prefix="tsf-harness-"))
+        archive = open_archive(Path(path), target, Limits())
+        kwargs.setdefault("model_name", archive.model_name or "model")
+        kwargs.setdefault("model_version", archive.model_version)
+        return cls(archive.model_dir, archive.handler, manifest=archive.manifest,
+                   model_config=archive.model_config, **kwargs)
+
+    def run(self, bodies: list[Any], kind: str = "predict",
+            content_type: str | None = None, headers: dict[str, str] | None = None,
+            params: dict[str, str] | None = None) -> list[HarnessAnswer]:
+        """One batch of requests (see :func:`harness_request` for what a body may be)."""
+        metas, blobs = [], []
+        for body in bodies:
+            meta, parts = harness_request(body, content_type, headers, params)
+            self._ids += 1
+            meta["id"] = f"harness-{self._ids}"
+            if kind != "predict":
+                meta["kind"] = kind
+            metas.append(meta)
+            blobs.extend(parts)
+        header, results = self.runner.run({"requests": metas}, blobs)
+        return [HarnessAnswer(meta, body) for meta, body in zip(header["results"], results)]

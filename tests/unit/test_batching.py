@@ -81,3 +81,28 @@ def test_finished_jobs_are_skipped():
         queue.put(kept)
         assert await queue.next_batch(4, 0.0) == [kept]
     run(main())
+
+
+def test_abandoned_jobs_leave_the_queue_and_are_counted():
+    from tsf.batching import Batcher
+    from tsf.errors import ClientGone
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        queue = BatchQueue(2)
+        stages: list[str] = []
+        batcher = Batcher(queue, pool=None, batch_size=4, max_batch_delay_ms=0,
+                          response_timeout=60, on_abandon=stages.append)
+        jobs = [_job(loop) for _ in range(2)]
+        for job in jobs:
+            batcher.submit(job)
+        with pytest.raises(ServiceUnavailable):  # full
+            batcher.submit(_job(loop))
+        jobs[0].abandon()           # an HTTP client hung up
+        jobs[1].future.cancel()     # a gRPC call was cancelled
+        await asyncio.sleep(0)      # done-callbacks run on the loop
+        assert len(queue) == 0 and stages == ["queued", "queued"]
+        assert isinstance(jobs[0].future.exception(), ClientGone)
+        batcher.submit(_job(loop))  # room again: the limit counts live requests only
+        assert len(queue) == 1
+    run(main())

@@ -25,7 +25,12 @@ from . import protocol
 from .batch_runner import BatchRunner
 
 
-def load(spec: dict) -> tuple[Any, Context]:
+def load(spec: dict, handler: Any = None) -> tuple[Any, Context]:
+    """The worker's plugin manager and Context for ``spec``, with the model loaded.
+
+    ``handler`` (an instance) replaces the one the spec names: the in-process test harness
+    (:class:`tsf.testing.HandlerHarness`) uses it.
+    """
     # torch (if the handler uses it) takes its thread count from OMP_NUM_THREADS, which the
     # front end sets to cores / workers.
     context = Context(model_name=spec["model_name"], model_version=spec["model_version"],
@@ -35,7 +40,8 @@ def load(spec: dict) -> tuple[Any, Context]:
                       worker_index=int(spec.get("worker_index", 0)))
     pm = create_manager(WORKER_BUILTINS)
     pm.register(FallbackHandler(), name="tsf.fallback")
-    handler = resolve_handler(spec.get("handler", ""), spec["model_dir"], pm)
+    if handler is None:
+        handler = resolve_handler(spec.get("handler", ""), spec["model_dir"], pm)
     pm.register(handler, name=f"handler:{spec['model_name']}")
     context.handler = handler
     model = pm.hook.tsf_load_model(context=context)
