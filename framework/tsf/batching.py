@@ -23,6 +23,11 @@ from .errors import ClientGone, ServiceUnavailable, TsfError
 from .workers.pool import WorkerPool
 
 
+# The event loop sleeps in whole milliseconds, rounded up (epoll, libuv), so a timer set for the
+# deadline fires up to 1 ms past it.  Aiming this much early keeps a batch within its delay.
+TIMER_SLACK = 0.001
+
+
 class Job:
     """One request waiting for its result."""
 
@@ -101,9 +106,9 @@ class BatchQueue:
         deadline = self._items[0].arrival + max_delay
         while len(self._items) < batch_size:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= TIMER_SLACK:
                 break
-            await self._wait(remaining)
+            await self._wait(remaining - TIMER_SLACK)
         batch: list[Job] = []
         while self._items and len(batch) < batch_size:
             job = self._items.popleft()

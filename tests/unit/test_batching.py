@@ -106,3 +106,27 @@ def test_abandoned_jobs_leave_the_queue_and_are_counted():
         batcher.submit(_job(loop))  # room again: the limit counts live requests only
         assert len(queue) == 1
     run(main())
+
+
+def test_a_lone_job_never_waits_past_its_delay(monkeypatch):
+    from tsf.batching import TIMER_SLACK
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        queue = BatchQueue(10)
+        job = _job(loop)
+        queue.put(job)
+        asked: list[float] = []
+        real_wait = queue._wait
+
+        async def recording_wait(timeout):
+            asked.append(timeout)
+            await real_wait(timeout)
+
+        monkeypatch.setattr(queue, "_wait", recording_wait)
+        batch = await queue.next_batch(8, max_delay=0.05)
+        assert batch == [job]
+        # every timer is set at least the loop's rounding before the deadline
+        assert asked and all(t <= 0.05 - TIMER_SLACK + 1e-6 for t in asked), asked
+        assert time.monotonic() <= job.arrival + 0.05 + 0.02
+    run(main())
