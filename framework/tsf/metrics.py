@@ -121,6 +121,9 @@ class ServerMetrics:
                                    MODEL_LABELS, registry=r)
         self.worker_restarts = Gauge("tsf_worker_restarts", "Worker restarts per model",
                                      MODEL_LABELS, registry=r)
+        self.worker_memory_restarts = Counter(
+            "tsf_worker_memory_restarts", "Workers restarted for going over the memory limit",
+            MODEL_LABELS, registry=r)
         self.worker_figures = WorkerCollector()
         r.register(self.worker_figures)
         self._custom: dict[str, tuple[Any, tuple[str, ...]]] = {}

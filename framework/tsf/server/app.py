@@ -106,6 +106,7 @@ class TsfServer:
             except TsfError as exc:
                 log.error("startup model %s (%s) not registered: %s", name or url, url,
                           exc.message)
+                self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
 
     async def stop(self) -> None:
         for server in self.servers:
