@@ -232,9 +232,13 @@ class ModelManager:
         await mv.pool.close()
         mv.remove_files()
 
-    async def shutdown(self) -> None:
-        for mv in self.registry:  # before any await: no worker is restarted from here on
+    def begin_shutdown(self) -> None:
+        """No worker is started or restarted from now on (call it as soon as stopping begins)."""
+        for mv in self.registry:
             mv.pool.stop_restarting()
+
+    async def shutdown(self) -> None:
+        self.begin_shutdown()  # before any await
         await asyncio.gather(*(self._remove(mv, ServiceUnavailable("server is shutting down"))
                                for mv in list(self.registry)), return_exceptions=True)
 

@@ -178,12 +178,13 @@ def _quiet(fn, *args):
 
 
 @pytest.mark.slow
-def test_sigint_to_the_process_group_stops_cleanly_without_restarts(model_store):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_to_the_process_group_stops_cleanly_without_restarts(model_store, sig):
     server = ServerProcess(model_store=model_store)
     try:
         assert server.register("fn.tar.gz", initial_workers=2).status_code == 200
         pids = [w["pid"] for w in _workers(server, "fn")]
-        os.killpg(server.proc.pid, signal.SIGINT)  # the server runs in its own session
+        os.killpg(server.proc.pid, sig)  # the server runs in its own session
         assert server.proc.wait(30) == 0
         _wait_for(lambda: all(_gone(pid) for pid in pids), 10, "workers outlived the server")
         log = server.log()

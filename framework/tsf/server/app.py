@@ -109,6 +109,7 @@ class TsfServer:
                 self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
 
     async def stop(self) -> None:
+        self.manager.begin_shutdown()
         for server in self.servers:
             server.stop()
         if self.grpc is not None:

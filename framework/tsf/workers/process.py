@@ -187,7 +187,7 @@ class WorkerProcess:
             self._writer.close()
             self._writer = None
 
-    def kill(self, reason: str) -> None:
+    def kill(self, reason: str = "") -> None:
         """SIGKILL the process; ``reason`` goes into the log line that reports its exit."""
         if self.proc is not None and self.proc.returncode is None:
             self.kill_reason = reason
@@ -230,7 +230,7 @@ class WorkerProcess:
         self.status = "READY"
         return result, result_blobs
 
-    async def stop(self, reason: str, grace: float = 5.0) -> None:
+    async def stop(self, reason: str = "", grace: float = 5.0) -> None:
         """Close the socket (the worker exits on EOF); kill it if it lingers."""
         self.retiring = True
         self.kill_reason = self.kill_reason or reason
