@@ -3,8 +3,10 @@
 On Linux the kernel sends the worker SIGKILL when the front end dies (``PR_SET_PDEATHSIG``).
 Because that signal is tied to the thread that spawned the worker and is Linux-only, a daemon
 thread also checks, several times a second, that the parent is still the front end that spawned
-the worker and that the front end's end of the socket is still open; otherwise it ends the
-process at once with ``os._exit``, even while the main thread is inside a handler.
+the worker and that the front end's end of the socket is still open.  When the parent is gone it
+ends the process at once with ``os._exit``, even while the main thread is inside a handler; when
+only the socket closed (the front end asked the worker to stop), the main thread has
+``STOP_GRACE`` seconds to exit on its own first.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ import signal
 import socket
 import sys
 import threading
+import time
 
 PR_SET_PDEATHSIG = 1
 EXIT_ORPHANED = 3  # exit status of a worker that outlived its front end
 CHECK_INTERVAL_MS = 200
+STOP_GRACE = 1.0
 _GONE = select.POLLHUP | select.POLLERR | select.POLLNVAL | getattr(select, "POLLRDHUP", 0)
 
 
@@ -49,9 +53,11 @@ def socket_closed(sock: socket.socket, timeout_ms: int) -> bool:
 
 
 def _watch(sock: socket.socket, parent_pid: int) -> None:
-    while True:
-        if parent_gone(parent_pid) or socket_closed(sock, CHECK_INTERVAL_MS):
-            os._exit(EXIT_ORPHANED)
+    while not parent_gone(parent_pid):
+        if socket_closed(sock, CHECK_INTERVAL_MS):
+            time.sleep(STOP_GRACE)
+            break
+    os._exit(EXIT_ORPHANED)
 
 
 def hold(sock: socket.socket, parent_pid: int) -> None:
