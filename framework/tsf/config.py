@@ -41,6 +41,9 @@ class ServerConfig:
     number_of_threads_per_worker: int = 0
     enable_model_api: bool = True
     worker_restart_backoff_max: float = 30.0
+    worker_stall_seconds: float = 30.0  # a batch running longer: the worker counts as not serving
+    worker_memory_limit_mb: int = 0     # resident memory per worker; 0: no limit
+    max_workers_per_model: int = 32     # 0: no limit
     log_level: str = "INFO"
     log_format: str = "text"
     auth_token_file: str = ""
@@ -152,6 +155,7 @@ class ModelSettings:
     startup_timeout: int
     min_workers: int
     max_workers: int
+    worker_memory_limit_mb: int = 0
     extra: dict = field(default_factory=dict)
 
 
@@ -162,6 +166,7 @@ _YAML_KEYS = {
     "startupTimeout": "startup_timeout",
     "minWorkers": "min_workers",
     "maxWorkers": "max_workers",
+    "workerMemoryLimitMb": "worker_memory_limit_mb",
 }
 
 
@@ -175,6 +180,7 @@ def model_settings(config: ServerConfig, model_yaml: Mapping[str, Any],
         "startup_timeout": config.default_startup_timeout,
         "min_workers": config.default_workers_per_model,
         "max_workers": None,
+        "worker_memory_limit_mb": config.worker_memory_limit_mb,
     }
     for yaml_key, key in _YAML_KEYS.items():
         if model_yaml.get(yaml_key) is not None:
@@ -196,4 +202,15 @@ def model_settings(config: ServerConfig, model_yaml: Mapping[str, Any],
         raise BadRequest("max_batch_delay and workers must be >= 0")
     if values["response_timeout"] <= 0 or values["startup_timeout"] <= 0:
         raise BadRequest("response_timeout and startup_timeout must be > 0")
+    if values["worker_memory_limit_mb"] < 0:
+        raise BadRequest("workerMemoryLimitMb must be >= 0")
+    check_worker_cap(config, values["min_workers"])
     return ModelSettings(**values)
+
+
+def check_worker_cap(config: ServerConfig, workers: int) -> None:
+    """Refuse (400) more workers for one model than ``max_workers_per_model``."""
+    cap = config.max_workers_per_model
+    if cap > 0 and workers > cap:
+        raise BadRequest(f"{workers} workers requested for one model; the server allows at "
+                         f"most {cap} (max_workers_per_model)")

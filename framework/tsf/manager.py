@@ -17,8 +17,9 @@ import pluggy
 
 from .archive import Limits, ModelArchive, open_archive
 from .batching import Batcher, BatchQueue, Job
-from .config import ServerConfig, model_settings
+from .config import ServerConfig, check_worker_cap, model_settings
 from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, TsfError)
+from .health import Health, assess
 from .metrics import ServerMetrics
 from .registry import ModelVersion, Registry
 from .storage import check_allowed, keep_in_cache, parse_sha256, verify_sha256
@@ -47,6 +48,7 @@ class ModelManager:
         self.limits = Limits(max_bytes=config.max_archive_size,
                              max_files=config.max_archive_files)
         self._reserved: set[tuple[str, str]] = set()
+        self.failed_startup_models: dict[str, str] = {}  # name -> why it did not load
 
     # --- register ---------------------------------------------------------------------------
     async def _fetch(self, url: str, sha256: str | None = None) -> Path:
@@ -126,6 +128,8 @@ class ModelManager:
             await mv.pool.scale(workers)
         except ModelLoadError as exc:
             log.error("model %s version %s failed to load: %s", mv.name, mv.version, exc)
+            if mv.loaded_at_startup:
+                self.startup_failed(mv.name, exc.message)
             await self._remove(mv, ServiceUnavailable(f"model {mv.name} failed to load"))
             if raise_errors:
                 raise ModelLoadError(f"Failed to start workers for model {mv.name} version "
@@ -139,7 +143,10 @@ class ModelManager:
         labels = {"model_name": name, "model_version": version}
         pool = WorkerPool(spec, startup_timeout=settings.startup_timeout,
                           threads_per_worker=self.config.number_of_threads_per_worker,
-                          backoff_max=self.config.worker_restart_backoff_max)
+                          backoff_max=self.config.worker_restart_backoff_max,
+                          memory_limit=settings.worker_memory_limit_mb * 2**20,
+                          stall_seconds=min(settings.response_timeout,
+                                            self.config.worker_stall_seconds))
         queue = BatchQueue(self.config.job_queue_size)
         mv_holder: list[ModelVersion] = []
         batcher = Batcher(queue, pool, batch_size=settings.batch_size,
@@ -153,6 +160,8 @@ class ModelManager:
                           loaded_at_startup=loaded_at_startup, owned_dir=owned, labels=labels)
         mv_holder.append(mv)
         pool.on_change = lambda: self._workers_changed(mv)
+        pool.on_memory_restart = \
+            lambda: self.metrics.worker_memory_restarts.labels(name, version).inc()
         batcher.start()
         return mv
 
@@ -186,6 +195,7 @@ class ModelManager:
             raise BadRequest("min_worker must be >= 0")
         if high < low:
             raise BadRequest("max_worker cannot be less than min_worker.")
+        check_worker_cap(self.config, low)
         mv = self.registry.get(name, version)
         mv.settings.max_workers = high
         if not synchronous:
@@ -224,8 +234,14 @@ class ModelManager:
         await mv.pool.close()
         mv.remove_files()
 
+    def begin_shutdown(self) -> None:
+        """No worker is started or restarted from now on (call it as soon as stopping begins)."""
+        for mv in self.registry:
+            mv.pool.stop_restarting()
+
     async def shutdown(self, wait: float | None = None) -> None:
         """Remove every model; running batches get ``wait`` seconds before they fail (503)."""
+        self.begin_shutdown()  # before any await
         error = ServiceUnavailable("the server is shutting down; retry on another replica")
         await asyncio.gather(*(self._remove(mv, error, wait) for mv in list(self.registry)),
                              return_exceptions=True)
@@ -256,8 +272,15 @@ class ModelManager:
                 if worker.alive or worker.status == "BUSY":
                     yield mv.name, mv.version, worker
 
+    def startup_failed(self, name: str, reason: str) -> None:
+        """Remember that startup model ``name`` did not load (health reports it)."""
+        self.failed_startup_models[name] = reason
+
+    def health_report(self) -> Health:
+        """The server's health by the rule in :mod:`tsf.health`."""
+        return assess(self.registry, self.failed_startup_models)
+
     def health(self) -> tuple[bool, list[str]]:
-        """Healthy when every model version has at least its minimum of live workers."""
-        problems = [f"{mv.name} {mv.version}: {mv.pool.live_count} of {mv.pool.target} workers "
-                    "alive" for mv in self.registry if mv.pool.live_count < mv.pool.target]
-        return not problems, problems
+        """(able to serve every model, what is wrong): Healthy or Degraded is able."""
+        report = self.health_report()
+        return report.ok, report.problems()

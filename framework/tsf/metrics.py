@@ -125,6 +125,9 @@ class ServerMetrics:
                                  "Requests whose client went away before the answer: dropped "
                                  "from the queue (stage=queued) or answer discarded "
                                  "(stage=running)", MODEL_LABELS + ("stage",), registry=r)
+        self.worker_memory_restarts = Counter(
+            "tsf_worker_memory_restarts", "Workers restarted for going over the memory limit",
+            MODEL_LABELS, registry=r)
         self.worker_figures = WorkerCollector()
         r.register(self.worker_figures)
         self._custom: dict[str, tuple[Any, tuple[str, ...]]] = {}

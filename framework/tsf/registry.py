@@ -52,8 +52,8 @@ class ModelVersion:
 
     @property
     def ready(self) -> bool:
-        """At least one live worker (KServe's model readiness)."""
-        return self.pool.live_count > 0
+        """At least one worker serving (KServe's model readiness; see :mod:`tsf.health`)."""
+        return self.pool.serving_count > 0
 
     def signature(self) -> dict:
         """Inputs and outputs for OIP metadata: model-config's ``signature``, else the handler's."""

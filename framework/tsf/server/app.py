@@ -110,6 +110,7 @@ class TsfServer:
             except TsfError as exc:
                 log.error("startup model %s (%s) not registered: %s", name or url, url,
                           exc.message)
+                self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Graceful stop: not ready at once, listeners closed, open requests finished (each
@@ -138,6 +139,7 @@ class TsfServer:
         """Stop at once: queued and running work is answered 503, workers stop, connections
         close once those answers are written."""
         self.lifecycle.start_stopping()
+        self.manager.begin_shutdown()
         for server in self.servers:
             server.stop()
         if self.grpc is not None:

@@ -10,7 +10,10 @@ from .request_body import StreamingBodyHandler, request_parts
 
 
 class PingHandler(StreamingBodyHandler):
-    """Health: 200 Healthy only when every model has its minimum of live workers."""
+    """Health by the rule in :mod:`tsf.health`: 200 Healthy or Degraded, 503 Unhealthy.
+
+    ``?verbose=true`` adds each model version's state and worker counts.
+    """
 
     public = True
 
@@ -20,12 +23,17 @@ class PingHandler(StreamingBodyHandler):
                              "type": "ServiceUnavailableException",
                              "message": "the server is draining before it stops"}, status=503)
             return
-        healthy, problems = self.services["manager"].health()
-        if healthy:
-            self.write_json({"status": "Healthy"})
-            return
-        self.write_json({"status": "Unhealthy", "code": 503, "type": "ServiceUnavailableException",
-                         "message": "; ".join(problems)}, status=503)
+        report = self.services["manager"].health_report()
+        body: dict[str, Any] = {"status": report.status}
+        problems = report.problems()
+        if not report.ok:
+            body.update(code=503, type="ServiceUnavailableException")
+        if problems:
+            body["message"] = "; ".join(problems)
+        if self.get_query_argument("verbose", "false").lower() in ("true", "1", "yes"):
+            body["models"] = [m.to_dict() for m in report.models]
+            body["failedStartupModels"] = report.failed_startup_models
+        self.write_json(body, status=200 if report.ok else 503)
 
 
 class PredictionHandler(StreamingBodyHandler):

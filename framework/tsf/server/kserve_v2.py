@@ -58,6 +58,8 @@ class LiveHandler(OipHandler):
 
 
 class ReadyHandler(OipHandler):
+    """Ready exactly when ``/ping`` answers 200 (Healthy or Degraded)."""
+
     public = True
 
     def get(self) -> None:
@@ -77,7 +79,7 @@ class ModelMetadataHandler(OipHandler):
 class ModelReadyHandler(OipHandler):
     def get(self, name: str, version: str | None = None) -> None:
         if not model_ready(self.services["manager"], name, version):
-            raise ServiceUnavailable(f"model {name} has no live worker")
+            raise ServiceUnavailable(f"model {name} has no worker that can serve")
         self.write_json({"name": name, "ready": True})
 
 

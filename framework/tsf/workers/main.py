@@ -1,16 +1,19 @@
-"""Worker process entry point: ``python -m tsf.workers.main --fd N --spec JSON``.
+"""Worker process entry point: ``python -m tsf.workers.main --fd N --parent PID``.
 
 The front end starts one such process per worker, handing it one end of a Unix socket pair.
-The worker builds its own plugin manager, registers the model's handler into it, loads the
-model, reports READY (or LOAD_ERROR), then serves batches until the socket closes.
+The first frame on the socket (SPEC) describes the model to serve: settings travel on the socket,
+not the command line, whose length is limited.  The worker builds its own plugin manager,
+registers the model's handler into it, loads the model, reports READY (or LOAD_ERROR), then
+serves batches until the socket closes.  It ignores SIGINT (a Ctrl-C in a terminal reaches the
+whole process group; the front end stops its workers itself) and exits when the front end dies.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
+import signal
 import socket
 import sys
 import traceback
@@ -21,7 +24,7 @@ from ..errors import ModelLoadError, TsfError
 from ..handler import FallbackHandler
 from ..handler_resolver import resolve_handler
 from ..plugins import WORKER_BUILTINS, create_manager
-from . import protocol
+from . import lifeline, protocol
 from .batch_runner import BatchRunner
 
 
@@ -92,17 +95,32 @@ def serve(sock: socket.socket, spec: dict) -> int:
         protocol.send_frame(sock, protocol.RESULT, result_header, result_blobs)
 
 
+def receive_spec(sock: socket.socket) -> dict:
+    """The model to serve, from the front end's first frame."""
+    kind, spec, _ = protocol.recv_frame(sock)
+    if kind != protocol.SPEC:
+        raise protocol.ProtocolError(f"expected the SPEC frame first, got kind {kind}")
+    spec.pop("blobs", None)
+    return spec
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tsf-worker")
     parser.add_argument("--fd", type=int, required=True)
-    parser.add_argument("--spec", required=True, help="JSON description of the model to serve")
+    parser.add_argument("--parent", type=int, required=True, help="pid of the front end")
     args = parser.parse_args(argv)
-    spec = json.loads(args.spec)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sock = socket.socket(fileno=args.fd)
+    lifeline.hold(sock, args.parent)
+    try:
+        spec = receive_spec(sock)
+    except (EOFError, ConnectionError):
+        return 0
+    # the front end reads each line's level from its first word (see tsf.workers.output)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s [%(request_ids)s] %(message)s")
     for handler in logging.getLogger().handlers:
         handler.addFilter(REQUEST_IDS)
-    sock = socket.socket(fileno=args.fd)
     try:
         return serve(sock, spec)
     finally:

@@ -2,6 +2,12 @@
 
 A worker that exits unexpectedly is replaced after a backoff that doubles with each consecutive
 failure (capped by ``worker_restart_backoff_max``) and resets once a worker answers a batch.
+Each exit is logged with its cause (exit code or signal, and the reason when the front end
+killed it).  A pool that is closing, or whose server is stopping, restarts nothing.  A worker
+killed by SIGTERM from outside tsf is replaced only after ``TERM_GRACE`` seconds: systemd and
+``kill`` of a process group send SIGTERM to the front end and its workers at once, and the
+front end needs that moment to begin stopping.  With a memory limit, a worker whose resident
+memory is over it after a batch is stopped and replaced.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import collections
 import itertools
 import logging
 import os
+import signal
 from typing import Awaitable, Callable
 
 from ..errors import ModelLoadError
@@ -20,21 +27,28 @@ log = logging.getLogger("tsf.pool")
 
 _worker_ids = itertools.count(9000)
 
+TERM_GRACE = 1.0
+
 
 class WorkerPool:
     """Workers of one model version and the set of those idle."""
 
     def __init__(self, spec: dict, *, startup_timeout: float, threads_per_worker: int = 0,
-                 backoff_max: float = 30.0,
+                 backoff_max: float = 30.0, memory_limit: int = 0,
+                 stall_seconds: float = float("inf"),
                  on_change: Callable[[], None] | None = None) -> None:
         self.spec = spec
         self.startup_timeout = startup_timeout
         self.threads_per_worker = threads_per_worker
         self.backoff_max = backoff_max
+        self.memory_limit = memory_limit  # bytes of resident memory per worker; 0: no limit
+        self.stall_seconds = stall_seconds  # busy longer on one batch: not serving (health)
         self.on_change = on_change or (lambda: None)
+        self.on_memory_restart: Callable[[], None] = lambda: None
         self.target = 0
         self.workers: dict[str, WorkerProcess] = {}
         self.restarts = 0
+        self.memory_restarts = 0
         self._idle: collections.deque[WorkerProcess] = collections.deque()
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._failures = 0
@@ -46,6 +60,24 @@ class WorkerPool:
     @property
     def live_count(self) -> int:
         return sum(1 for w in self.workers.values() if w.alive)
+
+    @property
+    def serving_count(self) -> int:
+        """Live workers that are idle or busy on a batch for less than ``stall_seconds``."""
+        return sum(1 for w in self.workers.values()
+                   if w.alive and w.busy_for() < self.stall_seconds)
+
+    @property
+    def starting_count(self) -> int:
+        return self._pending_starts
+
+    @property
+    def closing(self) -> bool:
+        return self._closed
+
+    def stop_restarting(self) -> None:
+        """Start and restart nothing from now on (the server is stopping)."""
+        self._closed = True
 
     def _threads(self) -> int:
         if self.threads_per_worker > 0:
@@ -60,12 +92,12 @@ class WorkerPool:
         try:
             await worker.start(self.startup_timeout)
         except BaseException:
-            worker.kill()
+            worker.kill("its start failed")
             raise
         finally:
             self._pending_starts -= 1
         if self._closed or self.live_count >= self.target:
-            await worker.stop()
+            await worker.stop("not needed any more once loaded")
             return worker
         self.workers[worker.id] = worker
         self._spawn(self._monitor(worker))
@@ -87,10 +119,18 @@ class WorkerPool:
         worker.status = "DEAD"
         worker.close_socket()
         self.on_change()
+        name = self.spec.get("model_name")
         if worker.retiring or self._closed:
+            log.info("worker %s of %s stopped (%s)", worker.id, name, worker.exit_description())
             return
-        log.error("worker %s of %s exited with code %s; restarting", worker.id,
-                  self.spec.get("model_name"), code)
+        if code == -signal.SIGTERM and not worker.kill_reason:
+            log.warning("worker %s of %s was stopped by SIGTERM from outside tsf", worker.id,
+                        name)
+            await asyncio.sleep(TERM_GRACE)
+            if self._closed:
+                return
+        log.error("worker %s of %s exited (%s); restarting", worker.id, name,
+                  worker.exit_description())
         self.restarts += 1
         self._spawn(self._replace())
 
@@ -129,7 +169,7 @@ class WorkerPool:
             if worker in self._idle:
                 self._idle.remove(worker)
             if worker.status != "BUSY":
-                self._spawn(worker.stop())
+                self._spawn(worker.stop("scaled down"))
         self.on_change()
 
     async def close(self) -> None:
@@ -138,8 +178,8 @@ class WorkerPool:
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.cancel()
-        await asyncio.gather(*(w.stop() for w in list(self.workers.values())),
-                             return_exceptions=True)
+        await asyncio.gather(*(w.stop("the model is being unloaded")
+                               for w in list(self.workers.values())), return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
 
@@ -159,16 +199,37 @@ class WorkerPool:
         if succeeded:
             self._failures = 0
         if worker.retiring:
-            self._spawn(worker.stop())
+            self._spawn(worker.stop("scaled down"))
             return
         if not worker.alive:
             return
+        if self.memory_limit and not self._closed:
+            rss = worker.memory_rss()
+            if rss > self.memory_limit:
+                self._recycle(worker, f"resident memory {rss / 2**20:.0f} MiB is over the "
+                                      f"memory limit of {self.memory_limit / 2**20:.0f} MiB")
+                return
         self._idle.append(worker)
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 break
+
+    def _recycle(self, worker: WorkerProcess, reason: str) -> None:
+        """Stop ``worker`` (after its batch) and start another in its place."""
+        log.warning("worker %s of %s: %s; restarting it", worker.id,
+                    self.spec.get("model_name"), reason)
+        worker.retiring = True
+        self.memory_restarts += 1
+        self.on_memory_restart()
+        self.on_change()
+
+        async def stop_and_replace() -> None:
+            await worker.stop(reason)
+            await self._replace()
+
+        self._spawn(stop_and_replace())
 
     def describe(self) -> list[dict]:
         return [w.describe() for w in self.workers.values()]

@@ -1,15 +1,16 @@
 """One worker process as the front end sees it: spawn, handshake, batches, kill.
 
-The worker gets one end of a ``socketpair`` (no filesystem path, no connect race).  Its stdout
-and stderr are forwarded to the log line by line, prefixed with the worker id, and the last lines
-are kept so that a crash or a load failure can be reported with them.
+The worker gets one end of a ``socketpair`` (no filesystem path, no connect race) and, as the
+first frame on it, the description of the model to serve.  Its stdout and stderr are read
+without pause while it lives and forwarded to the log line by line (see ``tsf.workers.output``),
+prefixed with the worker id; the last lines are kept so that a crash or a load failure can be
+reported with them.  Every kill records its reason, for the log line that reports the exit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import json
 import logging
 import os
 import signal
@@ -20,6 +21,7 @@ from typing import Any
 
 from ..errors import ModelLoadError, TsfError, WorkerDied, WorkerTimeout, from_dict
 from . import protocol
+from .output import CHUNK, LevelReader, LineBudget, LineSplitter
 
 log = logging.getLogger("tsf.worker")
 
@@ -47,14 +49,43 @@ class WorkerProcess:
         self._writer: asyncio.StreamWriter | None = None
         self._timed_out = False
         self._log_tasks: list[asyncio.Task] = []
+        self.busy_since: float | None = None  # time.monotonic() at the start of the batch
+        self.kill_reason = ""  # why the front end killed or stopped it, for the exit log line
 
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.returncode is None and \
             self.status in ("READY", "BUSY") and not self.retiring
 
+    def busy_for(self) -> float:
+        """Seconds spent on the current batch (0 when idle)."""
+        return time.monotonic() - self.busy_since if self.busy_since is not None else 0.0
+
     def tail_text(self) -> str:
         return "\n".join(self.tail)
+
+    def exit_description(self) -> str:
+        """How the process ended, and why when the front end ended it."""
+        code = self.proc.returncode if self.proc is not None else None
+        if code is not None and code < 0:
+            try:
+                how = f"killed by {signal.Signals(-code).name}"
+            except ValueError:
+                how = f"killed by signal {-code}"
+        else:
+            how = f"exit code {code}"
+        return f"{how} ({self.kill_reason})" if self.kill_reason else how
+
+    def memory_rss(self) -> int:
+        """Resident memory of the process in bytes (0 if it cannot be read)."""
+        if not self.pid or self.proc is None or self.proc.returncode is not None:
+            return 0
+        try:
+            import psutil
+
+            return psutil.Process(self.pid).memory_info().rss
+        except Exception:
+            return 0
 
     async def start(self, startup_timeout: float) -> None:
         """Spawn the process and wait for READY; raise ModelLoadError otherwise."""
@@ -69,20 +100,22 @@ class WorkerProcess:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tsf.workers.main", "--fd", str(child.fileno()),
-                "--spec", json.dumps(self.spec), pass_fds=(child.fileno(),),
+                "--parent", str(os.getpid()), pass_fds=(child.fileno(),),
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE, env=env)
         finally:
             child.close()
         self.pid = self.proc.pid
-        self._log_tasks = [asyncio.ensure_future(self._forward(self.proc.stdout, logging.INFO)),
-                           asyncio.ensure_future(self._forward(self.proc.stderr, logging.INFO))]
+        self._log_tasks = [asyncio.ensure_future(self._forward(self.proc.stdout, stderr=False)),
+                           asyncio.ensure_future(self._forward(self.proc.stderr, stderr=True))]
         self._reader, self._writer = await asyncio.open_unix_connection(sock=parent)
         try:
+            protocol.write_frame(self._writer, protocol.SPEC, self.spec)
+            await self._writer.drain()
             kind, header, _ = await asyncio.wait_for(protocol.read_frame(self._reader),
                                                      startup_timeout)
         except asyncio.TimeoutError:
-            self.kill()
+            self.kill(f"startup_timeout of {startup_timeout:g} s")
             raise ModelLoadError(f"worker {self.id} did not load the model within "
                                  f"{startup_timeout:g} s (startup_timeout)") from None
         except (EOFError, ConnectionError, protocol.ProtocolError):
@@ -99,15 +132,41 @@ class WorkerProcess:
         self.signature = header.get("signature")
         self.load_seconds = time.monotonic() - started
 
-    async def _forward(self, stream: asyncio.StreamReader | None, level: int) -> None:
+    async def _forward(self, stream: asyncio.StreamReader | None, stderr: bool) -> None:
+        """Log ``stream`` line by line until EOF; never stops early, whatever the output."""
         if stream is None:
             return
+        splitter, budget = LineSplitter(), LineBudget()
+        levels = LevelReader() if stderr else None
+        while chunk := await stream.read(CHUNK):
+            try:
+                for line in splitter.feed(chunk):
+                    self._log_line(line, levels, budget)
+            except Exception:  # a log handler failing must not stop the draining of the pipe
+                log.exception("forwarding the output of worker %s failed", self.id)
+        for line in splitter.flush():
+            self._log_line(line, levels, budget)
+        self._report_dropped(budget)
+
+    def _log_line(self, line: str, levels: LevelReader | None, budget: LineBudget) -> None:
+        self.tail.append(line)
+        level = levels.level(line) if levels is not None else logging.INFO
+        if not budget.take():
+            if budget.dropped == 1:  # the first line dropped since the last report
+                asyncio.get_running_loop().call_later(1.0, self._report_dropped, budget)
+            return
+        self._report_dropped(budget)
         name = self.spec.get("model_name", "?")
-        while line := await stream.readline():
-            text = line.decode("utf-8", "replace").rstrip()
-            self.tail.append(text)
-            log.log(level, "[%s %s] %s", name, self.id, text,
-                    extra={"model": name, "worker_id": self.id})
+        log.log(level, "[%s %s] %s", name, self.id, line,
+                extra={"model": name, "worker_id": self.id})
+
+    def _report_dropped(self, budget: LineBudget) -> None:
+        dropped = budget.report_dropped()
+        if dropped:
+            name = self.spec.get("model_name", "?")
+            log.warning("[%s %s] ... [%d lines of output not logged: over %d lines/s]", name,
+                        self.id, dropped, budget.per_second,
+                        extra={"model": name, "worker_id": self.id})
 
     async def _reap(self, timeout: float = 5.0) -> None:
         """Wait for the process to exit and its output to be read (for the stderr tail)."""
@@ -116,7 +175,7 @@ class WorkerProcess:
         try:
             await asyncio.wait_for(self.proc.wait(), timeout)
         except asyncio.TimeoutError:
-            self.kill()
+            self.kill(self.kill_reason or f"did not exit within {timeout:g} s of being asked")
             await self.proc.wait()
         if self._log_tasks:
             await asyncio.wait(self._log_tasks, timeout=2.0)
@@ -128,24 +187,27 @@ class WorkerProcess:
             self._writer.close()
             self._writer = None
 
-    def kill(self) -> None:
+    def kill(self, reason: str = "") -> None:
+        """SIGKILL the process; ``reason`` goes into the log line that reports its exit."""
         if self.proc is not None and self.proc.returncode is None:
+            self.kill_reason = reason
             try:
                 self.proc.send_signal(signal.SIGKILL)
             except ProcessLookupError:
                 pass
 
-    def _on_timeout(self) -> None:
+    def _on_timeout(self, timeout: float) -> None:
         self._timed_out = True
-        self.kill()
+        self.kill(f"no answer within response_timeout of {timeout:g} s")
 
     async def run_batch(self, header: dict, blobs: list[bytes], timeout: float
                         ) -> tuple[dict, list[bytes]]:
         """Send one batch and wait for its results; a timeout kills the worker."""
         assert self._writer is not None and self._reader is not None
         self.status = "BUSY"
+        self.busy_since = time.monotonic()
         loop = asyncio.get_running_loop()
-        timer = loop.call_later(timeout, self._on_timeout)
+        timer = loop.call_later(timeout, self._on_timeout, timeout)
         try:
             protocol.write_frame(self._writer, protocol.BATCH, header, blobs)
             await self._writer.drain()
@@ -156,33 +218,27 @@ class WorkerProcess:
                 raise WorkerTimeout(
                     f"worker {self.id} did not answer within {timeout:g} s "
                     "(response_timeout); it was stopped and will be restarted") from None
-            log.error("worker %s died (exit code %s); last output:\n%s", self.id,
-                      self.proc.returncode if self.proc else None, self.tail_text())
-            raise WorkerDied(f"worker {self.id} died while processing the batch (exit code "
-                             f"{self.proc.returncode if self.proc else '?'}); it will be "
-                             f"restarted") from exc
+            log.error("worker %s died (%s); last output:\n%s", self.id,
+                      self.exit_description(), self.tail_text())
+            raise WorkerDied(f"worker {self.id} died while processing the batch "
+                             f"({self.exit_description()}); it will be restarted") from exc
         finally:
             timer.cancel()
+            self.busy_since = None
         if kind != protocol.RESULT:
             raise TsfError(f"worker {self.id} sent an unexpected frame kind {kind}")
         self.status = "READY"
         return result, result_blobs
 
-    async def stop(self, grace: float = 5.0) -> None:
+    async def stop(self, reason: str = "", grace: float = 5.0) -> None:
         """Close the socket (the worker exits on EOF); kill it if it lingers."""
         self.retiring = True
+        self.kill_reason = self.kill_reason or reason
         self.close_socket()
         await self._reap(grace)
 
     def describe(self) -> dict[str, Any]:
-        memory = 0
-        if self.pid and self.alive:
-            try:
-                import psutil
-
-                memory = psutil.Process(self.pid).memory_info().rss
-            except Exception:
-                memory = 0
+        memory = self.memory_rss() if self.alive else 0
         gpu = self.device.startswith("cuda")
         return {
             "id": self.id,
