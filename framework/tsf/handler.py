@@ -14,11 +14,11 @@ This module is also the worker's built-in plugin: it registers the ``base`` hand
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from . import hookimpl
 from .errors import BadRequest, HandlerError
+from .json_body import load_json
 from .oip.tensors import PROTOCOL as OIP
 
 INPUT_KEYS = ("data", "inputs", "instances", "body")
@@ -33,16 +33,8 @@ def request_payload(request: dict, index: int, request_id: str) -> Any:
     value = next((request[k] for k in INPUT_KEYS if k in request), None)
     if value is None and len(request) == 1:
         value = next(iter(request.values()))
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise BadRequest(f"request {request_id or index}: body is not JSON") from None
-    elif isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise BadRequest(f"request {request_id or index}: body is not JSON") from None
+    if isinstance(value, (bytes, bytearray, str)):
+        value = load_json(value, f"request {request_id or index}: body")
     if isinstance(value, dict):
         value = next((value[k] for k in INPUT_KEYS if k in value), value)
     if value is None or isinstance(value, dict):

@@ -17,6 +17,7 @@ import uuid
 from typing import Any
 
 from ..errors import BadRequest, check_response_size, raise_for_answer
+from ..json_body import load_json
 from ..manager import ModelManager
 from .request_body import StreamingBodyHandler, query_params
 
@@ -56,10 +57,7 @@ class KServeModelHandler(StreamingBodyHandler):
 
 
 def _instances(body: bytes) -> list:
-    try:
-        document = json.loads(body or b"null")
-    except ValueError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    document = load_json(body or b"null", "body")
     instances = document.get("instances") if isinstance(document, dict) else None
     if not isinstance(instances, list) or not instances:
         raise BadRequest('expected {"instances": [...]} with at least one instance')
