@@ -82,7 +82,7 @@ class BaseHandler:
 
         try:
             tensor = torch.as_tensor(value)
-        except (TypeError, ValueError, RuntimeError) as exc:
+        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
             raise BadRequest(f"request {context.get_request_id(index) or index}: cannot make a "
                              f"tensor of the input ({exc})") from None
         dtype = getattr(context, "input_dtype", "float32")
@@ -126,7 +126,15 @@ class BaseHandler:
         import torch
 
         with torch.inference_mode():
-            return self.forward(context, batch)
+            try:
+                return self.forward(context, batch)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                # the base handler feeds the client's tensors to the model as they came:
+                # a model that cannot take them (shape, dtype) is refusing that input
+                raise BadRequest(f"the model cannot take this input ({_shapes(batch)}): "
+                                 f"{type(exc).__name__}: {exc}") from None
 
     @hookimpl
     def tsf_postprocess(self, context: Any, outputs: Any) -> list:
@@ -139,6 +147,12 @@ class BaseHandler:
             return [_rows(outputs, start, start + rows)
                     for start, rows in zip(starts, self._oip_rows)]
         return [_to_python(outputs, i) for i in range(count)]
+
+
+def _shapes(batch: Any) -> str:
+    samples = batch if isinstance(batch, Ragged) else [batch]
+    return "; ".join(f"shape {list(t.shape)}, dtype {str(t.dtype).replace('torch.', '')}"
+                     for t in samples)
 
 
 def _to_python(outputs: Any, index: int) -> Any:

@@ -70,3 +70,63 @@ def test_deep_tensor_data_in_oip_is_400(served, pids_unchanged):
         b"}]}"
     assert_error(served.post("/v2/models/mlp/infer", data=body, headers=JSON), 400,
                  "BadRequestException", "nested")
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"url": 123}, "url"), ({"url": ["mlp.mar"]}, "url"),
+    ({"url": "mlp.mar", "model_name": []}, "model_name"),
+    ({"url": "mlp.mar", "model_name": "t1", "handler": 5}, "handler"),
+    ({"url": "mlp.mar", "model_name": "t2", "sha256": {"a": 1}}, "sha256"),
+    ({"url": "mlp.mar", "model_name": "t3", "batch_size": "x"}, "batch_size"),
+    ({"url": "mlp.mar", "model_name": "t4", "initial_workers": 1.5}, "initial_workers"),
+    ({"url": "mlp.mar", "model_name": "t5", "max_batch_delay": True}, "max_batch_delay"),
+    ({"url": "mlp.mar", "model_name": "t6", "response_timeout": 10**40}, "response_timeout"),
+    ({"url": "mlp.mar", "model_name": "t7", "synchronous": {}}, "synchronous"),
+])
+def test_register_body_of_the_wrong_types_is_400_naming_the_field(served, body, field):
+    response = served.manage("POST", "/models", json=body)
+    assert_error(response, 400, "BadRequestException", field)
+    names = [m["modelName"] for m in served.manage("GET", "/models").json()["models"]]
+    assert body.get("model_name") not in names
+
+
+def test_register_query_counts_must_be_integers(served):
+    response = served.manage("POST", "/models", params={"url": "mlp.mar", "model_name": "q1",
+                                                        "batch_size": "2.5"})
+    assert_error(response, 400, "BadRequestException", "batch_size")
+
+
+@pytest.mark.parametrize("ctype, body, problem", [
+    ("multipart/form-data", b"no boundary here", "boundary"),
+    ("multipart/form-data; boundary=xx", b"--xx\r\nno headers\r\n--xx--\r\n", "headers"),
+    ("multipart/form-data; boundary=xx",
+     b"--xx\r\nContent-Disposition: form-data\r\n\r\nvalue\r\n--xx--\r\n", "name"),
+])
+def test_malformed_multipart_is_400_naming_the_problem(served, pids_unchanged, ctype, body,
+                                                       problem):
+    response = served.post("/predictions/echo", data=body, headers={"Content-Type": ctype})
+    assert_error(response, 400, "BadRequestException", problem)
+
+
+def test_kserve_v1_post_without_a_verb_is_404(served):
+    response = served.post("/v1/models/mlp", json={"instances": [[1, 2, 3, 4]]})
+    assert_error(response, 404, "ResourceNotFoundException", ":predict")
+
+
+@pytest.mark.parametrize("sample", [
+    [1, 2], [1, 2, 3, 4, 5], [[1, 2], [3]], ["a", "b", "c", "d"], [], 5, [[[[]]]],
+    [10**30, 1, 2, 3], [None, 1, 2, 3], {"data": [1, 2]}, [{"a": 1}],
+])
+def test_wrong_shaped_or_typed_tensors_to_the_base_handler_are_400(served, pids_unchanged,
+                                                                   sample):
+    assert_error(served.post("/predictions/mlp", json=sample), 400, "BadRequestException")
+
+
+def test_a_wrong_shape_in_a_batch_fails_alone(served):
+    from concurrent.futures import ThreadPoolExecutor
+
+    samples = [[1, 2, 3, 4]] * 4 + [[1, 2]] + [[1, 2, 3, 4]] * 3
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(pool.map(lambda s: served.post("/predictions/mlp", json=s).status_code,
+                              samples))
+    assert codes == [200] * 4 + [400] + [200] * 3, codes

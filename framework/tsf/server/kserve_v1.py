@@ -16,7 +16,7 @@ import json
 import uuid
 from typing import Any
 
-from ..errors import BadRequest, check_response_size, raise_for_answer
+from ..errors import BadRequest, ResourceNotFound, check_response_size, raise_for_answer
 from ..json_body import load_json
 from ..manager import ModelManager
 from .request_body import StreamingBodyHandler, query_params
@@ -29,7 +29,10 @@ class KServeModelHandler(StreamingBodyHandler):
         mv = self.services["manager"].registry.get(model)
         self.write_json({"name": model, "ready": mv.ready})
 
-    async def post(self, model: str, verb: str) -> None:
+    async def post(self, model: str, verb: str | None = None) -> None:
+        if verb is None:
+            raise ResourceNotFound(f"POST /v1/models/{model} needs a verb: "
+                                   f"/v1/models/{model}:predict or :explain")
         manager: ModelManager = self.services["manager"]
         kind = "explain" if verb == "explain" else "predict"
         request_id = self.request.headers.get("X-Request-Id") or uuid.uuid4().hex

@@ -99,7 +99,10 @@ def request_parts(request: tornado.httputil.HTTPServerRequest, body: bytes
     if media in FORM_TYPES:
         args: dict[str, list[bytes]] = {}
         files: dict[str, list[tornado.httputil.HTTPFile]] = {}
-        tornado.httputil.parse_body_arguments(ctype, body, args, files, request.headers)
+        try:
+            tornado.httputil.parse_body_arguments(ctype, body, args, files, request.headers)
+        except tornado.httputil.HTTPInputError as exc:
+            raise BadRequest(f"malformed {media} body: {exc}") from None
         if not args and not files and body:
             raise BadRequest(f"malformed {media} body")
         for name, values in args.items():
