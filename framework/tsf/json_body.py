@@ -31,7 +31,8 @@ def json_depth(data: bytes) -> int:
     """
     if data.count(b"[") + data.count(b"{") == 0:
         return 0
-    brackets = _STRING.sub(b"", data).translate(None, _NOT_BRACKETS)
+    text = _STRING.sub(b"", data) if b'"' in data else data
+    brackets = text.translate(None, _NOT_BRACKETS)
     return max(accumulate(array("b", brackets.translate(_SIGNS))), default=0)
 
 
