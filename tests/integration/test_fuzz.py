@@ -1,4 +1,4 @@
-"""Seeded fuzzing of the wire: malformed HTTP, JSON and multipart against every API a client reaches.
+"""Seeded fuzzing of the wire: malformed HTTP, JSON and multipart against the client-facing APIs.
 
 A few thousand generated requests (``TSF_FUZZ_SEED`` picks the seed; each case is rebuilt from
 it and its index) go to the inference, KServe v1/v2 and management routes of a real server.
@@ -163,7 +163,7 @@ def raw_case(rng: random.Random) -> Case:
     method = rng.choice(["POST", "GET", "PUT", "DELETE", "FOO", "", "P\x00ST", "GET GET"])
     version = rng.choice(["HTTP/1.1", "HTTP/1.0", "HTTP/9.9", "", "http/1.1", "HTTP/1.1 x"])
     body = json.dumps(random_json(rng)).encode()
-    headers = [f"Host: x", "Content-Type: application/json"]
+    headers = ["Host: x", "Content-Type: application/json"]
     framing = rng.choice(["length", "bad-length", "chunked", "bad-chunk", "both", "none"])
     if framing == "length":
         headers.append(f"Content-Length: {len(body)}")
