@@ -1,4 +1,4 @@
-"""The bounded JSON loader every client-JSON site uses, and the worker's decoding of bad input."""
+"""The bounded JSON loader used wherever client JSON is parsed; workers fail one request at a time."""
 
 from __future__ import annotations
 
@@ -90,3 +90,23 @@ def test_any_decoding_failure_fails_that_request_alone(monkeypatch, error):
 def test_deep_json_part_is_bad_request_in_the_worker():
     with pytest.raises(BadRequest, match="nested"):
         batch_runner.decode_part({"ctype": "application/json"}, b"[" * 1000)
+
+
+@pytest.mark.parametrize("error", [RecursionError("deep"), MemoryError(), KeyError("k")])
+def test_any_exception_while_running_one_request_fails_that_request_alone(error):
+    runner = _runner()
+
+    def stages(kind, requests, metas, clock):
+        runner.context.begin_batch([m["id"] for m in metas], [{}] * len(metas),
+                                   [{}] * len(metas), ["torchserve"] * len(metas))
+        if any(r["body"] == b"bad" for r in requests):
+            raise error
+        return [r["body"] for r in requests]
+
+    runner._stages = stages
+    header = {"id": 1, "requests": [{"id": i, "parts": [{"name": "body", "ctype": "x"}]}
+                                    for i in "abc"]}
+    out, blobs = runner.run(header, [b"good", b"bad", b"fine"])
+    assert [r["status"] for r in out["results"]] == [200, 500, 200]
+    assert blobs[0] == b"good" and blobs[2] == b"fine"
+    assert json.loads(blobs[1])["type"] == "HandlerException"
