@@ -1,4 +1,4 @@
-"""The bounded JSON loader used wherever client JSON is parsed; workers fail one request at a time."""
+"""The bounded JSON loader for client JSON; a worker fails one request at a time, never itself."""
 
 from __future__ import annotations
 
