@@ -35,6 +35,7 @@ class ServerConfig:
     default_startup_timeout: int = 120
     max_request_size: int = 6553500
     max_response_size: int = 6553500
+    body_idle_timeout: float = 30.0  # seconds a request body may stall before a 408
     max_archive_size: int = 4 * 1024**3
     max_archive_files: int = 10000
     allowed_urls: str = ""

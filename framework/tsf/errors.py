@@ -62,6 +62,10 @@ class MethodNotAllowed(TsfError):
     status, type = 405, "MethodNotAllowedException"
 
 
+class RequestTimeout(TsfError):
+    status, type = 408, "RequestTimeoutException"
+
+
 class Conflict(TsfError):
     status, type = 409, "ConflictStatusException"
 
@@ -110,9 +114,9 @@ _BY_TYPE = {
     cls.type: cls
     for cls in (
         BadRequest, InvalidArchive, Unauthorized, Forbidden, ResourceNotFound, ModelNotFound,
-        ModelVersionNotFound, MethodNotAllowed, Conflict, PayloadTooLarge, ClientGone,
-        InternalError, HandlerError, ModelLoadError, NotImplementedByModel, ServiceUnavailable,
-        WorkerDied, WorkerTimeout,
+        ModelVersionNotFound, MethodNotAllowed, RequestTimeout, Conflict, PayloadTooLarge,
+        ClientGone, InternalError, HandlerError, ModelLoadError, NotImplementedByModel,
+        ServiceUnavailable, WorkerDied, WorkerTimeout,
     )
 }
 

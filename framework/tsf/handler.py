@@ -14,11 +14,11 @@ This module is also the worker's built-in plugin: it registers the ``base`` hand
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from . import hookimpl
 from .errors import BadRequest, HandlerError
+from .json_body import load_json
 from .oip.tensors import PROTOCOL as OIP
 
 INPUT_KEYS = ("data", "inputs", "instances", "body")
@@ -33,16 +33,8 @@ def request_payload(request: dict, index: int, request_id: str) -> Any:
     value = next((request[k] for k in INPUT_KEYS if k in request), None)
     if value is None and len(request) == 1:
         value = next(iter(request.values()))
-    if isinstance(value, (bytes, bytearray)):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise BadRequest(f"request {request_id or index}: body is not JSON") from None
-    elif isinstance(value, str):
-        try:
-            value = json.loads(value)
-        except ValueError:
-            raise BadRequest(f"request {request_id or index}: body is not JSON") from None
+    if isinstance(value, (bytes, bytearray, str)):
+        value = load_json(value, f"request {request_id or index}: body")
     if isinstance(value, dict):
         value = next((value[k] for k in INPUT_KEYS if k in value), value)
     if value is None or isinstance(value, dict):
@@ -90,7 +82,7 @@ class BaseHandler:
 
         try:
             tensor = torch.as_tensor(value)
-        except (TypeError, ValueError, RuntimeError) as exc:
+        except (TypeError, ValueError, RuntimeError, OverflowError) as exc:
             raise BadRequest(f"request {context.get_request_id(index) or index}: cannot make a "
                              f"tensor of the input ({exc})") from None
         dtype = getattr(context, "input_dtype", "float32")
@@ -134,7 +126,15 @@ class BaseHandler:
         import torch
 
         with torch.inference_mode():
-            return self.forward(context, batch)
+            try:
+                return self.forward(context, batch)
+            except torch.cuda.OutOfMemoryError:
+                raise
+            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+                # the base handler feeds the client's tensors to the model as they came:
+                # a model that cannot take them (shape, dtype) is refusing that input
+                raise BadRequest(f"the model cannot take this input ({_shapes(batch)}): "
+                                 f"{type(exc).__name__}: {exc}") from None
 
     @hookimpl
     def tsf_postprocess(self, context: Any, outputs: Any) -> list:
@@ -147,6 +147,12 @@ class BaseHandler:
             return [_rows(outputs, start, start + rows)
                     for start, rows in zip(starts, self._oip_rows)]
         return [_to_python(outputs, i) for i in range(count)]
+
+
+def _shapes(batch: Any) -> str:
+    samples = batch if isinstance(batch, Ragged) else [batch]
+    return "; ".join(f"shape {list(t.shape)}, dtype {str(t.dtype).replace('torch.', '')}"
+                     for t in samples)
 
 
 def _to_python(outputs: Any, index: int) -> Any:

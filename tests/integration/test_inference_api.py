@@ -83,7 +83,7 @@ def test_malformed_json_is_400_naming_the_request(served):
 
 
 def test_wrong_shape_for_model_is_a_clear_error(served):
-    body = assert_error(served.post("/predictions/mlp", json=[1, 2]), 500, "HandlerException")
+    body = assert_error(served.post("/predictions/mlp", json=[1, 2]), 400, "BadRequestException")
     assert "mat1" in body["message"] or "shape" in body["message"]
 
 

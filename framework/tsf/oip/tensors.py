@@ -11,10 +11,10 @@ signature (``output0`` without one), and text or bytes become ``BYTES``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from ..errors import BadRequest, HandlerError
+from ..json_body import load_json
 from .datatypes import (check_datatype, element_count, item_size, join_bytes_elements,
                         split_bytes_elements)
 
@@ -68,7 +68,7 @@ def decode_tensor(part: dict, blob: bytes) -> Any:
     shape = list(part.get("shape", []))
     count = element_count(shape)
     if part.get("encoding") == "json":
-        data = json.loads(blob)
+        data = load_json(blob, f"input {name!r}")
         if datatype == "BYTES":
             flat = [item.encode() if isinstance(item, str) else item
                     for item in _flatten(data)]

@@ -23,6 +23,7 @@ from ..tracing import create_tracing
 from ..auth import load_tokens
 from . import inference, kserve_v1, kserve_v2, management, metrics
 from .errors import NotFoundHandler
+from .listener import HTTPListener
 
 log = logging.getLogger("tsf")
 
@@ -79,8 +80,8 @@ class TsfServer:
         for api, app in self._apps().items():
             address = Address.parse(addresses[api])
             sockets = tornado.netutil.bind_sockets(address.port, address.host)
-            server = tornado.httpserver.HTTPServer(app, max_body_size=_TORNADO_BODY_CAP,
-                                                   idle_connection_timeout=300)
+            server = HTTPListener(app, max_body_size=_TORNADO_BODY_CAP,
+                                  idle_connection_timeout=300)
             server.add_sockets(sockets)
             self.servers.append(server)
             self.ports[api] = sockets[0].getsockname()[1]

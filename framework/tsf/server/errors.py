@@ -112,9 +112,13 @@ class BaseHandler(tornado.web.RequestHandler):
                   exc_info=(typ, value, tb))
 
 
+@tornado.web.stream_request_body
 class NotFoundHandler(BaseHandler):
-    """Answers every path no route matches."""
+    """Answers every path no route matches, before reading any of the body (then closed)."""
 
     def prepare(self) -> None:
         self.refuse_when_stopping()
         raise ResourceNotFound("Requested resource is not found, please refer to API document.")
+
+    def data_received(self, chunk: bytes) -> None:
+        """Body bytes that arrive after the 404 are dropped."""

@@ -16,7 +16,8 @@ import json
 import uuid
 from typing import Any
 
-from ..errors import BadRequest, check_response_size, raise_for_answer
+from ..errors import BadRequest, ResourceNotFound, check_response_size, raise_for_answer
+from ..json_body import load_json
 from .request_body import StreamingBodyHandler, query_params
 
 
@@ -27,7 +28,10 @@ class KServeModelHandler(StreamingBodyHandler):
         mv = self.services["manager"].registry.get(model)
         self.write_json({"name": model, "ready": mv.ready})
 
-    async def post(self, model: str, verb: str) -> None:
+    async def post(self, model: str, verb: str | None = None) -> None:
+        if verb is None:
+            raise ResourceNotFound(f"POST /v1/models/{model} needs a verb: "
+                                   f"/v1/models/{model}:predict or :explain")
         kind = "explain" if verb == "explain" else "predict"
         request_id = self.request.headers.get("X-Request-Id") or uuid.uuid4().hex
         self.request_id = request_id
@@ -54,10 +58,7 @@ class KServeModelHandler(StreamingBodyHandler):
 
 
 def _instances(body: bytes) -> list:
-    try:
-        document = json.loads(body or b"null")
-    except ValueError as exc:
-        raise BadRequest(f"body is not valid JSON: {exc}") from None
+    document = load_json(body or b"null", "body")
     instances = document.get("instances") if isinstance(document, dict) else None
     if not isinstance(instances, list) or not instances:
         raise BadRequest('expected {"instances": [...]} with at least one instance')

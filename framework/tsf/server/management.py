@@ -15,9 +15,11 @@ from ..registry import Registry
 from .openapi import ManagementOpenAPIHandler
 from .request_body import StreamingBodyHandler
 
-REGISTER_PARAMS = ("url", "model_name", "handler", "batch_size", "max_batch_delay",
-                   "initial_workers", "synchronous", "response_timeout", "startup_timeout",
-                   "sha256")
+TEXT_PARAMS = ("url", "model_name", "handler", "sha256")
+INT_PARAMS = ("batch_size", "max_batch_delay", "initial_workers", "response_timeout",
+              "startup_timeout")
+REGISTER_PARAMS = TEXT_PARAMS + INT_PARAMS + ("synchronous",)
+_INT_LIMIT = 2**31 - 1
 
 
 def _bool(value: Any, default: bool) -> bool:
@@ -26,6 +28,43 @@ def _bool(value: Any, default: bool) -> bool:
     if isinstance(value, bool):
         return value
     return str(value).strip().lower() in ("true", "1", "yes")
+
+
+def register_params(query: dict[str, str | None], body: dict[str, Any]) -> dict[str, Any]:
+    """Register parameters from the query string and a JSON body (which wins), type-checked.
+
+    Text parameters must be strings, counts integers (or their decimal text), ``synchronous`` a
+    boolean (or ``true``/``false``); anything else is a BadRequest naming the parameter.
+    """
+    raw: dict[str, Any] = dict(query)
+    raw.update({k: v for k, v in body.items() if k in REGISTER_PARAMS})
+    params: dict[str, Any] = {}
+    for name in TEXT_PARAMS:
+        value = raw.get(name)
+        if value is not None and not isinstance(value, str):
+            raise BadRequest(f"parameter {name} must be a string, got "
+                             f"{type(value).__name__}")
+        params[name] = value or None
+    for name in INT_PARAMS:
+        params[name] = _int_param(name, raw.get(name))
+    synchronous = raw.get("synchronous")
+    if synchronous is not None and not isinstance(synchronous, (bool, str)):
+        raise BadRequest(f"parameter synchronous must be true or false, got "
+                         f"{type(synchronous).__name__}")
+    params["synchronous"] = _bool(synchronous, True)
+    return params
+
+
+def _int_param(name: str, value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadRequest(f"parameter {name} must be an integer, got {value!r:.100}")
+    if abs(value) > _INT_LIMIT:
+        raise BadRequest(f"parameter {name} is out of range (at most {_INT_LIMIT})")
+    return value
 
 
 def list_models(registry: Registry, limit: int, token: int) -> dict[str, Any]:
@@ -76,14 +115,11 @@ class ModelsHandler(ManagementHandler):
 
     async def post(self) -> None:
         self.check_model_api()
-        params: dict[str, Any] = {k: self.arg(k) for k in REGISTER_PARAMS}
         ctype = self.request.headers.get("Content-Type", "")
         body = self.body()
-        if ctype.startswith("application/json") and body:
-            data = json_object(body)
-            params.update({k: v for k, v in data.items() if k in REGISTER_PARAMS})
-        code, message = await self.manager.register(
-            params.pop("url"), synchronous=_bool(params.pop("synchronous"), True), **params)
+        data = json_object(body) if ctype.startswith("application/json") and body else {}
+        params = register_params({k: self.arg(k) for k in REGISTER_PARAMS}, data)
+        code, message = await self.manager.register(params.pop("url"), **params)
         self.status(code, message)
 
 

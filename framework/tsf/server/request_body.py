@@ -1,21 +1,25 @@
 """Reading request bodies under ``max_request_size`` and splitting them into worker parts.
 
-Bodies are streamed: a declared ``Content-Length`` over the limit is refused before any byte is
-read, and a chunked body is counted as it arrives and dropped once it passes the limit, so an
-oversize upload never sits in memory.  The client gets a 413 JSON error either way.
+Bodies are streamed, and nothing is read before the request is known to be acceptable: the
+token, the method and a declared ``Content-Length`` over the limit are checked first.  A chunked
+body is counted as it arrives and answered 413 the moment it passes the limit (the connection is
+then closed, the rest unread), so an oversize upload never sits in memory.  A body that stalls
+for ``body_idle_timeout`` seconds is answered 408 and its connection closed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from typing import Any, Iterator
 
 import tornado.httputil
+import tornado.ioloop
 import tornado.web
 
 from ..batching import Job
-from ..errors import BadRequest, PayloadTooLarge, TsfError
+from ..errors import BadRequest, PayloadTooLarge, RequestTimeout, TsfError
 from ..outcome import Outcome
 from .errors import BaseHandler
 
@@ -36,26 +40,75 @@ class StreamingBodyHandler(BaseHandler):
         self._size = 0
         self._too_large = False
         self._jobs: list[Job] = []
+        self._idle_timeout = float(getattr(kwargs["config"], "body_idle_timeout", 0) or 0)
+        self._last_data = 0.0
+        self._idle_timer: object | None = None
 
     def prepare(self) -> None:
         self.refuse_when_stopping()
         tokens = self.services.get("tokens")
         if tokens is not None and tokens.enabled and not self.public:
             tokens.check(self.services.get("api", ""), self.request.headers.get("Authorization"))
+        method = getattr(type(self), self.request.method.lower(), None)
+        if method is tornado.web.RequestHandler._unimplemented_method:
+            raise tornado.web.HTTPError(405)
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_size:
             self._too_large = True
             raise self.too_large(int(declared))
+        if self._idle_timeout > 0 and (declared not in (None, "0") or
+                                       "Transfer-Encoding" in self.request.headers):
+            self._last_data = time.monotonic()
+            self._arm_idle_timer(self._idle_timeout)
 
     def data_received(self, chunk: bytes) -> None:
+        self._last_data = time.monotonic()
         if self._too_large:
             return
         self._size += len(chunk)
         if self._size > self.max_size:
             self._too_large = True
             self._chunks.clear()
+            self._refuse(self.too_large(self._size))
             return
         self._chunks.append(chunk)
+
+    def _refuse(self, error: TsfError) -> None:
+        """Answer ``error`` while the body is still arriving; Tornado then closes the connection."""
+        self._cancel_idle_timer()
+        if not self._finished:
+            self.send_error(error.status, exc_info=(type(error), error, None))
+
+    def _arm_idle_timer(self, delay: float) -> None:
+        self._idle_timer = tornado.ioloop.IOLoop.current().call_later(delay, self._body_idle)
+
+    def _cancel_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            tornado.ioloop.IOLoop.current().remove_timeout(self._idle_timer)
+            self._idle_timer = None
+
+    def _body_idle(self) -> None:
+        self._idle_timer = None
+        # Tornado resolves _body_future once the whole body has arrived
+        if self._finished or self.request._body_future.done():
+            return
+        stalled = time.monotonic() - self._last_data
+        if stalled < self._idle_timeout:
+            self._arm_idle_timer(self._idle_timeout - stalled)
+            return
+        self._refuse(RequestTimeout(f"request body stalled for {self._idle_timeout:g} s "
+                                    "(body_idle_timeout)"))
+
+    def on_connection_close(self) -> None:
+        """The client left: stop the idle timer and abandon this request's queued jobs."""
+        self._cancel_idle_timer()
+        super().on_connection_close()
+        for job in self._jobs:
+            job.abandon()
+
+    def on_finish(self) -> None:
+        self._cancel_idle_timer()
+        super().on_finish()
 
     @contextlib.contextmanager
     def observed(self, route: str, model: str, kind: str, label_version: str
@@ -87,11 +140,6 @@ class StreamingBodyHandler(BaseHandler):
         self._jobs.append(job)
         return mv, job
 
-    def on_connection_close(self) -> None:
-        super().on_connection_close()
-        for job in self._jobs:
-            job.abandon()
-
     def too_large(self, size: int) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body of {size} bytes exceeds max_request_size "
                                f"({self.max_size} bytes)")
@@ -114,7 +162,10 @@ def request_parts(request: tornado.httputil.HTTPServerRequest, body: bytes
     if media in FORM_TYPES:
         args: dict[str, list[bytes]] = {}
         files: dict[str, list[tornado.httputil.HTTPFile]] = {}
-        tornado.httputil.parse_body_arguments(ctype, body, args, files, request.headers)
+        try:
+            tornado.httputil.parse_body_arguments(ctype, body, args, files, request.headers)
+        except tornado.httputil.HTTPInputError as exc:
+            raise BadRequest(f"malformed {media} body: {exc}") from None
         if not args and not files and body:
             raise BadRequest(f"malformed {media} body")
         for name, values in args.items():

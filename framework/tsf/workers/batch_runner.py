@@ -20,6 +20,7 @@ import pluggy
 
 from ..context import Context
 from ..errors import BadRequest, HandlerError, NotImplementedByModel, TsfError
+from ..json_body import load_json
 from ..oip.tensors import (PROTOCOL as OIP, TENSOR_CTYPE, TENSORS_CTYPE, decode_tensor,
                            default_output_name, encode_outputs)
 
@@ -56,10 +57,7 @@ def decode_part(part: dict, data: bytes) -> Any:
         return decode_tensor(part, data)
     media = ctype.split(";", 1)[0].strip().lower()
     if media == "application/json":
-        try:
-            return json.loads(data)
-        except ValueError as exc:
-            raise BadRequest(f"body is not valid JSON: {exc}") from None
+        return load_json(data, "body")
     if media.startswith("text/") or media == "application/x-www-form-urlencoded":
         try:
             return data.decode("utf-8")
@@ -126,6 +124,11 @@ class BatchRunner:
             except TsfError as exc:
                 results[index] = error_result(
                     type(exc)(f"request {meta.get('id', index)}: {exc.message}"))
+                continue
+            except Exception as exc:  # any failure to decode input fails that request alone
+                results[index] = error_result(BadRequest(
+                    f"request {meta.get('id', index)}: cannot decode its input "
+                    f"({type(exc).__name__}: {exc})"))
                 continue
             decoded.setdefault(meta.get("kind", "predict"), []).append((index, request))
         clock = StageClock(bool(header.get("stamps")))
