@@ -95,7 +95,7 @@ def hostile_archives(store: Path) -> dict[str, str]:
               {"h.py": GOOD_HANDLER})
     write_mar(store / "listhandler.mar", manifest(handler=[]), {"h.py": GOOD_HANDLER})
     write_mar(store / "longentry.mar", manifest(handler="h.py"),
-              {"h.py": GOOD_HANDLER, "d" * 300 + ".txt": b"x"})
+              {"h.py": GOOD_HANDLER, "d" * 300 + "/f.txt": b"x"})
     write_mar(store / "badyaml.mar", manifest(handler="h.py", configFile="model-config.yaml"),
               {"h.py": GOOD_HANDLER, "model-config.yaml": "a: [unclosed\n"})
     write_mar(store / "nohandler.mar", manifest(handler="missing.py"), {})
