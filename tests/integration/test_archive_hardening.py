@@ -120,8 +120,8 @@ def store(tmp_path_factory):
     write_mar(store / "good.mar", manifest(handler="h.py"), {"h.py": GOOD_HANDLER})
     write_mar(store / "laughs.mar", manifest(handler="h.py", configFile="model-config.yaml"),
               {"h.py": GOOD_HANDLER, "model-config.yaml": BILLION_LAUGHS})
-    depth = "../" * 12
-    write_mar(store / "modelfile.mar", manifest(handler="h.py", modelFile=f"{depth}{outside}/outside.py",
+    escape = "../" * 12 + f"{outside}/outside.py"
+    write_mar(store / "modelfile.mar", manifest(handler="h.py", modelFile=escape,
                                                 serializedFile="w.pt"),
               {"h.py": GOOD_HANDLER, "w.pt": b"x"})
     write_mar(store / "absolute.mar", manifest(handler="h.py", serializedFile="/etc/passwd"),
