@@ -191,10 +191,15 @@ def _extract_tar(path: Path, target: Path, limits: Limits) -> None:
 
 def archive_format(path: Path) -> str:
     """``dir``, ``zip`` or ``tar``, from the path's type and magic bytes."""
-    if path.is_dir():
-        return "dir"
-    with open(path, "rb") as fh:
-        head = fh.read(262)
+    try:
+        if path.is_dir():
+            return "dir"
+        if not path.is_file():  # a FIFO or device would block or never end
+            raise InvalidArchive(f"{path.name} is not a regular file or a directory")
+        with open(path, "rb") as fh:
+            head = fh.read(262)
+    except OSError as exc:  # too long a name, a loop of links, no permission, ...
+        raise InvalidArchive(f"cannot read {path.name[:200]!r}: {exc.strerror or exc}") from None
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return "zip"
     if head.startswith(b"\x1f\x8b") or head[257:262] == b"ustar":
