@@ -10,12 +10,13 @@ import logging
 import re
 import shutil
 import tempfile
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pluggy
 
-from .archive import Limits, ModelArchive, open_archive
+from .archive import Limits, ModelArchive, check_paths, open_archive
 from .batching import Batcher, BatchQueue, Job
 from .config import ServerConfig, check_worker_cap, model_settings
 from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, TsfError)
@@ -49,10 +50,15 @@ class ModelManager:
                              max_files=config.max_archive_files)
         self._reserved: set[tuple[str, str]] = set()
         self.failed_startup_models: dict[str, str] = {}  # name -> why it did not load
+        # versions whose workers are being started, with how many loads/scales are under way
+        self._loading: Counter[tuple[str, str]] = Counter()
 
     # --- register ---------------------------------------------------------------------------
-    async def _fetch(self, url: str, sha256: str | None = None) -> Path:
-        """The archive behind ``url``: allowed, fetched, cached by content, digest checked."""
+    async def _fetch(self, url: str, sha256: str | None = None) -> tuple[Path, Path | None]:
+        """The archive behind ``url``: allowed, fetched, cached by content, digest checked.
+
+        Also returns the cached copy this call created (to delete if the archive is refused).
+        """
         check_allowed(url, self.config)
         wanted = parse_sha256(sha256) if sha256 else None
         downloads = self.workspace / "downloads"
@@ -61,12 +67,19 @@ class ModelManager:
                                        dest=str(downloads), config=self.config)
         if path is None:
             raise BadRequest(f"no storage plugin handles the URL {url!r}")
-        path, digest = Path(path), None
+        path, digest, fresh = Path(path), None, None
         if path.is_file() and path.resolve().parent == downloads.resolve():
-            path, digest = await asyncio.to_thread(keep_in_cache, path, self.workspace / "cache")
+            path, digest, created = await asyncio.to_thread(keep_in_cache, path,
+                                                            self.workspace / "cache")
+            fresh = path if created else None
         if wanted:
-            await asyncio.to_thread(verify_sha256, path, wanted, digest)
-        return path
+            try:
+                await asyncio.to_thread(verify_sha256, path, wanted, digest)
+            except BaseException:
+                if fresh is not None:
+                    fresh.unlink(missing_ok=True)
+                raise
+        return path, fresh
 
     async def register(self, url: str | None, *, model_name: str | None = None,
                        handler: str | None = None, batch_size: Any = None,
@@ -76,9 +89,14 @@ class ModelManager:
                        sha256: str | None = None) -> tuple[int, str]:
         if not url:
             raise BadRequest("Parameter url is required.")
-        source = await self._fetch(url, sha256)
-        archive: ModelArchive = await asyncio.to_thread(
-            open_archive, source, self.workspace / "models", self.limits)
+        source, fresh_download = await self._fetch(url, sha256)
+        try:
+            archive: ModelArchive = await asyncio.to_thread(
+                open_archive, source, self.workspace / "models", self.limits)
+        except BaseException:
+            if fresh_download is not None:
+                fresh_download.unlink(missing_ok=True)
+            raise
         owned = archive.model_dir if archive.model_dir != source else None
         try:
             return await self._register_archive(
@@ -90,6 +108,8 @@ class ModelManager:
         except BaseException:
             if owned is not None and not any(mv.owned_dir == owned for mv in self.registry):
                 shutil.rmtree(owned, ignore_errors=True)
+            if fresh_download is not None:
+                fresh_download.unlink(missing_ok=True)
             raise
 
     async def _register_archive(self, url: str, archive: ModelArchive, owned: Path | None, *,
@@ -102,6 +122,7 @@ class ModelManager:
         version = archive.model_version
         if handler:
             archive.model["handler"] = handler
+            check_paths(archive)
         key = (name, version)
         if self.registry.exists(name, version) or key in self._reserved:
             raise Conflict(f"Model version {version} is already registered for model {name}")
@@ -116,6 +137,7 @@ class ModelManager:
         if workers <= 0:
             return 200, (f'Model "{name}" Version: {version} registered with 0 initial workers. '
                          "Use scale workers API to add workers for the model.")
+        self._loading[key] += 1  # before any await: an unregister from now on gets 409
         if not synchronous:
             asyncio.ensure_future(self._scale_or_unregister(mv, workers))
             return 202, "Processing worker updates..."
@@ -124,6 +146,7 @@ class ModelManager:
 
     async def _scale_or_unregister(self, mv: ModelVersion, workers: int,
                                    raise_errors: bool = False) -> None:
+        """Start the first workers (the caller marked the version as loading)."""
         try:
             await mv.pool.scale(workers)
         except ModelLoadError as exc:
@@ -134,6 +157,8 @@ class ModelManager:
             if raise_errors:
                 raise ModelLoadError(f"Failed to start workers for model {mv.name} version "
                                      f"{mv.version}: {exc.message}") from None
+        finally:
+            self._loading -= Counter([(mv.name, mv.version)])
 
     def _build(self, name: str, version: str, url: str, archive: ModelArchive,
                settings: Any, owned: Path | None, loaded_at_startup: bool) -> ModelVersion:
@@ -198,6 +223,7 @@ class ModelManager:
         check_worker_cap(self.config, low)
         mv = self.registry.get(name, version)
         mv.settings.max_workers = high
+        self._loading[mv.name, mv.version] += 1
         if not synchronous:
             asyncio.ensure_future(self._scale_logged(mv, low))
             return 202, "Processing worker updates..."
@@ -205,6 +231,8 @@ class ModelManager:
             await mv.pool.scale(low)
         except ModelLoadError as exc:
             raise ModelLoadError(f"Failed to start workers: {exc.message}") from None
+        finally:
+            self._loading -= Counter([(mv.name, mv.version)])
         message = f"Workers scaled to {low} for model: {name}"
         if version is not None:
             message += f", version: {version}"
@@ -215,6 +243,8 @@ class ModelManager:
             await mv.pool.scale(target)
         except TsfError as exc:
             log.error("scaling %s to %d workers failed: %s", mv.name, target, exc)
+        finally:
+            self._loading -= Counter([(mv.name, mv.version)])
 
     def set_default(self, name: str, version: str) -> str:
         self.registry.set_default(name, version)
@@ -223,6 +253,9 @@ class ModelManager:
     async def unregister(self, name: str, version: str | None) -> str:
         mv = self.registry.get(name, version)
         self.registry.check_removable(name, mv.version)
+        if self._loading[mv.name, mv.version] > 0:
+            raise Conflict(f"model {name} version {mv.version} is being loaded or scaled; "
+                           "retry the unregister when that finishes")
         await self._remove(mv, ServiceUnavailable(f"model {name} was unregistered"))
         return f'Model "{name}" unregistered'
 

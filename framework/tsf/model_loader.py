@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from .archive import confined_path
 from .errors import ModelLoadError
 from .handler_resolver import import_file
 
@@ -58,12 +59,15 @@ def load_model(context: Any) -> Any:
     model_dir = Path(context.model_dir)
     serialized = model_info.get("serializedFile")
     model_file = model_info.get("modelFile")
-    path = model_dir / serialized if serialized else None
+    # the front end refused paths leading out of the folder at register; checked again here
+    path = confined_path(model_dir, serialized, "serializedFile", ModelLoadError) \
+        if serialized else None
     if path is not None and not path.is_file():
         raise ModelLoadError(f"serialized file {serialized!r} is not in the archive")
     device = context.device
     if model_file:
-        cls = _module_class(import_file(model_dir / model_file),
+        cls = _module_class(import_file(confined_path(model_dir, model_file, "modelFile",
+                                                      ModelLoadError)),
                             context.handler_config.get("model_class"))
         model = cls()
         if path is not None:

@@ -25,6 +25,7 @@ from .errors import BadRequest, Forbidden, InvalidArchive, ModelNotFound, TsfErr
 
 log = logging.getLogger(__name__)
 PROGRESS_STEPS = 10
+ARCHIVE_SUFFIXES = (".mar", ".tar", ".gz", ".tgz", ".zip")
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -56,9 +57,18 @@ def _from_model_store(name: str, config: Any) -> Path:
     candidate = store / name
     if Path(name).is_absolute() or ".." in Path(name).parts or not _inside(candidate, store):
         raise BadRequest(f"model file name {name!r} must stay inside the model store")
-    if not candidate.exists():
+    if not _exists(candidate, name):
         raise ModelNotFound(f"model archive {name!r} is not in the model store")
     return candidate
+
+
+def _exists(path: Path, name: str) -> bool:
+    """Whether ``path`` exists; a name the file system cannot hold is the client's error."""
+    try:
+        return path.exists()
+    except OSError as exc:  # ENAMETOOLONG, ELOOP through links, ...
+        raise BadRequest(f"model file name {name[:200]!r} is not usable: "
+                         f"{exc.strerror or exc}") from None
 
 
 class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
@@ -74,7 +84,8 @@ class _CheckedRedirects(urllib.request.HTTPRedirectHandler):
 
 def download(url: str, dest: Path, config: Any) -> Path:
     """Stream ``url`` into ``dest`` under the size limit and timeout; return the file."""
-    suffix = "".join(Path(urlsplit(url).path).suffixes[-2:]) or ".mar"
+    known = [s for s in Path(urlsplit(url).path).suffixes[-2:] if s in ARCHIVE_SUFFIXES]
+    suffix = "".join(known) or ".mar"
     max_bytes = config.max_archive_size
     opener = urllib.request.build_opener(_CheckedRedirects(config))
     log.info("downloading %s", url)
@@ -115,7 +126,7 @@ def tsf_fetch_archive(url: str, dest: str, config: Any) -> str | None:
         return str(_from_model_store(url, config))
     if parts.scheme == "file":
         path = Path(unquote(parts.path))
-        if not path.exists():
+        if not _exists(path, str(path)):
             raise ModelNotFound(f"{path} does not exist")
         return str(path)
     if parts.scheme in ("http", "https"):
@@ -131,20 +142,21 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def keep_in_cache(path: Path, cache: Path) -> tuple[Path, str]:
+def keep_in_cache(path: Path, cache: Path) -> tuple[Path, str, bool]:
     """Move a downloaded archive to ``cache/<sha256><suffix>`` (one copy per content).
 
-    Returns the cached path and the digest computed on the way.
+    Returns the cached path, the digest computed on the way, and whether this call created it
+    (a copy that was already there belongs to an earlier registration).
     """
     cache.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(s for s in path.suffixes if s in (".mar", ".tar", ".gz", ".tgz", ".zip"))
+    suffix = "".join(s for s in path.suffixes if s in ARCHIVE_SUFFIXES)
     digest = file_sha256(path)
     target = cache / f"{digest}{suffix or '.mar'}"
     if target.exists():
         path.unlink()
-    else:
-        path.replace(target)
-    return target, digest
+        return target, digest, False
+    path.replace(target)
+    return target, digest, True
 
 
 def parse_sha256(expected: str) -> str:

@@ -7,7 +7,8 @@ import zipfile
 
 import pytest
 
-from tsf.archive import Limits, open_archive, _extract_zip
+from tsf.archive import (Limits, _extract_zip, confined_path, open_archive, read_manifest,
+                         read_model_config)
 from tsf.archiver import ArchiveSpec, write_archive
 from tsf.errors import BadRequest, InvalidArchive
 
@@ -100,3 +101,46 @@ def test_invalid_manifest_and_config(tmp_path):
     (folder / "c.yaml").write_text("- a list\n")
     with pytest.raises(InvalidArchive, match="mapping"):
         open_archive(folder, tmp_path / "ws", Limits())
+
+
+def test_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    import time
+
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, 10)]
+    (tmp_path / "model-config.yaml").write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    with pytest.raises(InvalidArchive, match="aliases"):
+        read_model_config(tmp_path, {"model": {}})
+    assert time.monotonic() - started < 1
+
+
+def test_yaml_with_a_few_aliases_still_loads(tmp_path):
+    (tmp_path / "model-config.yaml").write_text(
+        "defaults: &d {batchSize: 4}\nbatchSize: 4\nhandler: *d\n")
+    assert read_model_config(tmp_path, {"model": {}}) == {
+        "defaults": {"batchSize": 4}, "batchSize": 4, "handler": {"batchSize": 4}}
+
+
+def test_paths_are_confined_to_the_model_folder(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "outside.py").write_text("")
+    (tmp_path / "model" / "link.py").symlink_to(tmp_path / "outside.py")
+    assert confined_path(tmp_path / "model", "sub/w.pt", "serializedFile") == \
+        (tmp_path / "model" / "sub" / "w.pt").resolve()
+    for name in ("../outside.py", "/etc/passwd", "link.py", "a/../../outside.py"):
+        with pytest.raises(InvalidArchive, match="manifest field modelFile"):
+            confined_path(tmp_path / "model", name, "modelFile")
+
+
+def test_odd_manifests_are_refused_with_the_field_named(tmp_path):
+    (tmp_path / "MAR-INF").mkdir()
+    manifest = tmp_path / "MAR-INF" / "MANIFEST.json"
+    for text, message in [("[" * 100000, "nested too deeply"),
+                          ('{"model": 5}', "'model' object"),
+                          ('{"model": {"modelName": 123}}', "modelName must be a string"),
+                          ('{"model": {"handler": []}}', "handler must be a string"),
+                          ('{"model": {"extraFiles": {}}}', "extraFiles must be a string")]:
+        manifest.write_text(text)
+        with pytest.raises(InvalidArchive, match=message):
+            read_manifest(tmp_path)
