@@ -30,12 +30,13 @@ class InferenceService(GrpcService):
     service = "org.pytorch.serve.grpc.inference.InferenceAPIsService"
 
     async def Ping(self, request: Any, context: Any) -> Any:
-        healthy, problems = self.manager.health()
-        if not healthy:
-            await context.abort(grpc_code(503), json.dumps(
-                {"status": "Unhealthy", "message": "; ".join(problems)}))
-        return self.pb.TorchServeHealthResponse(health=json.dumps({"status": "Healthy"},
-                                                                  indent=2))
+        report = self.manager.health_report()  # the same rule as GET /ping
+        body = {"status": report.status}
+        if report.problems():
+            body["message"] = "; ".join(report.problems())
+        if not report.ok:
+            await context.abort(grpc_code(503), json.dumps(body))
+        return self.pb.TorchServeHealthResponse(health=json.dumps(body, indent=2))
 
     async def _predict(self, request: Any, headers: dict[str, str], span: Any = None
                        ) -> tuple[Any, bytes]:
