@@ -88,6 +88,12 @@ class NotImplementedByModel(TsfError):
     status, type = 501, "NotImplementedException"
 
 
+class OutOfResources(TsfError):
+    """The handler ran out of memory (host or GPU); TorchServe answers these 507."""
+
+    status, type = 507, "OutOfResourcesException"
+
+
 class ServiceUnavailable(TsfError):
     status, type = 503, "ServiceUnavailableException"
 
@@ -105,7 +111,7 @@ _BY_TYPE = {
     for cls in (
         BadRequest, InvalidArchive, Unauthorized, Forbidden, ResourceNotFound, ModelNotFound,
         ModelVersionNotFound, MethodNotAllowed, Conflict, PayloadTooLarge, InternalError,
-        HandlerError, ModelLoadError, NotImplementedByModel, ServiceUnavailable, WorkerDied,
+        HandlerError, ModelLoadError, NotImplementedByModel, OutOfResources, ServiceUnavailable, WorkerDied,
         WorkerTimeout,
     )
 }
