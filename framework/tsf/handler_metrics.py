@@ -20,6 +20,32 @@ TIME_UNITS = ("ms", "s")
 SIZE_UNITS = ("MB", "kB", "GB", "B")
 
 
+def declared_metrics(path: str) -> list[dict]:
+    """The ``model_metrics`` section of TorchServe's ``metrics_config`` YAML file, as
+    ``[{"name", "unit", "dimensions", "type"}]``; ``[]`` when no file is configured."""
+    if not path:
+        return []
+    import yaml
+
+    from .errors import InternalError
+
+    try:
+        with open(path) as f:
+            document = yaml.safe_load(f) or {}
+        section = document.get("model_metrics") or {}
+        out = []
+        for kind, metrics in section.items():
+            kind = metric_kind(kind)
+            for metric in metrics or []:
+                out.append({"name": str(metric["name"]), "unit": str(metric.get("unit", "")),
+                            "dimensions": [str(d) for d in metric.get("dimensions") or []],
+                            "type": kind})
+        return out
+    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError) as exc:
+        raise InternalError(f"metrics_config {path!r} is not a TorchServe metrics file "
+                            f"({type(exc).__name__}: {exc})") from None
+
+
 class MetricNotFound(KeyError):
     """``get_metric`` of a name (and type) no one added (TorchServe's MetricsCacheKeyError)."""
 
@@ -89,6 +115,12 @@ class HandlerMetrics:
     def __init__(self) -> None:
         self._records: list[dict] = []
         self._cache: dict[tuple[str, str], CachedMetric] = {}
+
+    def declare(self, metrics: list[dict]) -> None:
+        """Add metrics declared in ``metrics_config`` (see :func:`declared_metrics`)."""
+        for metric in metrics:
+            self.add_metric_to_cache(metric["name"], metric["unit"], metric["dimensions"],
+                                     metric["type"])
 
     def record(self, kind: str, name: str, value: float, labels: dict[str, str]) -> None:
         self._records.append({"name": name, "kind": kind, "value": float(value),

@@ -115,6 +115,9 @@ METRICS_HANDLER = '''
                 ctx.metrics.add_percent("ts_share", 50.0, None, dims)
                 ctx.metrics.add_metric("ts_latency", 0.25, "ms", None, dims,
                                        MetricTypes.HISTOGRAM)
+                # declared in the server's metrics_config (TorchServe's metrics.yaml) only
+                ctx.metrics.get_metric("ts_declared", MetricTypes.GAUGE).add_or_update(
+                    7, [color, "model"])
                 ctx.request_processor[i].report_status(201, "Made")
                 props = ctx.system_properties
                 out.append({"row": row, "header": ctx.get_request_header(i, "x-color"),
@@ -327,7 +330,18 @@ def models(tmp_path_factory):
 def server(models):
     store = models[0]
     names = sorted(p.stem for p in store.glob("*.mar"))
-    server = ServerProcess(model_store=store, models=["all"], ready_timeout=120)
+    metrics_yaml = store.parent / "ts-metrics.yaml"
+    metrics_yaml.write_text(textwrap.dedent("""
+        dimensions:
+          - &level "Level"
+        model_metrics:
+          gauge:
+            - name: ts_declared
+              unit: count
+              dimensions: ["color", *level]
+    """))
+    server = ServerProcess(model_store=store, models=["all"], ready_timeout=120,
+                           config={"metrics_config": str(metrics_yaml)})
     deadline = time.monotonic() + 300
     try:
         while True:
@@ -467,6 +481,7 @@ def test_context_metrics_request_processor_and_status(server):
     assert _sample(text, "ts_share", 'model_name="metrics"') == 50.0
     assert _sample(text, "ts_latency_count", 'color="red"') == 2
     assert _sample(text, "HandlerTime", 'model_name="metrics"') >= 0
+    assert _sample(text, "ts_declared", 'Level="model",color="blue"') == 7
 
 
 def test_module_level_handle_wins_over_a_class(server):

@@ -210,3 +210,26 @@ def test_torchserves_own_ts_is_refused(tmp_path):
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert "TorchServe's, not tsf-ts-compat's" in out.stdout
+
+
+def test_metrics_declared_in_a_metrics_config_file(tmp_path):
+    from tsf.errors import InternalError
+    from tsf.handler_metrics import declared_metrics
+
+    path = tmp_path / "metrics.yaml"
+    path.write_text("dimensions:\n  - &model_name ModelName\nmodel_metrics:\n  counter:\n"
+                    "    - name: Calls\n      unit: count\n      dimensions: [*model_name]\n"
+                    "  gauge:\n    - name: Size\n      unit: kB\n      dimensions: []\n")
+    declared = declared_metrics(str(path))
+    assert declared == [
+        {"name": "Calls", "unit": "count", "dimensions": ["ModelName"], "type": "counter"},
+        {"name": "Size", "unit": "kB", "dimensions": [], "type": "gauge"}]
+    metrics = context().metrics
+    metrics.declare(declared)
+    metrics.get_metric("Calls").add_or_update(1, ["m"])
+    metrics.get_metric("Size", MetricTypes.GAUGE).add_or_update(3, [])
+    assert [r["labels"] for r in metrics.drain()] == [{"ModelName": "m"}, {}]
+    assert declared_metrics("") == []
+    path.write_text("model_metrics:\n  summary:\n    - name: x\n")
+    with pytest.raises(InternalError, match="metrics_config"):
+        declared_metrics(str(path))
