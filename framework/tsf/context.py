@@ -10,17 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
+from .handler_metrics import HandlerMetrics
 
-def _labels(dimensions: Any) -> dict[str, str]:
-    if not dimensions:
-        return {}
-    if isinstance(dimensions, dict):
-        return {str(k): str(v) for k, v in dimensions.items()}
-    out = {}
-    for dim in dimensions:  # TorchServe Dimension objects or (name, value) pairs
-        name, value = (dim.name, dim.value) if hasattr(dim, "name") else dim
-        out[str(name)] = str(value)
-    return out
+__all__ = ["Context", "HandlerMetrics", "RequestProcessor", "pick_device"]
 
 
 def pick_device(model_config: dict, worker_index: int) -> str:
@@ -36,41 +28,43 @@ def pick_device(model_config: dict, worker_index: int) -> str:
     return "cpu"
 
 
-class HandlerMetrics:
-    """Custom metrics recorded by a handler; sent to the front end with each batch's results.
+class RequestProcessor:
+    """One request of the batch: its headers in, its status and headers out (TorchServe's)."""
 
-    Names must be valid Prometheus names; dimensions become labels (``model_name`` and
-    ``model_version`` are added by the front end).
-    """
+    def __init__(self, request_header: dict[str, str]) -> None:
+        self._request_header = {k.lower(): v for k, v in request_header.items()}
+        self._status_code = 200
+        self._reason_phrase: str | None = None
+        self._response_header: dict[str, str] = {}
+        self.content_type: str | None = None
 
-    def __init__(self) -> None:
-        self._records: list[dict] = []
+    def get_request_property(self, key: str) -> str | None:
+        return self._request_header.get(key.lower())
 
-    def _add(self, kind: str, name: str, value: float, dimensions: Any) -> None:
-        self._records.append({"name": name, "kind": kind, "value": float(value),
-                              "labels": _labels(dimensions)})
+    def get_request_properties(self) -> dict[str, str]:
+        return dict(self._request_header)
 
-    def add_counter(self, name: str, value: float = 1, idx: Any = None, unit: str = "count",
-                    dimensions: Any = None) -> None:
-        self._add("counter", name, value, dimensions)
+    def set_request_property(self, key: str, value: str) -> None:
+        self._request_header[key.lower()] = value
 
-    def add_gauge(self, name: str, value: float, dimensions: Any = None) -> None:
-        self._add("gauge", name, value, dimensions)
+    def report_status(self, code: int, reason_phrase: str | None = None) -> None:
+        self._status_code = int(code)
+        self._reason_phrase = reason_phrase
 
-    def add_histogram(self, name: str, value: float, dimensions: Any = None) -> None:
-        self._add("histogram", name, value, dimensions)
+    def get_response_status_code(self) -> int:
+        return self._status_code
 
-    # TorchServe's names for gauge-like values
-    def add_time(self, name: str, value: float, idx: Any = None, unit: str = "ms",
-                 dimensions: Any = None) -> None:
-        self._add("gauge", name, value, dimensions)
+    def get_response_status_phrase(self) -> str | None:
+        return self._reason_phrase
 
-    add_size = add_time
-    add_percent = add_time
+    def add_response_property(self, key: str, value: str) -> None:
+        self._response_header[key] = value
 
-    def drain(self) -> list[dict]:
-        records, self._records = self._records, []
-        return records
+    def get_response_headers(self) -> dict[str, str]:
+        return self._response_header
+
+    def get_response_header(self, key: str) -> str | None:
+        return self._response_header.get(key)
 
 
 class Context:
@@ -92,10 +86,9 @@ class Context:
         self.handler: Any = None  # the handler instance serving this model (set by the worker)
         self.metrics = HandlerMetrics()
         self.request_ids: dict[int, str] = {}
-        self._request_headers: list[dict[str, str]] = []
+        self.request_processor: list[RequestProcessor] = []
         self._request_params: list[dict[str, str]] = []
         self._request_protocols: list[str] = []
-        self._response: list[dict] = []
 
     @property
     def device(self) -> str:
@@ -118,9 +111,11 @@ class Context:
     @property
     def system_properties(self) -> dict:
         """TorchServe's system properties (``model_dir``, ``gpu_id``, ``batch_size``, ...)."""
+        from . import __version__
+
         return {"model_dir": self.model_dir, "gpu_id": self.gpu_id,
                 "batch_size": self.batch_size, "server_name": "tsf",
-                "limit_max_image_pixels": True}
+                "server_version": __version__, "limit_max_image_pixels": True}
 
     @property
     def model_yaml_config(self) -> dict:
@@ -138,26 +133,29 @@ class Context:
                     params: Iterable[dict[str, str]] | None = None,
                     protocols: Iterable[str] | None = None) -> None:
         self.request_ids = dict(enumerate(request_ids))
-        self._request_headers = [{k.lower(): v for k, v in h.items()} for h in headers]
+        self.request_processor = [RequestProcessor(h) for h in headers]
         self._request_params = list(params) if params is not None else \
-            [{} for _ in self._request_headers]
+            [{} for _ in self.request_processor]
         self._request_protocols = list(protocols) if protocols is not None else \
-            ["torchserve" for _ in self._request_headers]
-        self._response = [{"status": 200, "phrase": "", "content_type": None, "headers": {}}
-                          for _ in self._request_headers]
+            ["torchserve" for _ in self.request_processor]
 
     def response_settings(self, idx: int) -> dict:
-        return self._response[idx]
+        """Status, reason phrase, content type and headers the handler set for request ``idx``."""
+        processor = self.request_processor[idx]
+        return {"status": processor.get_response_status_code(),
+                "phrase": processor.get_response_status_phrase() or "",
+                "content_type": processor.content_type,
+                "headers": processor.get_response_headers()}
 
     # --- TorchServe-compatible request/response API ------------------------------------------
     def get_request_id(self, idx: int = 0) -> str:
         return self.request_ids.get(idx, "")
 
     def get_request_header(self, idx: int, key: str) -> str | None:
-        return self._request_headers[idx].get(key.lower())
+        return self.request_processor[idx].get_request_property(key)
 
     def get_all_request_header(self, idx: int) -> dict[str, str]:
-        return dict(self._request_headers[idx])
+        return self.request_processor[idx].get_request_properties()
 
     def get_request_params(self, idx: int) -> dict[str, str]:
         """The request's URL query parameters (``?target=3&format=png``), last value wins."""
@@ -170,19 +168,25 @@ class Context:
         return protocols[idx] if idx < len(protocols) else "torchserve"
 
     def set_response_status(self, code: int = 200, phrase: str = "", idx: int = 0) -> None:
-        self._response[idx].update(status=int(code), phrase=phrase)
+        self.request_processor[idx].report_status(code, phrase)
 
-    def get_response_status(self, idx: int = 0) -> int:
-        return self._response[idx]["status"]
+    def set_all_response_status(self, code: int = 200, phrase: str = "") -> None:
+        for processor in self.request_processor:
+            processor.report_status(code, phrase)
+
+    def get_response_status(self, idx: int = 0) -> tuple[int, str | None]:
+        """``(code, reason phrase)``, as TorchServe returns it."""
+        processor = self.request_processor[idx]
+        return processor.get_response_status_code(), processor.get_response_status_phrase()
 
     def set_response_content_type(self, idx: int, value: str) -> None:
-        self._response[idx]["content_type"] = value
+        self.request_processor[idx].content_type = value
 
     def get_response_content_type(self, idx: int) -> str | None:
-        return self._response[idx]["content_type"]
+        return self.request_processor[idx].content_type
 
     def set_response_header(self, idx: int, key: str, value: str) -> None:
-        self._response[idx]["headers"][key] = value
+        self.request_processor[idx].add_response_property(key, value)
 
     def get_response_headers(self, idx: int) -> dict[str, str]:
-        return self._response[idx]["headers"]
+        return self.request_processor[idx].get_response_headers()

@@ -98,6 +98,12 @@ class NotImplementedByModel(TsfError):
     status, type = 501, "NotImplementedException"
 
 
+class OutOfResources(TsfError):
+    """The handler ran out of memory (host or GPU); TorchServe answers these 507."""
+
+    status, type = 507, "OutOfResourcesException"
+
+
 class ServiceUnavailable(TsfError):
     status, type = 503, "ServiceUnavailableException"
 
@@ -116,7 +122,7 @@ _BY_TYPE = {
         BadRequest, InvalidArchive, Unauthorized, Forbidden, ResourceNotFound, ModelNotFound,
         ModelVersionNotFound, MethodNotAllowed, RequestTimeout, Conflict, PayloadTooLarge,
         ClientGone, InternalError, HandlerError, ModelLoadError, NotImplementedByModel,
-        ServiceUnavailable, WorkerDied, WorkerTimeout,
+        OutOfResources, ServiceUnavailable, WorkerDied, WorkerTimeout,
     )
 }
 

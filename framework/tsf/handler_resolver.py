@@ -6,12 +6,18 @@ The handler may be:
 * ``file.py`` (or ``file.py:function``) inside the archive, holding either a class with ``tsf_*``
   stage methods, a TorchServe-style class (``initialize``/``handle`` or
   ``preprocess``/``inference``/``postprocess``), or a module-level ``handle(data, context)``.
+  As in TorchServe, a module-level ``handle`` is the entry point even where classes are defined
+  beside it (a class with ``tsf_*`` stage methods still comes first).
+
+Handler files that import ``ts`` get tsf-ts-compat's; TorchServe's own ``ts`` is refused (see
+:func:`check_ts_package`).
 """
 
 from __future__ import annotations
 
 import importlib.util
 import inspect
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -63,6 +69,11 @@ class FunctionHandler:
         return self
 
     @hookimpl
+    def tsf_explain(self, context: Any, requests: list[dict]) -> Any:
+        mark_explain(context)
+        return self.function(requests, context)
+
+    @hookimpl
     def tsf_preprocess(self, context: Any, requests: list[dict]) -> Any:
         return requests
 
@@ -87,7 +98,9 @@ class TorchServeClassHandler:
     def tsf_load_model(self, context: Any) -> Any:
         if hasattr(self.instance, "initialize"):
             self.instance.initialize(context)
-        return getattr(self.instance, "model", None) or self.instance
+        model = getattr(self.instance, "model", None)
+        # not `or`: a torch.compile'd model raises on truthiness
+        return self.instance if model is None else model
 
     @hookimpl
     def tsf_preprocess(self, context: Any, requests: list[dict]) -> Any:
@@ -102,6 +115,20 @@ class TorchServeClassHandler:
     @hookimpl
     def tsf_postprocess(self, context: Any, outputs: Any) -> list:
         return self.instance.postprocess(outputs) if self.staged else outputs
+
+    @hookimpl
+    def tsf_explain(self, context: Any, requests: list[dict]) -> Any:
+        """TorchServe's explanations: ``handle`` with the ``explain`` header set."""
+        if self.staged:
+            return None
+        mark_explain(context)
+        return self.instance.handle(requests, context)
+
+
+def mark_explain(context: Any) -> None:
+    """Set the ``explain: True`` request header TorchServe's front end sends to explanations."""
+    for processor in context.request_processor:
+        processor.set_request_property("explain", "True")
 
 
 def _has_stage_hooks(cls: type) -> bool:
@@ -125,15 +152,42 @@ def adapt_module(module: ModuleType, function: str = "") -> Any:
     hook_classes = [c for c in classes if _has_stage_hooks(c)]
     if len(hook_classes) == 1:
         return hook_classes[0]()
+    # TorchServe's rule: a module-level ``handle`` is the entry point even beside classes
+    if not hook_classes and callable(getattr(module, "handle", None)):
+        return FunctionHandler(module.handle)
     ts_classes = [c for c in classes if _is_torchserve_class(c)]
     if not hook_classes and len(ts_classes) == 1:
         return TorchServeClassHandler(ts_classes[0]())
-    if not hook_classes and not ts_classes and callable(getattr(module, "handle", None)):
-        return FunctionHandler(module.handle)
     found = ", ".join(c.__name__ for c in (hook_classes or ts_classes)) or "none"
     raise ModelLoadError(
         "a handler file must define one handler class (with tsf_* stage methods, or "
         f"TorchServe's initialize/handle) or a module-level handle(data, context); found: {found}")
+
+
+_IMPORTS_TS = re.compile(r"^\s*(from|import)\s+ts(\.|\s)", re.MULTILINE)
+
+
+def check_ts_package(path: Path) -> None:
+    """Refuse a handler that imports ``ts`` when ``ts`` is not tsf-ts-compat's.
+
+    TorchServe's ``torchserve`` distribution installs a package of the same name; its handlers
+    expect TorchServe's backend, so a handler importing it would fail in confusing ways.
+    """
+    try:
+        if not _IMPORTS_TS.search(path.read_text(errors="replace")):
+            return
+    except OSError:
+        return
+    spec = importlib.util.find_spec("ts")
+    if spec is None:
+        raise ModelLoadError(f"{path.name} imports ts, TorchServe's handler package: "
+                             "pip install tsf-ts-compat")
+    folders = list(spec.submodule_search_locations or [])
+    if not any((Path(folder) / "TSF_COMPAT").is_file() for folder in folders):
+        raise ModelLoadError(
+            f"{path.name} imports ts, but the ts package found ({', '.join(folders)}) is "
+            "TorchServe's, not tsf-ts-compat's: pip uninstall torchserve, then pip install "
+            "--force-reinstall tsf-ts-compat (keep TorchServe in its own environment)")
 
 
 def missing_handler_message(name: str) -> str:
@@ -150,6 +204,7 @@ def resolve_handler(name: str, model_dir: str | Path, pm: pluggy.PluginManager) 
     name = name or "base"
     path, _, function = name.partition(":")
     if path.endswith(".py"):
+        check_ts_package(Path(model_dir) / Path(path).name)
         module = import_file(Path(model_dir) / Path(path).name, f"tsf_handler_{Path(path).stem}")
         return adapt_module(module, function)
     registry = handler_names(pm)

@@ -20,6 +20,7 @@ from .archive import Limits, ModelArchive, check_paths, open_archive
 from .batching import Batcher, BatchQueue, Job
 from .config import ServerConfig, check_worker_cap, model_settings
 from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, TsfError)
+from .handler_metrics import declared_metrics
 from .health import Health, assess
 from .metrics import ServerMetrics
 from .registry import ModelVersion, Registry
@@ -164,7 +165,8 @@ class ModelManager:
                settings: Any, owned: Path | None, loaded_at_startup: bool) -> ModelVersion:
         spec = {"model_name": name, "model_version": version, "model_dir": str(archive.model_dir),
                 "manifest": archive.manifest, "model_config": archive.model_config,
-                "handler": archive.handler, "batch_size": settings.batch_size}
+                "handler": archive.handler, "batch_size": settings.batch_size,
+                "model_metrics": declared_metrics(self.config.metrics_config)}
         labels = {"model_name": name, "model_version": version}
         pool = WorkerPool(spec, startup_timeout=settings.startup_timeout,
                           threads_per_worker=self.config.number_of_threads_per_worker,

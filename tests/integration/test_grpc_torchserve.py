@@ -1,10 +1,13 @@
 """TorchServe's gRPC services, driven by stubs compiled at test time from the .proto files
-that TorchServe 0.12 itself ships (inside the torchserve package's model-server.jar)."""
+that TorchServe 0.12 itself ships (inside the model-server.jar of its wheel, which is read, not
+installed)."""
 
 from __future__ import annotations
 
 import importlib
+import io
 import json
+import subprocess
 import sys
 import zipfile
 from pathlib import Path
@@ -17,11 +20,29 @@ protoc = pytest.importorskip("grpc_tools.protoc")
 pytestmark = pytest.mark.slow
 
 
+TORCHSERVE_WHEEL = "torchserve==0.12.0"
+WHEEL_CACHE = Path(__file__).resolve().parents[2] / ".cache" / "wheels"
+
+
+def _torchserve_wheel() -> Path:
+    """TorchServe's wheel, fetched once into .cache/wheels (`make setup` does it), never
+    installed: the tsf environment's ``ts`` is tsf-ts-compat's."""
+    found = sorted(WHEEL_CACHE.glob("torchserve-0.12.0-*.whl"))
+    if not found:
+        WHEEL_CACHE.mkdir(parents=True, exist_ok=True)
+        fetched = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                                  TORCHSERVE_WHEEL, "-d", str(WHEEL_CACHE)],
+                                 capture_output=True, text=True, timeout=300)
+        found = sorted(WHEEL_CACHE.glob("torchserve-0.12.0-*.whl"))
+        if not found:
+            pytest.skip(f"TorchServe's wheel (for its .proto files) is not in {WHEEL_CACHE} "
+                        f"and could not be downloaded: {fetched.stderr.strip()[-300:]}")
+    return found[-1]
+
+
 def _torchserve_protos(folder: Path) -> Path:
-    spec = importlib.util.find_spec("ts")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("torchserve (for its .proto files) is not installed")
-    jar = Path(list(spec.submodule_search_locations)[0]) / "frontend" / "model-server.jar"
+    with zipfile.ZipFile(_torchserve_wheel()) as wheel:
+        jar = io.BytesIO(wheel.read("ts/frontend/model-server.jar"))
     with zipfile.ZipFile(jar) as archive:
         for name in ("inference.proto", "management.proto"):
             (folder / name).write_bytes(archive.read(f"proto/{name}"))

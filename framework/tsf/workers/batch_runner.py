@@ -19,7 +19,7 @@ from typing import Any
 import pluggy
 
 from ..context import Context
-from ..errors import BadRequest, HandlerError, NotImplementedByModel, TsfError
+from ..errors import BadRequest, HandlerError, NotImplementedByModel, OutOfResources, TsfError
 from ..json_body import load_json
 from ..oip.tensors import (PROTOCOL as OIP, TENSOR_CTYPE, TENSORS_CTYPE, decode_tensor,
                            default_output_name, encode_outputs)
@@ -165,9 +165,11 @@ class BatchRunner:
         return encode_result(value, settings)
 
     def _as_error(self, exc: Exception) -> TsfError:
-        if isinstance(exc, TsfError):
+        if isinstance(exc, TsfError):  # ts.utils.util.PredictionException is one
             return exc
         log.error("handler of %s failed:\n%s", self.context.model_name, traceback.format_exc())
+        if _out_of_memory(exc):
+            return OutOfResources(f"out of resources: {type(exc).__name__}: {exc}")
         return HandlerError(f"{type(exc).__name__}: {exc}")
 
     def _stages(self, kind: str, requests: list[dict], metas: list[dict],
@@ -199,6 +201,12 @@ class BatchRunner:
             raise HandlerError(f"handler returned {got} results for a batch of {len(requests)} "
                                "requests; it must return a list with one result per request")
         return list(results)
+
+
+def _out_of_memory(exc: Exception) -> bool:
+    """Host MemoryError or CUDA out-of-memory (checked by name: the worker may lack torch)."""
+    return isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError" or \
+        "CUDA out of memory" in str(exc)
 
 
 def _no_explainer_message(ctx: Context) -> str:

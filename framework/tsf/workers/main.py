@@ -41,6 +41,7 @@ def load(spec: dict, handler: Any = None) -> tuple[Any, Context]:
                       model_config=spec.get("model_config") or {},
                       batch_size=int(spec.get("batch_size", 1)), worker_id=spec["worker_id"],
                       worker_index=int(spec.get("worker_index", 0)))
+    context.metrics.declare(spec.get("model_metrics") or [])
     pm = create_manager(WORKER_BUILTINS)
     pm.register(FallbackHandler(), name="tsf.fallback")
     if handler is None:

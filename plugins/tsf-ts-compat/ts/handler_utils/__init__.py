@@ -1,0 +1,1 @@
+"""TorchServe-compatible helpers used inside handlers."""

@@ -1,0 +1,1 @@
+"""TorchServe-compatible metric types: the metrics themselves are tsf's context.metrics."""

@@ -1,0 +1,11 @@
+"""The errors ``context.metrics`` raises, under TorchServe's names."""
+
+from tsf.handler_metrics import MetricNotFound
+
+MetricsCacheError = Exception
+MetricsCacheKeyError = MetricNotFound
+MetricsCacheTypeError = TypeError
+MetricsCacheValueError = ValueError
+
+__all__ = ["MetricsCacheError", "MetricsCacheKeyError", "MetricsCacheTypeError",
+           "MetricsCacheValueError"]

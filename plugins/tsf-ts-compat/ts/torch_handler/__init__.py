@@ -1,0 +1,1 @@
+"""TorchServe-compatible handler base classes."""

@@ -1,0 +1,1 @@
+"""TorchServe-compatible utilities for handlers."""
