@@ -110,4 +110,5 @@ def test_any_exception_while_running_one_request_fails_that_request_alone(error,
     out, blobs = runner.run(header, [b"good", b"bad", b"fine"])
     assert [r["status"] for r in out["results"]] == [200, status, 200]  # 507: as TorchServe
     assert blobs[0] == b"good" and blobs[2] == b"fine"
-    assert json.loads(blobs[1])["type"] == "HandlerException"
+    assert json.loads(blobs[1])["type"] == ("OutOfResourcesException" if status == 507
+                                            else "HandlerException")
