@@ -13,17 +13,21 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import time
 from typing import Any, Callable
 
 from .errors import ServiceUnavailable, TsfError
 from .workers.pool import WorkerPool
 
+log = logging.getLogger("tsf.batching")
+
 
 class Job:
     """One request waiting for its result."""
 
-    __slots__ = ("kind", "meta", "blobs", "future", "arrival", "dispatched", "expiry", "trace")
+    __slots__ = ("kind", "meta", "blobs", "future", "arrival", "dispatched", "expiry", "trace",
+                 "on_partial")
 
     def __init__(self, kind: str, meta: dict, blobs: list[bytes],
                  future: asyncio.Future, trace: Any = None) -> None:
@@ -35,6 +39,8 @@ class Job:
         self.arrival = time.monotonic()
         self.dispatched = 0.0
         self.expiry: asyncio.TimerHandle | None = None
+        # called with (meta, body) for each intermediate answer a streaming handler sends
+        self.on_partial: Callable[[dict, bytes], None] | None = None
 
 
 class BatchQueue:
@@ -165,7 +171,8 @@ class Batcher:
         try:
             request = {"requests": metas, "stamps": True} if self.stage_stamps else \
                 {"requests": metas}
-            header, results = await worker.run_batch(request, blobs, self.response_timeout)
+            header, results = await worker.run_batch(request, blobs, self.response_timeout,
+                                                     _partials_to(batch))
             succeeded = True
         except TsfError as error:
             for job in batch:
@@ -178,6 +185,23 @@ class Batcher:
                 job.future.set_result((meta, body))
         if self.on_batch is not None:
             self.on_batch(batch, header, now, time.monotonic(), worker.id)
+
+
+def _partials_to(batch: list[Job]) -> Callable[[dict, bytes], None]:
+    """Hands each intermediate answer to the job it belongs to, while that job still waits."""
+
+    def deliver(meta: dict, body: bytes) -> None:
+        index = meta.get("index", -1)
+        if not 0 <= index < len(batch):
+            return
+        job = batch[index]
+        if job.on_partial is not None and not job.future.done():
+            try:
+                job.on_partial(meta, body)
+            except Exception:  # one client's stream must not break the worker's batch
+                log.exception("could not pass an intermediate answer to its request")
+
+    return deliver
 
 
 def _fail(job: Job, error: TsfError) -> None:
