@@ -165,3 +165,10 @@ def test_not_text(setup):
     assert_error(server.post("/predictions/news", data=b"\xff\xfe\x00",
                              headers={"Content-Type": "application/octet-stream"}),
                  400, "BadRequestException")
+
+
+def test_explanations_are_not_implemented_for_these_archives(setup):
+    server, _ = setup
+    assert_error(server.post("/explanations/news", data=b"hello world",
+                             headers={"Content-Type": "text/plain"}), 501,
+                 "NotImplementedException")

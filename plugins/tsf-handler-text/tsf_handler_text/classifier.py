@@ -47,6 +47,7 @@ class TextClassifier(BaseHandler):
         vocab = model_dir / (named or "source_vocab.pt")
         if vocab.is_file():
             self.source_vocab = load_source_vocab(vocab)
+            self.task = None  # no explainer knows (text, offsets) models: explain answers 501
         else:
             self.tokenizer = load_tokenizer(model_dir, self.options)
         return model
