@@ -16,11 +16,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import logging
 import time
 from typing import Any, Callable
 
 from .errors import ClientGone, ServiceUnavailable, TsfError
 from .workers.pool import WorkerPool
+
+log = logging.getLogger("tsf.batching")
 
 
 # The event loop sleeps in whole milliseconds, rounded up (epoll, libuv), so a timer set for the
@@ -31,7 +34,8 @@ TIMER_SLACK = 0.001
 class Job:
     """One request waiting for its result."""
 
-    __slots__ = ("kind", "meta", "blobs", "future", "arrival", "dispatched", "expiry", "trace")
+    __slots__ = ("kind", "meta", "blobs", "future", "arrival", "dispatched", "expiry", "trace",
+                 "on_partial")
 
     def __init__(self, kind: str, meta: dict, blobs: list[bytes],
                  future: asyncio.Future, trace: Any = None) -> None:
@@ -43,6 +47,8 @@ class Job:
         self.arrival = time.monotonic()
         self.dispatched = 0.0
         self.expiry: asyncio.TimerHandle | None = None
+        # called with (meta, body) for each intermediate answer a streaming handler sends
+        self.on_partial: Callable[[dict, bytes], None] | None = None
 
     def abandon(self, reason: str = "the client closed the connection before the answer was "
                 "ready") -> None:
@@ -208,7 +214,8 @@ class Batcher:
         try:
             request = {"requests": metas, "stamps": True} if self.stage_stamps else \
                 {"requests": metas}
-            header, results = await worker.run_batch(request, blobs, self.response_timeout)
+            header, results = await worker.run_batch(request, blobs, self.response_timeout,
+                                                     _partials_to(batch))
             succeeded = True
         except TsfError as error:
             for job in batch:
@@ -225,6 +232,23 @@ class Batcher:
                 job.future.set_result((meta, body))
         if self.on_batch is not None:
             self.on_batch(batch, header, now, time.monotonic(), worker.id)
+
+
+def _partials_to(batch: list[Job]) -> Callable[[dict, bytes], None]:
+    """Hands each intermediate answer to the job it belongs to, while that job still waits."""
+
+    def deliver(meta: dict, body: bytes) -> None:
+        index = meta.get("index", -1)
+        if not 0 <= index < len(batch):
+            return
+        job = batch[index]
+        if job.on_partial is not None and not job.future.done():
+            try:
+                job.on_partial(meta, body)
+            except Exception:  # one client's stream must not break the worker's batch
+                log.exception("could not pass an intermediate answer to its request")
+
+    return deliver
 
 
 def _fail(job: Job, error: TsfError) -> None:

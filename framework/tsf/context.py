@@ -8,7 +8,10 @@ API through which handlers record custom metrics that reach ``/metrics`` on the 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
+
+# (batch index, request id, value, status code) -> None; sends one intermediate answer
+PartialSink = Callable[[int, str, Any, int], None]
 
 from .handler_metrics import HandlerMetrics
 
@@ -89,6 +92,7 @@ class Context:
         self.request_processor: list[RequestProcessor] = []
         self._request_params: list[dict[str, str]] = []
         self._request_protocols: list[str] = []
+        self.partial_sink: PartialSink | None = None  # set by the worker while a batch runs
 
     @property
     def device(self) -> str:
@@ -190,3 +194,15 @@ class Context:
 
     def get_response_headers(self, idx: int) -> dict[str, str]:
         return self.request_processor[idx].get_response_headers()
+
+    # --- streaming ----------------------------------------------------------------------------
+    def send_intermediate_predict_response(self, ret: list, req_id_map: dict[int, str],
+                                           message: str = "", code: int = 200) -> None:
+        """Send ``ret[idx]`` to the client of each request ``idx`` in ``req_id_map`` now, before
+        the batch's final answers (TorchServe's streaming).  Values are encoded as final results
+        are; ``message`` is accepted for TorchServe's signature and not sent."""
+        if self.partial_sink is None:
+            raise RuntimeError("send_intermediate_predict_response works only inside a worker "
+                               "while a batch runs")
+        for idx, request_id in req_id_map.items():
+            self.partial_sink(int(idx), str(request_id), ret[idx], int(code))

@@ -49,3 +49,52 @@ def protocol_server(model_store):
         yield server
     finally:
         server.stop()
+
+
+STREAMING_HANDLER = '''
+import json
+import time
+
+
+class StreamingHandler:
+    """TorchServe-style: three intermediate answers per request, DELAY s apart, then the final."""
+
+    DELAY = 0.6
+
+    def initialize(self, context):
+        self.initialized = True
+
+    def handle(self, data, context):
+        words = []
+        for row in data:
+            body = row.get("data") or row.get("body")
+            words.append(body.decode() if isinstance(body, (bytes, bytearray)) else str(body))
+        for step in range(3):
+            context.send_intermediate_predict_response(
+                [f"{word} {step}|" for word in words], context.request_ids,
+                "Intermediate Prediction success", 200)
+            time.sleep(self.DELAY)
+        if "fail" in words:
+            raise ValueError("failed after streaming on purpose")
+        return [json.dumps({"word": word, "batch": len(words), "done": time.time()})
+                for word in words]
+'''
+
+
+@pytest.fixture(scope="session")
+def streaming_archive(model_store, tmp_path_factory) -> str:
+    """``streamer.mar`` in the model store, built with torch-model-archiver (batch size 2)."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    src = tmp_path_factory.mktemp("streamer")
+    (src / "streaming_handler.py").write_text(STREAMING_HANDLER)
+    (src / "model-config.yaml").write_text("batchSize: 2\nmaxBatchDelay: 1500\n"
+                                           "responseTimeout: 60\n")
+    archiver = Path(sys.executable).parent / "torch-model-archiver"
+    subprocess.run([str(archiver), "--model-name", "streamer", "--version", "1.0",
+                    "--handler", str(src / "streaming_handler.py"),
+                    "--config-file", str(src / "model-config.yaml"),
+                    "--export-path", str(model_store), "-f"], check=True)
+    return "streamer.mar"

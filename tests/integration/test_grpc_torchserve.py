@@ -223,3 +223,25 @@ def test_a_killed_worker_fails_its_call_with_unavailable_and_serving_goes_on(
         assert json.loads(answer.prediction) == {"slept": 0.0}
     finally:
         protocol_server.manage("DELETE", "/models/grpcvictim")
+
+
+def test_stream_predictions_sends_each_intermediate_answer_as_it_comes(ts, inference,
+                                                                       protocol_server,
+                                                                       streaming_archive):
+    import time
+
+    assert protocol_server.register(streaming_archive, model_name="grpcstream",
+                                    batch_size=1).status_code == 200
+    try:
+        request = ts.inference_pb2.PredictionsRequest(model_name="grpcstream",
+                                                      input={"data": b"gamma"})
+        messages = [(time.time(), m.prediction) for m in inference.StreamPredictions(request)]
+        assert [p for _, p in messages[:3]] == [b"gamma 0|", b"gamma 1|", b"gamma 2|"]
+        assert len(messages) == 4
+        final = json.loads(messages[3][1])
+        assert final["word"] == "gamma"
+        # each intermediate answer arrived while the handler was still running (0.6 s apart)
+        assert messages[0][0] < final["done"] - 1.0, (messages, final)
+        assert [t for t, _ in messages] == sorted(t for t, _ in messages)
+    finally:
+        protocol_server.manage("DELETE", "/models/grpcstream")

@@ -1,14 +1,16 @@
 """TorchServe's gRPC services: ``InferenceAPIsService`` and ``ManagementAPIsService``.
 
 Inputs of ``Predictions`` are the request's parts by name, passed to the handler as bytes (as
-TorchServe does).  The management methods answer with the JSON text of the REST API.  tsf
-handlers give one answer per request, so ``StreamPredictions`` sends a single message.
+TorchServe does).  The management methods answer with the JSON text of the REST API.
+``StreamPredictions`` sends one message per intermediate answer of a streaming handler
+(``context.send_intermediate_predict_response``) as it arrives, then the final answer.
 ``StreamPredictions2`` answers each request of the stream in order and reports a failure in
 the message's ``status`` instead of ending the stream.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, AsyncIterator
 
@@ -38,8 +40,9 @@ class InferenceService(GrpcService):
             await context.abort(grpc_code(503), json.dumps(body))
         return self.pb.TorchServeHealthResponse(health=json.dumps(body, indent=2))
 
-    async def _predict(self, request: Any, headers: dict[str, str], span: Any = None
-                       ) -> tuple[Any, bytes]:
+    async def _predict(self, request: Any, headers: dict[str, str], span: Any = None,
+                       partials: asyncio.Queue | None = None) -> tuple[Any, bytes]:
+        """The final answer; intermediate answers go to ``partials`` when given."""
         if not request.model_name:
             raise BadRequest("model_name is required")
         parts = [{"name": key, "ctype": ""} for key in request.input]
@@ -48,6 +51,8 @@ class InferenceService(GrpcService):
         mv, job = self.manager.submit(request.model_name, _version(request.model_version),
                                       "predict", meta, [request.input[p["name"]] for p in parts],
                                       span)
+        if partials is not None:
+            job.on_partial = lambda result, payload: partials.put_nowait(payload)
         result, payload = await job.future
         raise_for_answer(result, payload)
         self.check_size(payload)
@@ -64,7 +69,28 @@ class InferenceService(GrpcService):
         return await self._answer(request, context, "Predictions")
 
     async def StreamPredictions(self, request: Any, context: Any) -> AsyncIterator[Any]:
-        yield await self._answer(request, context, "StreamPredictions")
+        partials: asyncio.Queue = asyncio.Queue()  # intermediate answers, then None
+
+        async def final() -> Any:
+            async with self.answering(context, request.model_name,
+                                      method="StreamPredictions") as outcome:
+                headers = self.authorize(context)
+                outcome.model_version, payload = await self._predict(request, headers,
+                                                                     outcome.span, partials)
+                return self.pb.PredictionResponse(prediction=payload)
+
+        answer = asyncio.ensure_future(final())
+        answer.add_done_callback(lambda _: partials.put_nowait(None))
+        try:
+            while (payload := await partials.get()) is not None:
+                try:
+                    self.check_size(payload)
+                except TsfError as exc:
+                    await abort(context, exc)
+                yield self.pb.PredictionResponse(prediction=payload)
+            yield answer.result()
+        finally:
+            answer.cancel()
 
     async def StreamPredictions2(self, requests: Any, context: Any) -> AsyncIterator[Any]:
         try:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 from typing import Any
 
-from ..errors import check_response_size
+from ..errors import TsfError, check_response_size
 from .openapi import InferenceOpenAPIHandler
 from .request_body import StreamingBodyHandler, request_parts
+
+log = logging.getLogger("tsf.http")
 
 
 class PingHandler(StreamingBodyHandler):
@@ -37,10 +42,20 @@ class PingHandler(StreamingBodyHandler):
 
 
 class PredictionHandler(StreamingBodyHandler):
-    """``POST /predictions/{model}[/{version}]`` (and explanations, with ``kind``)."""
+    """``POST /predictions/{model}[/{version}]`` (and explanations, with ``kind``).
+
+    A handler that streams (``context.send_intermediate_predict_response``) gets an HTTP/1.1
+    chunked answer as TorchServe gives it: the first intermediate answer sends the head (its
+    status, content type and headers, plus ``ts_stream_next: true``), each answer is flushed as
+    a chunk when it arrives, the final answer is the last chunk.
+    """
 
     kind = "predict"
     route = "/predictions/{model_name}"
+    streaming = False  # an intermediate answer went out: the answer is a chunked stream
+    streamed = 0  # bytes sent as intermediate answers
+    stream_status = 200
+    stream_broken = False  # the client went away mid-stream
 
     async def post(self, model: str, version: str | None = None) -> None:
         route = self.route + ("/{model_version}" if version else "")
@@ -49,17 +64,59 @@ class PredictionHandler(StreamingBodyHandler):
             self.request_id = meta["id"]
             outcome.model_version, job = self.submit(model, version, self.kind, meta, blobs,
                                                      outcome.span)
-            result, payload = await job.future
-            outcome.code = result["status"]
+            job.on_partial = self.send_partial
+            try:
+                result, payload = await job.future
+            except TsfError as error:
+                if not self.streaming:
+                    raise
+                outcome.code = error.status  # too late for a status: the error is the last chunk
+                self.finish(json.dumps(error.to_dict()))
+                return
+            outcome.code = self.stream_status if self.streaming else result["status"]
             self.respond(meta["id"], result, payload)
 
-    def respond(self, request_id: str, result: dict, payload: bytes) -> None:
-        check_response_size(len(payload), self.services["config"].max_response_size)
+    def send_partial(self, result: dict, payload: bytes) -> None:
+        """Flush one intermediate answer as a chunk (the first one with the head)."""
+        if self.stream_broken:
+            return
+        limit = self.services["config"].max_response_size
+        if self.streamed + len(payload) > limit:
+            log.warning("request %s: streamed answer exceeds max_response_size (%d bytes); "
+                        "closing the connection", self.request_id, limit)
+            self.stream_broken = True
+            self.request.connection.close()
+            return
+        if not self.streaming:
+            self.streaming = True
+            self.stream_status = result["status"]
+            self._head(self.request_id, result)
+            self.set_header("ts_stream_next", "true")
+        self.streamed += len(payload)
+        self.write(payload)
+        self.flush().add_done_callback(self._flushed)
+
+    def _flushed(self, future: "asyncio.Future[None]") -> None:
+        if future.exception() is not None:
+            self.stream_broken = True
+
+    def _head(self, request_id: str, result: dict) -> None:
         self.set_status(result["status"])
         self.set_header("Content-Type", result["ctype"])
         self.set_header("X-Request-Id", request_id)
         for key, value in result.get("headers", {}).items():
             self.set_header(key, value)
+
+    def respond(self, request_id: str, result: dict, payload: bytes) -> None:
+        limit = self.services["config"].max_response_size
+        if self.streaming:  # the head went with the first chunk; this is the last one
+            if self.streamed + len(payload) > limit:
+                self.request.connection.close()
+                return
+            self.finish(payload)
+            return
+        check_response_size(len(payload), limit)
+        self._head(request_id, result)
         self.finish(payload)
 
     put = post

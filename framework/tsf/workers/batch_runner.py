@@ -5,7 +5,7 @@ object, text -> str, anything else -> bytes).  Predictions go preprocess -> infe
 postprocess, explanations through ``tsf_explain``.  Stage times are measured here and sent back.
 If a batch of several requests fails, each request is retried alone so that one bad input fails
 only itself.  Results are encoded once, here: bytes as they are, str as UTF-8 text, anything else
-as JSON.
+as JSON; so are the intermediate answers a streaming handler sends while its batch runs.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ import json
 import logging
 import time
 import traceback
-from typing import Any
+from typing import Any, Callable
 
 import pluggy
 
-from ..context import Context
+from ..context import Context, PartialSink
 from ..errors import BadRequest, HandlerError, NotImplementedByModel, OutOfResources, TsfError
 from ..json_body import load_json
 from ..oip.tensors import (PROTOCOL as OIP, TENSOR_CTYPE, TENSORS_CTYPE, decode_tensor,
@@ -102,12 +102,18 @@ class StageClock:
         return self._wall0 + int((perf - self._perf0) * 1e9)
 
 
+# (frame header, body) -> None: sends one PARTIAL frame to the front end
+PartialSender = Callable[[dict, bytes], None]
+
+
 class BatchRunner:
     """Runs batches for one model through the worker's plugin manager."""
 
-    def __init__(self, pm: pluggy.PluginManager, context: Context) -> None:
+    def __init__(self, pm: pluggy.PluginManager, context: Context,
+                 send_partial: PartialSender | None = None) -> None:
         self.pm = pm
         self.context = context
+        self.send_partial = send_partial
 
     def run(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
         metas: list[dict] = header["requests"]
@@ -146,6 +152,8 @@ class BatchRunner:
 
     def _run_group(self, kind: str, items: list[tuple[int, dict]], metas: list[dict],
                    clock: StageClock) -> list[tuple[int, tuple[dict, bytes]]]:
+        if self.send_partial is not None:
+            self.context.partial_sink = self._partial_sink([i for i, _ in items], metas)
         try:
             values = self._stages(kind, [r for _, r in items], [metas[i] for i, _ in items],
                                   clock)
@@ -156,6 +164,27 @@ class BatchRunner:
                 return [pair for item in items
                         for pair in self._run_group(kind, [item], metas, clock)]
             return [(items[0][0], error_result(self._as_error(exc)))]
+        finally:
+            self.context.partial_sink = None
+
+    def _partial_sink(self, positions: list[int], metas: list[dict]) -> PartialSink:
+        """Sends a handler's intermediate answer for its request ``idx`` of this group;
+        ``positions`` maps the group's indexes to the batch's."""
+        send = self.send_partial
+        assert send is not None
+
+        def sink(idx: int, request_id: str, value: Any, code: int) -> None:
+            if not 0 <= idx < len(positions):
+                raise IndexError(f"request index {idx} is not in this batch of "
+                                 f"{len(positions)} requests")
+            settings = dict(self.context.response_settings(idx))
+            if settings["status"] == 200:
+                settings["status"] = code
+            meta, body = encode_result(value, settings)
+            position = positions[idx]
+            send({"index": position, "id": metas[position].get("id", request_id), **meta}, body)
+
+        return sink
 
     def _encode(self, value: Any, meta: dict, position: int) -> tuple[dict, bytes]:
         settings = self.context.response_settings(position)

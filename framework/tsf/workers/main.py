@@ -16,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import traceback
 from typing import Any
 
@@ -83,7 +84,13 @@ def serve(sock: socket.socket, spec: dict) -> int:
         ready["signature"] = signature
     protocol.send_frame(sock, protocol.READY, ready)
     REQUEST_IDS.context = context
-    runner = BatchRunner(pm, context)
+    sending = threading.Lock()  # a handler may stream from threads of its own
+
+    def send_partial(partial: dict, body: bytes) -> None:
+        with sending:
+            protocol.send_frame(sock, protocol.PARTIAL, partial, [body])
+
+    runner = BatchRunner(pm, context, send_partial)
     while True:
         try:
             kind, header, blobs = protocol.recv_frame(sock)
@@ -93,7 +100,8 @@ def serve(sock: socket.socket, spec: dict) -> int:
             print(f"unexpected frame kind {kind}", file=sys.stderr)
             continue
         result_header, result_blobs = runner.run(header, blobs)
-        protocol.send_frame(sock, protocol.RESULT, result_header, result_blobs)
+        with sending:
+            protocol.send_frame(sock, protocol.RESULT, result_header, result_blobs)
 
 
 def receive_spec(sock: socket.socket) -> dict:

@@ -17,7 +17,7 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Callable
 
 from ..errors import ModelLoadError, TsfError, WorkerDied, WorkerTimeout, from_dict
 from . import protocol
@@ -200,9 +200,14 @@ class WorkerProcess:
         self._timed_out = True
         self.kill(f"no answer within response_timeout of {timeout:g} s")
 
-    async def run_batch(self, header: dict, blobs: list[bytes], timeout: float
+    async def run_batch(self, header: dict, blobs: list[bytes], timeout: float,
+                        on_partial: Callable[[dict, bytes], None] | None = None
                         ) -> tuple[dict, list[bytes]]:
-        """Send one batch and wait for its results; a timeout kills the worker."""
+        """Send one batch and wait for its results; a timeout kills the worker.
+
+        Intermediate answers a streaming handler sends before the results go to ``on_partial``
+        as they arrive; each restarts the timeout (as TorchServe counts it per answer).
+        """
         assert self._writer is not None and self._reader is not None
         self.status = "BUSY"
         self.busy_since = time.monotonic()
@@ -212,6 +217,12 @@ class WorkerProcess:
             protocol.write_frame(self._writer, protocol.BATCH, header, blobs)
             await self._writer.drain()
             kind, result, result_blobs = await protocol.read_frame(self._reader)
+            while kind == protocol.PARTIAL:
+                timer.cancel()
+                timer = loop.call_later(timeout, self._on_timeout)
+                if on_partial is not None:
+                    on_partial(result, result_blobs[0] if result_blobs else b"")
+                kind, result, result_blobs = await protocol.read_frame(self._reader)
         except (EOFError, ConnectionError, protocol.ProtocolError) as exc:
             await self._reap()
             if self._timed_out:

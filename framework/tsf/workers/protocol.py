@@ -25,6 +25,8 @@ READY = 1        # worker -> front end: model loaded; header has pid
 LOAD_ERROR = 2   # worker -> front end: model failed to load; header has error
 BATCH = 3        # front end -> worker: a batch of requests
 RESULT = 4       # worker -> front end: one result per request, timings, metrics
+PARTIAL = 5      # worker -> front end, before RESULT: one intermediate answer of one request;
+                 # header has index (in the batch), id, status, ctype, headers; one blob
 SPEC = 10        # front end -> worker, first frame: the model to serve and the worker's settings
 
 

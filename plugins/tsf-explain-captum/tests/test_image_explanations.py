@@ -94,6 +94,9 @@ def setup(tmp_path_factory):
     (src / "index_to_name.json").write_text(json.dumps(LABELS))
     (src / "classifier.yaml").write_text(CLASSIFIER_CONFIG)
     (src / "small.yaml").write_text("explain:\n  n_steps: 4\nhandler:\n  threshold: 0.0\n")
+    # the segmenter at the picture's own size (its default is TorchServe's 224 x 224 crop)
+    (src / "seg.yaml").write_text("explain:\n  n_steps: 4\nhandler:\n  resize: none\n"
+                                  "  crop: none\n")
     models = {}
     for name, source, cls in (("small", CLASSIFIER, "SmallNet"),
                               ("seg", SEGMENTER, "TinySegmenter"),
@@ -112,7 +115,7 @@ def setup(tmp_path_factory):
              handler="image_classifier", config_file=str(src / "classifier.yaml")),
         dict(model_name="seg", serialized_file=str(src / "seg.pth"),
              model_file=str(src / "seg_model.py"), handler="image_segmenter",
-             config_file=str(src / "small.yaml")),
+             config_file=str(src / "seg.yaml")),
         dict(model_name="det", serialized_file=str(src / "det.pth"),
              model_file=str(src / "det_model.py"), handler="object_detector",
              config_file=str(src / "small.yaml")),

@@ -44,6 +44,7 @@ def setup(tmp_path_factory):
     (src / "index_to_name.json").write_text(json.dumps(LABELS))
     (src / "low.yaml").write_text("batchSize: 2\nmaxBatchDelay: 300\nhandler:\n  threshold: 0.0\n")
     (src / "high.yaml").write_text("handler:\n  threshold: 0.999\n")
+    (src / "rounded.yaml").write_text("handler:\n  threshold: 0.0\n  box_decimals: 2\n")
     common = dict(handler="object_detector", extra_files=str(src / "index_to_name.json"),
                   export_path=str(store))
     write_archive(ArchiveSpec(model_name="det_eager", serialized_file=str(src / "det.pth"),
@@ -53,9 +54,11 @@ def setup(tmp_path_factory):
                               config_file=str(src / "low.yaml"), **common))
     write_archive(ArchiveSpec(model_name="det_strict", serialized_file=str(src / "det.pt"),
                               config_file=str(src / "high.yaml"), **common))
+    write_archive(ArchiveSpec(model_name="det_rounded", serialized_file=str(src / "det.pt"),
+                              config_file=str(src / "rounded.yaml"), **common))
     server = ServerProcess(model_store=store)
     try:
-        for name in ("det_eager", "det_script", "det_strict"):
+        for name in ("det_eager", "det_script", "det_strict", "det_rounded"):
             r = server.register(f"{name}.mar")
             assert r.status_code == 200, r.text
         yield server, model
@@ -68,6 +71,50 @@ def expected(model, data: bytes) -> list:
                        torch.float32, scale=True)
     with torch.no_grad():
         return model([image])[0]["scores"].tolist()
+
+
+def torchserve_answer(model, data: bytes, threshold: float) -> list:
+    """TorchServe 0.12's object_detector: boxes and scores with score >= threshold, as the
+    tensors' ``tolist()`` gives them (no rounding), keyed by index_to_name.json's label."""
+    from torchvision import transforms as T
+
+    image = T.ToTensor()(Image.open(io.BytesIO(data)))
+    with torch.no_grad():
+        row = model([image])[0]
+    keep = row["scores"] >= threshold
+    return [{LABELS[str(label)]: box, "score": score}
+            for box, label, score in zip(row["boxes"][keep].tolist(),
+                                         row["labels"][keep].tolist(),
+                                         row["scores"][keep].tolist())]
+
+
+def _pairs(answer: list) -> list:
+    return [(next(k for k in found if k != "score"),
+             next(v for k, v in found.items() if k != "score"), found["score"])
+            for found in answer]
+
+
+def test_boxes_are_not_rounded_as_in_torchserve(setup):
+    server, model = setup
+    data = random_image("JPEG", (160, 120), 5)
+    r = server.post("/predictions/det_script", data=data)
+    assert r.status_code == 200, r.text
+    got, want = _pairs(r.json()), _pairs(torchserve_answer(model, data, 0.0))
+    assert len(got) == len(want) and got
+    for (label, box, score), (label2, box2, score2) in zip(got, want):
+        assert label == label2
+        assert box == pytest.approx(box2, abs=1e-3) and score == pytest.approx(score2, abs=1e-4)
+    values = [v for _, box, _ in got for v in box]
+    assert any(v != round(v, 2) for v in values)  # full float precision, as TorchServe
+
+
+def test_box_decimals_rounds_on_request(setup):
+    server, _ = setup
+    data = random_image("JPEG", (160, 120), 5)
+    answer = server.post("/predictions/det_rounded", data=data).json()
+    values = [v for _, box, _ in _pairs(answer) for v in box]
+    assert values and all(v == round(v, 2) for v in values)
+    assert any(v != round(v, 1) for v in values)
 
 
 @pytest.mark.parametrize("model_name", ["det_eager", "det_script"])

@@ -2,8 +2,10 @@
 
 For torchvision detection models (Faster R-CNN, RetinaNet, SSD, ...), eager or TorchScript.  Images
 of any size go to the model as a list, since these models resize and normalise internally.
-Options (model-config.yaml ``handler:``): ``threshold`` (default 0.5), and the VisionHandler
-options (no resize or normalisation by default).
+Box values and scores are the model's floats unrounded, as TorchServe's ``object_detector``
+answers.  Options (model-config.yaml ``handler:``): ``threshold`` (default 0.5),
+``box_decimals`` (round box values to that many decimals; unset by default), and the
+VisionHandler options (no resize or normalisation by default).
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ class ObjectDetector(VisionHandler):
     """Detects objects; keeps boxes whose score reaches ``threshold``."""
 
     task = "object_detection"
-    defaults = {"resize": None, "crop": None, "mean": None, "std": None, "threshold": 0.5}
+    defaults = {"resize": None, "crop": None, "mean": None, "std": None, "threshold": 0.5,
+                "box_decimals": None}
 
     def tsf_preprocess(self, context: Any, requests: list[dict]) -> Any:
         return [image.to(context.device) for image in self.images(context, requests)]
@@ -31,6 +34,7 @@ class ObjectDetector(VisionHandler):
 
     def tsf_postprocess(self, context: Any, outputs: Any) -> list:
         threshold = float(self.options.get("threshold", 0.5))
+        decimals = self.options.get("box_decimals")
         results = []
         for detection in outputs:
             found = []
@@ -38,7 +42,8 @@ class ObjectDetector(VisionHandler):
                                          detection["labels"].tolist(),
                                          detection["scores"].tolist()):
                 if score >= threshold:
-                    found.append({self.labels(label): [round(v, 2) for v in box],
-                                  "score": score})
+                    if decimals is not None:
+                        box = [round(v, int(decimals)) for v in box]
+                    found.append({self.labels(label): box, "score": score})
             results.append(found)
         return results

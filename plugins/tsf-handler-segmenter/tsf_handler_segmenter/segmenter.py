@@ -1,6 +1,9 @@
 """``image_segmenter``: per-pixel top class and probability, or a PNG mask.
 
-The JSON answer is TorchServe's: for each image an ``H x W`` grid of ``[class, probability]``.
+The JSON answer is TorchServe's: for each image an ``H x W`` grid of ``[class, probability]``,
+after TorchServe's default transform (resize the short side to 256, center crop 224, ImageNet
+normalisation), so a 224 x 224 grid.  ``handler: {resize: none, crop: none}`` segments the
+picture at its own size instead.
 With ``Accept: image/png`` on the request (or ``handler: {output: png}``), the answer is instead
 a PNG at the model output's size whose pixel values are the class indices.  Works with models
 returning a tensor or a dict with ``"out"`` (torchvision's segmentation models).
@@ -16,11 +19,21 @@ from tsf.handler import Ragged
 from tsf_handler_image.vision import VisionHandler
 
 
+_OFF = ("none", "null", "off", "false", "")
+
+
 class ImageSegmenter(VisionHandler):
-    """Segments images; no resize by default, ImageNet normalisation."""
+    """Segments images after TorchServe's resize 256 / crop 224 / ImageNet normalisation."""
 
     task = "image_segmentation"
-    defaults = {**VisionHandler.defaults, "resize": None, "crop": None, "output": "json"}
+    defaults = {**VisionHandler.defaults, "output": "json"}
+
+    def build_transform(self, options: dict) -> Any:
+        """VisionHandler's transform; ``none`` (as a string too) turns a step off."""
+        for step in ("resize", "crop"):
+            if isinstance(options.get(step), str) and options[step].lower() in _OFF:
+                options[step] = None
+        return super().build_transform(options)
 
     def forward(self, context: Any, batch: Any) -> Any:
         """Per-image logits, ``classes x H x W`` each (a list, since sizes may differ)."""

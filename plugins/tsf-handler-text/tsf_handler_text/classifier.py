@@ -5,8 +5,15 @@ are tokenized, padded to the longest and sent as ``model(input_ids, attention_ma
 ``model(input_ids)`` with ``handler: {attention_mask: false}``).  The model returns one logits row
 per text (a tuple's first element, or a dict's ``"logits"``).
 
+An archive made for TorchServe's ``text_classifier`` (a ``source_vocab.pt`` among its files, or
+named by the manifest's ``sourceVocab``) is served as TorchServe serves it: TorchServe's text
+cleanup, ``basic_english`` tokens plus bigrams, looked up in the vocabulary and sent as
+``model(text, offsets)`` (an ``EmbeddingBag`` model); the requests of a batch are one
+``text`` with one offset each.
+
 Options (model-config.yaml ``handler:``): ``max_length`` (128), ``attention_mask`` (true),
-``lowercase`` (vocabulary tokenizer), ``tokenizer_file``, ``vocab_file``.
+``lowercase`` (vocabulary tokenizer), ``tokenizer_file``, ``vocab_file``; for ``source_vocab.pt``
+archives ``ngrams`` (2).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ from tsf.errors import BadRequest
 from tsf.handler import BaseHandler
 from tsf.labels import Labels
 
+from . import torchserve_text
+from .source_vocab import SourceVocab, load_source_vocab
 from .tokenization import load_tokenizer
 
 
@@ -26,13 +35,21 @@ class TextClassifier(BaseHandler):
 
     task = "text_classification"
 
-    defaults: dict[str, Any] = {"max_length": 128, "attention_mask": True}
+    defaults: dict[str, Any] = {"max_length": 128, "attention_mask": True, "ngrams": 2}
+    source_vocab: SourceVocab | None = None
 
     def tsf_load_model(self, context: Any) -> Any:
         model = super().tsf_load_model(context)
         self.options = {**self.defaults, **context.handler_config}
         self.labels = Labels.from_model_dir(context.model_dir)
-        self.tokenizer = load_tokenizer(Path(context.model_dir), self.options)
+        model_dir = Path(context.model_dir)
+        named = (context.manifest.get("model") or {}).get("sourceVocab")
+        vocab = model_dir / (named or "source_vocab.pt")
+        if vocab.is_file():
+            self.source_vocab = load_source_vocab(vocab)
+            self.task = None  # no explainer knows (text, offsets) models: explain answers 501
+        else:
+            self.tokenizer = load_tokenizer(model_dir, self.options)
         return model
 
     def text(self, context: Any, request: dict, index: int) -> str:
@@ -52,6 +69,8 @@ class TextClassifier(BaseHandler):
     def tsf_preprocess(self, context: Any, requests: list[dict]) -> Any:
         import torch
 
+        if self.source_vocab is not None:
+            return self.vocab_batch(context, requests)
         max_length = int(self.options["max_length"])
         encoded = [self.tokenizer.encode(self.text(context, r, i), max_length)
                    for i, r in enumerate(requests)]
@@ -63,10 +82,27 @@ class TextClassifier(BaseHandler):
             mask[row, :len(tokens)] = 1
         return ids.to(context.device), mask.to(context.device)
 
+    def vocab_batch(self, context: Any, requests: list[dict]) -> Any:
+        """``(text, offsets)`` as TorchServe builds them: every request's token ids back to
+        back, and where each request starts."""
+        import torch
+
+        vocab, n = self.source_vocab, int(self.options["ngrams"])
+        assert vocab is not None
+        ids: list[int] = []
+        offsets: list[int] = []
+        for i, request in enumerate(requests):
+            offsets.append(len(ids))
+            ids.extend(vocab[token] for token in
+                       torchserve_text.tokens(self.text(context, request, i), n))
+        return (torch.tensor(ids, dtype=torch.long, device=context.device),
+                torch.tensor(offsets, dtype=torch.long, device=context.device))
+
     def forward(self, context: Any, batch: Any) -> Any:
-        """Logits, one row per text, from ``(input_ids, attention_mask)``."""
+        """Logits, one row per text, from ``(input_ids, attention_mask)`` (or, for a
+        ``source_vocab.pt`` archive, ``(text, offsets)``)."""
         ids, mask = batch
-        if self.options.get("attention_mask", True):
+        if self.source_vocab is not None or self.options.get("attention_mask", True):
             outputs = context.model(ids, mask)
         else:
             outputs = context.model(ids)
