@@ -8,6 +8,8 @@ Keys are TorchServe's ``config.properties`` keys where one exists (``inference_a
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .errors import BadRequest
+
+log = logging.getLogger("tsf")
 
 
 @dataclass
@@ -139,6 +143,33 @@ class Address:
         if parts.port is None:
             raise BadRequest(f"listen address {text!r} has no port")
         return cls(host=parts.hostname or "127.0.0.1", port=parts.port, scheme=parts.scheme)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or ``localhost``) only accepts local connections."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to any interface
+
+
+def guard_management_address(config: ServerConfig, has_management_token: bool) -> ServerConfig:
+    """The configuration with the management API kept on loopback unless it has a token.
+
+    Registering a model runs its code, so an open management port reachable from the network
+    is remote code execution (ShellTorch).  A non-loopback ``management_address`` without a
+    management token is downgraded to ``127.0.0.1`` on the same port, with a warning.
+    """
+    address = Address.parse(config.management_address)
+    if has_management_token or is_loopback(address.host):
+        return config
+    safe = f"{address.scheme}://127.0.0.1:{address.port}"
+    log.warning("management_address %s is not loopback and no management token is configured: "
+                "the management API listens on %s instead (set TSF_MANAGEMENT_TOKEN or "
+                "auth_token_file to expose it)", config.management_address, safe)
+    return dataclasses.replace(config, management_address=safe)
 
 
 @dataclass

@@ -12,7 +12,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from ..config import Address, ServerConfig
+from ..config import Address, ServerConfig, guard_management_address
 from ..errors import TsfError
 from ..manager import ModelManager
 from ..metrics import ServerMetrics
@@ -34,7 +34,8 @@ class TsfServer:
     """Owns the plugin manager, the model manager, metrics and the HTTP listeners."""
 
     def __init__(self, config: ServerConfig, pm: Any = None) -> None:
-        self.config = config
+        self.tokens = load_tokens(config)
+        self.config = config = guard_management_address(config, self.tokens.management is not None)
         self.pm = pm or create_manager()
         observer = None
         if self.pm.hook.tsf_record_metric.get_hookimpls():
@@ -42,7 +43,6 @@ class TsfServer:
                 self.pm.hook.tsf_record_metric(name=name, kind=kind, value=value, labels=labels)
         self.metrics = ServerMetrics(observer)
         self.pm.hook.tsf_register_metrics(registry=self.metrics.registry)
-        self.tokens = load_tokens(config)
         self.tracing = create_tracing()
         self.manager = ModelManager(config, self.pm, self.metrics, self.tracing)
         self.servers: list[tornado.httpserver.HTTPServer] = []
