@@ -156,20 +156,27 @@ def is_loopback(host: str) -> bool:
 
 
 def guard_management_address(config: ServerConfig, has_management_token: bool) -> ServerConfig:
-    """The configuration with the management API kept on loopback unless it has a token.
+    """The configuration with the management APIs (HTTP and gRPC) kept on loopback unless
+    a management token is configured.
 
     Registering a model runs its code, so an open management port reachable from the network
-    is remote code execution (ShellTorch).  A non-loopback ``management_address`` without a
+    is remote code execution (ShellTorch).  A non-loopback management address without a
     management token is downgraded to ``127.0.0.1`` on the same port, with a warning.
     """
-    address = Address.parse(config.management_address)
-    if has_management_token or is_loopback(address.host):
+    if has_management_token:
         return config
-    safe = f"{address.scheme}://127.0.0.1:{address.port}"
-    log.warning("management_address %s is not loopback and no management token is configured: "
-                "the management API listens on %s instead (set TSF_MANAGEMENT_TOKEN or "
-                "auth_token_file to expose it)", config.management_address, safe)
-    return dataclasses.replace(config, management_address=safe)
+    changes = {}
+    for key in ("management_address", "grpc_management_address"):
+        given = getattr(config, key)
+        address = Address.parse(given)
+        if is_loopback(address.host):
+            continue
+        changes[key] = (f"{address.scheme}://" if "://" in given else "") + \
+            f"127.0.0.1:{address.port}"
+        log.warning("%s %s is not loopback and no management token is configured: that API "
+                    "listens on %s instead (set TSF_MANAGEMENT_TOKEN or auth_token_file to "
+                    "expose it)", key, given, changes[key])
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 @dataclass

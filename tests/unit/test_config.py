@@ -61,6 +61,7 @@ def test_management_on_all_interfaces_without_token_is_kept_on_loopback(caplog):
         guarded = guard_management_address(config, has_management_token=False)
     assert guarded.management_address == "http://127.0.0.1:8081"
     assert guarded.inference_address == "http://0.0.0.0:8080"     # only management is guarded
+    assert guarded.grpc_management_address == "127.0.0.1:7071"   # already loopback
     assert "no management token" in caplog.text and "0.0.0.0:8081" in caplog.text
 
 
@@ -69,3 +70,12 @@ def test_management_on_all_interfaces_with_token_or_on_loopback_is_unchanged():
     assert guard_management_address(exposed, has_management_token=True) is exposed
     local = ServerConfig(management_address="http://127.0.0.1:9081")
     assert guard_management_address(local, has_management_token=False) is local
+
+
+def test_grpc_management_on_all_interfaces_without_token_is_kept_on_loopback():
+    config = ServerConfig(grpc_management_address="0.0.0.0:7071",
+                          grpc_inference_address="0.0.0.0:7070")
+    guarded = guard_management_address(config, has_management_token=False)
+    assert guarded.grpc_management_address == "127.0.0.1:7071"
+    assert guarded.grpc_inference_address == "0.0.0.0:7070"
+    assert guard_management_address(config, has_management_token=True) is config
