@@ -10,7 +10,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 PLUGINS := $(wildcard plugins/*/pyproject.toml contrib-handlers/*/pyproject.toml)
 PLUGINS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
-.PHONY: setup serve test bench bench-compare bench-torchserve demo-store clean
+.PHONY: setup serve test bench bench-compare bench-torchserve demo-store image image-lint clean
 
 $(STAMP): pyproject.toml requirements-test.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	python3 -m venv $(VENV)
@@ -22,6 +22,11 @@ $(STAMP): pyproject.toml requirements-test.txt $(addsuffix /pyproject.toml,$(PLU
 	command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	  --no-install-recommends prometheus >/dev/null; } || echo "prometheus not installed: its tests will skip"
+	@# haproxy for the rolling-restart test; podman, runc and mmdebstrap for `make image`
+	command -v haproxy >/dev/null && command -v podman >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  command -v apt-get >/dev/null && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends haproxy podman runc mmdebstrap >/dev/null; } \
+	  || echo "haproxy/podman not installed: the rolling-restart and image tests will skip"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -50,5 +55,28 @@ bench-torchserve: .venv-ts/bin/torchserve
 bench-compare: $(STAMP) bench-torchserve
 	$(PY) benchmarks/compare.py
 
+# Container image (deploy/Containerfile) built with podman from a local Debian base: no registry
+# is needed.  CPU torch 2.13.0 (torchvision 0.28.0 is its pair) keeps the image small.
+IMAGE       ?= localhost/tsf:latest
+BASE_IMAGE  ?= localhost/tsf-base:bookworm
+IMAGE_TORCH ?= torch==2.14.1 torchvision==0.29.1
+IMAGE_CTX   := build/image
+PODMAN      ?= CONTAINERS_CONF=$(CURDIR)/deploy/podman/containers.conf podman
+
+image: $(STAMP)
+	$(PODMAN) image exists $(BASE_IMAGE) || { mkdir -p $(IMAGE_CTX) && \
+	  mmdebstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm \
+	    $(IMAGE_CTX)/rootfs.tar && $(PODMAN) import $(IMAGE_CTX)/rootfs.tar $(BASE_IMAGE) && \
+	  rm $(IMAGE_CTX)/rootfs.tar; }
+	rm -rf $(IMAGE_CTX)/wheels
+	$(PIP) wheel -q -w $(IMAGE_CTX)/wheels $(IMAGE_TORCH) . $(wildcard plugins/*/) \
+	  'grpcio>=1.60' 'grpcio-tools>=1.60' 'googleapis-common-protos>=1.60'
+	cp deploy/config.properties $(IMAGE_CTX)/
+	$(PODMAN) build --build-arg BASE_IMAGE=$(BASE_IMAGE) -f deploy/Containerfile -t $(IMAGE) \
+	  $(IMAGE_CTX)
+
+image-lint: $(STAMP)
+	$(VENV)/bin/hadolint deploy/Containerfile
+
 clean:
-	rm -rf $(VENV) .venv-ts $(STORE)
+	rm -rf $(VENV) .venv-ts $(STORE) $(IMAGE_CTX)
