@@ -47,6 +47,8 @@ class ModelManager:
         self.limits = Limits(max_bytes=config.max_archive_size,
                              max_files=config.max_archive_files)
         self._reserved: set[tuple[str, str]] = set()
+        # set by the server while it registers its startup models: not ready until then
+        self.starting = False
 
     # --- register ---------------------------------------------------------------------------
     async def _fetch(self, url: str, sha256: str | None = None) -> Path:
@@ -250,4 +252,6 @@ class ModelManager:
         """Healthy when every model version has at least its minimum of live workers."""
         problems = [f"{mv.name} {mv.version}: {mv.pool.live_count} of {mv.pool.target} workers "
                     "alive" for mv in self.registry if mv.pool.live_count < mv.pool.target]
+        if self.starting:
+            problems.append("startup models are still being registered")
         return not problems, problems

@@ -92,7 +92,9 @@ class TsfServer:
         return urls
 
     async def start(self) -> None:
-        """Listen, then register the startup models (their workers load in the background)."""
+        """Listen, then register the startup models (their workers load in the background);
+        health checks answer 503 until they are registered."""
+        self.manager.starting = True
         self._listen()
         if self.config.enable_grpc:
             from ..grpc_api.server import GrpcServers
@@ -106,6 +108,7 @@ class TsfServer:
             except TsfError as exc:
                 log.error("startup model %s (%s) not registered: %s", name or url, url,
                           exc.message)
+        self.manager.starting = False
 
     async def stop(self) -> None:
         for server in self.servers:
