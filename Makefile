@@ -56,21 +56,28 @@ bench-compare: $(STAMP) bench-torchserve
 	$(PY) benchmarks/compare.py
 
 # Container image (deploy/Containerfile) built with podman from a local Debian base: no registry
-# is needed.  CPU torch 2.13.0 (torchvision 0.28.0 is its pair) keeps the image small.
+# is needed.  torch 2.14.1 with its CUDA libraries, as in .venv (PyPI's torchvision wheels need
+# CUDA torch: 0.28.0 beside torch 2.13.0+cpu fails with "operator torchvision::nms does not
+# exist").  Third-party wheels go in wheels/, tsf's own in tsf-wheels/ (a layer of their own).
 IMAGE       ?= localhost/tsf:latest
 BASE_IMAGE  ?= localhost/tsf-base:bookworm
 IMAGE_TORCH ?= torch==2.14.1 torchvision==0.29.1
 IMAGE_CTX   := build/image
 PODMAN      ?= CONTAINERS_CONF=$(CURDIR)/deploy/podman/containers.conf podman
+# the Python whose pip gathers the wheels (the image test passes its own)
+IMAGE_PY    ?= $(PY)
 
-image: $(STAMP)
+image: $(if $(filter $(PY),$(IMAGE_PY)),$(STAMP))
 	$(PODMAN) image exists $(BASE_IMAGE) || { mkdir -p $(IMAGE_CTX) && \
 	  mmdebstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm \
 	    $(IMAGE_CTX)/rootfs.tar && $(PODMAN) import $(IMAGE_CTX)/rootfs.tar $(BASE_IMAGE) && \
 	  rm $(IMAGE_CTX)/rootfs.tar; }
 	rm -rf $(IMAGE_CTX)/wheels
-	$(PIP) wheel -q -w $(IMAGE_CTX)/wheels $(IMAGE_TORCH) . $(wildcard plugins/*/) \
+	$(IMAGE_PY) -m pip wheel -q -w $(IMAGE_CTX)/wheels $(IMAGE_TORCH) . $(wildcard plugins/*/) \
 	  'grpcio>=1.60' 'grpcio-tools>=1.60' 'googleapis-common-protos>=1.60'
+	rm -rf $(IMAGE_CTX)/tsf-wheels && mkdir $(IMAGE_CTX)/tsf-wheels
+	mv $(IMAGE_CTX)/wheels/tsf_*.whl $(IMAGE_CTX)/tsf-wheels/
+	ls $(IMAGE_CTX)/wheels > $(IMAGE_CTX)/third-party.txt
 	cp deploy/config.properties $(IMAGE_CTX)/
 	$(PODMAN) build --build-arg BASE_IMAGE=$(BASE_IMAGE) -f deploy/Containerfile -t $(IMAGE) \
 	  $(IMAGE_CTX)
