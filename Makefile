@@ -79,7 +79,8 @@ image: $(if $(filter $(PY),$(IMAGE_PY)),$(STAMP))
 	mv $(IMAGE_CTX)/wheels/tsf_*.whl $(IMAGE_CTX)/tsf-wheels/
 	ls $(IMAGE_CTX)/wheels > $(IMAGE_CTX)/third-party.txt
 	cp deploy/config.properties $(IMAGE_CTX)/
-	$(PODMAN) build --build-arg BASE_IMAGE=$(BASE_IMAGE) -f deploy/Containerfile -t $(IMAGE) \
+	$(PODMAN) build --format docker --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  -f deploy/Containerfile -t $(IMAGE) \
 	  $(IMAGE_CTX)
 
 image-lint: $(STAMP)
