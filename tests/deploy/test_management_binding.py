@@ -16,6 +16,8 @@ import requests
 
 from tsf.testing import stop_process
 
+pytestmark = pytest.mark.slow  # starts real servers
+
 
 def serve_everywhere(tmp_path: Path, env: dict[str, str]) -> tuple[subprocess.Popen, dict, Path]:
     ready = tmp_path / "ready.json"

@@ -11,10 +11,13 @@ import textwrap
 import threading
 import time
 
+import pytest
 import requests
 
 from tsf.archiver import ArchiveSpec, write_archive
 from tsf.testing import free_port, stop_process
+
+pytestmark = pytest.mark.slow  # starts a real server
 
 HANDLER = '''
     def handle(data, context):
