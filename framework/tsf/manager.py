@@ -249,7 +249,8 @@ class ModelManager:
                     yield mv.name, mv.version, worker
 
     def health(self) -> tuple[bool, list[str]]:
-        """Healthy when every model version has at least its minimum of live workers."""
+        """Healthy when every model version has at least its minimum of live workers and the
+        startup models are registered."""
         problems = [f"{mv.name} {mv.version}: {mv.pool.live_count} of {mv.pool.target} workers "
                     "alive" for mv in self.registry if mv.pool.live_count < mv.pool.target]
         if self.starting:
