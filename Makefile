@@ -10,7 +10,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 PLUGINS := $(wildcard plugins/*/pyproject.toml contrib-handlers/*/pyproject.toml)
 PLUGINS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
-.PHONY: setup serve test bench bench-compare bench-torchserve demo-store clean
+.PHONY: setup serve test bench bench-compare bench-torchserve demo-store image image-lint clean
 
 $(STAMP): pyproject.toml requirements-test.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	python3 -m venv $(VENV)
@@ -24,6 +24,11 @@ $(STAMP): pyproject.toml requirements-test.txt $(addsuffix /pyproject.toml,$(PLU
 	command -v promtool >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	  --no-install-recommends prometheus >/dev/null; } || echo "prometheus not installed: its tests will skip"
+	@# haproxy for the rolling-restart test; podman, runc and mmdebstrap for `make image`
+	command -v haproxy >/dev/null && command -v podman >/dev/null || { [ "$$(id -u)" = 0 ] && \
+	  command -v apt-get >/dev/null && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends haproxy podman runc mmdebstrap >/dev/null; } \
+	  || echo "haproxy/podman not installed: the rolling-restart and image tests will skip"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -52,5 +57,36 @@ bench-torchserve: .venv-ts/bin/torchserve
 bench-compare: $(STAMP) bench-torchserve
 	$(PY) benchmarks/compare.py
 
+# Container image (deploy/Containerfile) built with podman from a local Debian base: no registry
+# is needed.  torch 2.14.1 with its CUDA libraries, as in .venv (PyPI's torchvision wheels need
+# CUDA torch: 0.28.0 beside torch 2.13.0+cpu fails with "operator torchvision::nms does not
+# exist").  Third-party wheels go in wheels/, tsf's own in tsf-wheels/ (a layer of their own).
+IMAGE       ?= localhost/tsf:latest
+BASE_IMAGE  ?= localhost/tsf-base:bookworm
+IMAGE_TORCH ?= torch==2.14.1 torchvision==0.29.1
+IMAGE_CTX   := build/image
+PODMAN      ?= CONTAINERS_CONF=$(CURDIR)/deploy/podman/containers.conf podman
+# the Python whose pip gathers the wheels (the image test passes its own)
+IMAGE_PY    ?= $(PY)
+
+image: $(if $(filter $(PY),$(IMAGE_PY)),$(STAMP))
+	$(PODMAN) image exists $(BASE_IMAGE) || { mkdir -p $(IMAGE_CTX) && \
+	  mmdebstrap --variant=minbase --include=python3,python3-venv,ca-certificates bookworm \
+	    $(IMAGE_CTX)/rootfs.tar && $(PODMAN) import $(IMAGE_CTX)/rootfs.tar $(BASE_IMAGE) && \
+	  rm $(IMAGE_CTX)/rootfs.tar; }
+	rm -rf $(IMAGE_CTX)/wheels
+	$(IMAGE_PY) -m pip wheel -q -w $(IMAGE_CTX)/wheels $(IMAGE_TORCH) . $(wildcard plugins/*/) \
+	  'grpcio>=1.60' 'grpcio-tools>=1.60' 'googleapis-common-protos>=1.60'
+	rm -rf $(IMAGE_CTX)/tsf-wheels && mkdir $(IMAGE_CTX)/tsf-wheels
+	mv $(IMAGE_CTX)/wheels/tsf_*.whl $(IMAGE_CTX)/tsf-wheels/
+	ls $(IMAGE_CTX)/wheels > $(IMAGE_CTX)/third-party.txt
+	cp deploy/config.properties $(IMAGE_CTX)/
+	$(PODMAN) build --format docker --build-arg BASE_IMAGE=$(BASE_IMAGE) \
+	  -f deploy/Containerfile -t $(IMAGE) \
+	  $(IMAGE_CTX)
+
+image-lint: $(STAMP)
+	$(VENV)/bin/hadolint deploy/Containerfile
+
 clean:
-	rm -rf $(VENV) .venv-ts $(STORE)
+	rm -rf $(VENV) .venv-ts $(STORE) $(IMAGE_CTX)

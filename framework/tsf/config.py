@@ -8,6 +8,8 @@ Keys are TorchServe's ``config.properties`` keys where one exists (``inference_a
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,8 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .errors import BadRequest
+
+log = logging.getLogger("tsf")
 
 
 @dataclass
@@ -145,6 +149,40 @@ class Address:
         if parts.port is None:
             raise BadRequest(f"listen address {text!r} has no port")
         return cls(host=parts.hostname or "127.0.0.1", port=parts.port, scheme=parts.scheme)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an IP address or ``localhost``) only accepts local connections."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name may resolve to any interface
+
+
+def guard_management_address(config: ServerConfig, has_management_token: bool) -> ServerConfig:
+    """The configuration with the management APIs (HTTP and gRPC) kept on loopback unless
+    a management token is configured.
+
+    Registering a model runs its code, so an open management port reachable from the network
+    is remote code execution (ShellTorch).  A non-loopback management address without a
+    management token is downgraded to ``127.0.0.1`` on the same port, with a warning.
+    """
+    if has_management_token:
+        return config
+    changes = {}
+    for key in ("management_address", "grpc_management_address"):
+        given = getattr(config, key)
+        address = Address.parse(given)
+        if is_loopback(address.host):
+            continue
+        changes[key] = (f"{address.scheme}://" if "://" in given else "") + \
+            f"127.0.0.1:{address.port}"
+        log.warning("%s %s is not loopback and no management token is configured: that API "
+                    "listens on %s instead (set TSF_MANAGEMENT_TOKEN or auth_token_file to "
+                    "expose it)", key, given, changes[key])
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 @dataclass

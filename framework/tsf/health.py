@@ -7,7 +7,8 @@ The rule (docs/inference-api.md states it for users):
 * A model version is ``Ready`` when as many workers serve as its target, ``Degraded`` when fewer
   but at least one, ``Loading`` or ``Unavailable`` when none does (while its first workers start,
   or after), and ``ScaledToZero`` when its target is 0 (it serves nothing and asks for nothing).
-* The server is ``Unhealthy`` (503) while some model version is ``Loading`` or ``Unavailable``,
+* The server is ``Unhealthy`` (503) while its startup models are still being fetched and
+  registered, while some model version is ``Loading`` or ``Unavailable``,
   or while a model named in ``load_models`` has failed to load and no version of that name has
   been registered since; ``Degraded`` (200) while some model version is ``Degraded``; otherwise
   ``Healthy`` (200).
@@ -53,6 +54,7 @@ class Health:
     status: str
     models: list[ModelHealth] = field(default_factory=list)
     failed_startup_models: dict[str, str] = field(default_factory=dict)
+    starting: bool = False  # the startup models are still being registered
 
     @property
     def ok(self) -> bool:
@@ -63,6 +65,8 @@ class Health:
         out = [m.problem() for m in self.models if m.state not in (READY, SCALED_TO_ZERO)]
         out += [f"startup model {name} failed to load: {reason}"
                 for name, reason in self.failed_startup_models.items()]
+        if self.starting:
+            out.append("startup models are still being registered")
         return out
 
 
@@ -82,17 +86,19 @@ def model_health(mv: ModelVersion) -> ModelHealth:
     return ModelHealth(mv.name, mv.version, state, serving, pool.live_count, target)
 
 
-def assess(models: Iterable[ModelVersion], failed_startup_models: Mapping[str, str]) -> Health:
-    """Apply the rule above to the registered model versions."""
+def assess(models: Iterable[ModelVersion], failed_startup_models: Mapping[str, str],
+           starting: bool = False) -> Health:
+    """Apply the rule above to the registered model versions (``starting``: the startup models
+    are still being fetched and registered)."""
     models = list(models)
     registered = {mv.name for mv in models}
     failed = {name: reason for name, reason in failed_startup_models.items()
               if name not in registered}
     states = [model_health(mv) for mv in models]
-    if failed or any(m.state in (LOADING, UNAVAILABLE) for m in states):
+    if starting or failed or any(m.state in (LOADING, UNAVAILABLE) for m in states):
         status = UNHEALTHY
     elif any(m.state == MODEL_DEGRADED for m in states):
         status = DEGRADED
     else:
         status = HEALTHY
-    return Health(status, states, failed)
+    return Health(status, states, failed, starting)

@@ -53,6 +53,8 @@ class ModelManager:
         self.failed_startup_models: dict[str, str] = {}  # name -> why it did not load
         # versions whose workers are being started, with how many loads/scales are under way
         self._loading: Counter[tuple[str, str]] = Counter()
+        # set by the server while it registers its startup models: not ready until then
+        self.starting = False
 
     # --- register ---------------------------------------------------------------------------
     async def _fetch(self, url: str, sha256: str | None = None) -> tuple[Path, Path | None]:
@@ -313,7 +315,7 @@ class ModelManager:
 
     def health_report(self) -> Health:
         """The server's health by the rule in :mod:`tsf.health`."""
-        return assess(self.registry, self.failed_startup_models)
+        return assess(self.registry, self.failed_startup_models, self.starting)
 
     def health(self) -> tuple[bool, list[str]]:
         """(able to serve every model, what is wrong): Healthy or Degraded is able."""

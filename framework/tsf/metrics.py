@@ -3,6 +3,8 @@
 * TorchServe's counters, under their exact names: ``ts_inference_requests_total``,
   ``ts_inference_latency_microseconds`` and ``ts_queue_latency_microseconds``.
 * Histograms in seconds: request latency, queue wait, each worker stage, and batch size.
+* ``tsf_inflight_requests{model_name}``: requests a model accepted and has not answered yet,
+  the per-replica load figure for autoscaling.
 * Custom metrics that handlers record through ``context.metrics``, created on first use.
 
 Every recorded value is also passed to ``tsf_record_metric`` when a plugin implements it.
@@ -117,6 +119,8 @@ class ServerMetrics:
                                     MODEL_LABELS, buckets=BATCH_BUCKETS, registry=r)
         self.queue_depth = Gauge("tsf_queue_depth", "Requests waiting in a model's queue",
                                  MODEL_LABELS, registry=r)
+        self.inflight = Gauge("tsf_inflight_requests", "Requests a model accepted and has not "
+                              "answered yet (queued or running)", ("model_name",), registry=r)
         self.workers_alive = Gauge("tsf_workers_alive", "Live worker processes per model",
                                    MODEL_LABELS, registry=r)
         self.worker_restarts = Gauge("tsf_worker_restarts", "Worker restarts per model",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tsf.config import Address, ServerConfig, load_config, model_settings
+from tsf.config import (Address, ServerConfig, guard_management_address, is_loopback,
+                        load_config, model_settings)
 from tsf.errors import BadRequest
 
 
@@ -43,3 +44,38 @@ def test_model_settings_rest_beats_yaml_beats_defaults():
     assert (settings.min_workers, settings.max_workers, settings.response_timeout) == (2, 4, 10)
     with pytest.raises(BadRequest):
         model_settings(config, {}, {"batch_size": 0})
+
+
+@pytest.mark.parametrize("host, loopback", [("127.0.0.1", True), ("127.8.0.1", True),
+                                            ("localhost", True), ("[::1]", True),
+                                            ("0.0.0.0", False), ("::", False),
+                                            ("10.1.2.3", False), ("tsf.example", False)])
+def test_is_loopback(host, loopback):
+    assert is_loopback(host) is loopback
+
+
+def test_management_on_all_interfaces_without_token_is_kept_on_loopback(caplog):
+    config = ServerConfig(management_address="http://0.0.0.0:8081",
+                          inference_address="http://0.0.0.0:8080")
+    with caplog.at_level("WARNING", logger="tsf"):
+        guarded = guard_management_address(config, has_management_token=False)
+    assert guarded.management_address == "http://127.0.0.1:8081"
+    assert guarded.inference_address == "http://0.0.0.0:8080"     # only management is guarded
+    assert guarded.grpc_management_address == "127.0.0.1:7071"   # already loopback
+    assert "no management token" in caplog.text and "0.0.0.0:8081" in caplog.text
+
+
+def test_management_on_all_interfaces_with_token_or_on_loopback_is_unchanged():
+    exposed = ServerConfig(management_address="http://0.0.0.0:8081")
+    assert guard_management_address(exposed, has_management_token=True) is exposed
+    local = ServerConfig(management_address="http://127.0.0.1:9081")
+    assert guard_management_address(local, has_management_token=False) is local
+
+
+def test_grpc_management_on_all_interfaces_without_token_is_kept_on_loopback():
+    config = ServerConfig(grpc_management_address="0.0.0.0:7071",
+                          grpc_inference_address="0.0.0.0:7070")
+    guarded = guard_management_address(config, has_management_token=False)
+    assert guarded.grpc_management_address == "127.0.0.1:7071"
+    assert guarded.grpc_inference_address == "0.0.0.0:7070"
+    assert guard_management_address(config, has_management_token=True) is config

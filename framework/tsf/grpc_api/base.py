@@ -53,7 +53,7 @@ class GrpcService:
             span = tracing.start_rpc(self.service, method,
                                      headers if headers is not None else headers_of(context),
                                      model)
-        outcome = Outcome(span)
+        outcome = Outcome(span, self.services.get("metrics"))
         try:
             yield outcome
             outcome.code = 200

@@ -13,7 +13,7 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from ..config import Address, ServerConfig
+from ..config import Address, ServerConfig, guard_management_address
 from ..errors import TsfError
 from ..lifecycle import Lifecycle
 from ..manager import ModelManager
@@ -37,7 +37,8 @@ class TsfServer:
     """Owns the plugin manager, the model manager, metrics and the HTTP listeners."""
 
     def __init__(self, config: ServerConfig, pm: Any = None) -> None:
-        self.config = config
+        self.tokens = load_tokens(config)
+        self.config = config = guard_management_address(config, self.tokens.management is not None)
         self.pm = pm or create_manager()
         observer = None
         if self.pm.hook.tsf_record_metric.get_hookimpls():
@@ -45,7 +46,6 @@ class TsfServer:
                 self.pm.hook.tsf_record_metric(name=name, kind=kind, value=value, labels=labels)
         self.metrics = ServerMetrics(observer)
         self.pm.hook.tsf_register_metrics(registry=self.metrics.registry)
-        self.tokens = load_tokens(config)
         self.tracing = create_tracing()
         self.manager = ModelManager(config, self.pm, self.metrics, self.tracing)
         self.lifecycle = Lifecycle()
@@ -97,7 +97,9 @@ class TsfServer:
         return urls
 
     async def start(self) -> None:
-        """Listen, then register the startup models (their workers load in the background)."""
+        """Listen, then register the startup models (their workers load in the background);
+        health checks answer 503 until they are registered."""
+        self.manager.starting = True
         self._listen()
         if self.config.enable_grpc:
             from ..grpc_api.server import GrpcServers
@@ -112,6 +114,7 @@ class TsfServer:
                 log.error("startup model %s (%s) not registered: %s", name or url, url,
                           exc.message)
                 self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
+        self.manager.starting = False
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Graceful stop: not ready at once, listeners closed, open requests finished (each

@@ -124,7 +124,7 @@ class StreamingBodyHandler(BaseHandler):
             span = tracing.start_request(self.request, route, model)
             self.trace_id = tracing.trace_id(span)
             self.set_header("X-Trace-Id", self.trace_id)
-        outcome = Outcome(span)
+        outcome = Outcome(span, self.services.get("metrics"))
         try:
             yield outcome
         except TsfError as exc:
