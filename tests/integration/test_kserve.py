@@ -123,7 +123,7 @@ def test_snapshot_registers_versions_workers_and_batch_settings(kserve_server):
 @pytest.mark.slow
 def test_kserve_python_client_v1_and_v2(kserve_server):
     if not KSERVE_PYTHON.exists():
-        pytest.skip(f"{KSERVE_PYTHON} is missing: `make .venv-kserve` (or `make test`) builds it")
+        pytest.skip(f"{KSERVE_PYTHON} is missing: `make kserve-client` (or `make test`) builds it")
     rows = [[0.1, 0.2, 0.3, 0.4], [1.0, -1.0, 0.5, 2.0]]
     run = subprocess.run([str(KSERVE_PYTHON), str(CLIENT_SCRIPT), kserve_server.inference,
                           "kmlp", json.dumps(rows)], capture_output=True, text=True, timeout=180)
