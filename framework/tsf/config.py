@@ -124,7 +124,7 @@ def env_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
 
 
 def ts_env_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
-    """TorchServe's ``TS_<KEY>`` variables as keys (``TS_SERVICE_ENVELOPE`` -> ``service_envelope``).
+    """TorchServe's ``TS_<KEY>`` variables as keys (``TS_JOB_QUEUE_SIZE`` -> ``job_queue_size``).
 
     TorchServe reads every ``TS_*`` variable this way; keys tsf does not know are ignored, as in
     the config file.

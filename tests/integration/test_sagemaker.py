@@ -171,8 +171,10 @@ def multi(tmp_path_factory, model_store):
     (models / "archived" / "model").mkdir(parents=True)
     shutil.copy(model_store / "mlp.mar", models / "archived" / "model" / "mlp.mar")
     (models / "empty" / "model").mkdir(parents=True)
+    model_folder(models / "badreqs" / "model", SUBSET_INFERENCE, requirements="not valid ==\n")
     outside = model_folder(base / "elsewhere" / "model")
-    env = {"SAGEMAKER_MULTI_MODEL": "true", "SAGEMAKER_BASE_DIR": str(base)}
+    env = {"SAGEMAKER_MULTI_MODEL": "true", "SAGEMAKER_BASE_DIR": str(base),
+           "TSF_SAGEMAKER_INSTALL_REQUIREMENTS": "true"}
     server = ServerProcess(args=sagemaker_args(), env=env)
     try:
         wait_ping(server)
@@ -266,7 +268,31 @@ def test_multi_model_bad_loads_are_precise(multi):
     assert_error(load(server, "outside", outside), 403, text="outside the model store")
     assert_error(load(server, "missing", models / "missing" / "model"), 404)
     assert_error(load(server, "empty", models / "empty" / "model"), 404, text="empty")
+    assert_error(load(server, "badreqs", models / "badreqs" / "model"), 500,
+                 text="requirements.txt failed (pip exit")
     assert_error(server.post("/models", data=b"{not json"), 400)
     assert_error(server.post("/models", json={"model_name": "x"}), 400, text="url")
     assert_error(server.post("/models/x"), 405)
     assert server.get("/ping").status_code == 200
+
+
+BROKEN_INFERENCE = '''
+    def model_fn(model_dir):
+        raise RuntimeError("the weights are not in " + model_dir)
+'''
+
+
+@pytest.mark.slow
+def test_a_model_that_fails_to_load_fails_ping_with_json(tmp_path):
+    folder = model_folder(tmp_path / "model", BROKEN_INFERENCE)
+    server = ServerProcess(args=sagemaker_args(), env={"SAGEMAKER_MODEL_DIR": str(folder)})
+    try:
+        deadline = time.monotonic() + 120
+        while "failed to load" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert "the weights are not in" in server.log()
+        assert_error(server.get("/ping"), 503, text="is not loaded")
+        assert_error(server.post("/invocations", data="[[1, 2, 3, 4]]",
+                                 headers={"Content-Type": "application/json"}), 404)
+    finally:
+        server.stop()

@@ -15,15 +15,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..errors import BadRequest, MethodNotAllowed, ServiceUnavailable, check_response_size, raise_for_answer
+from ..errors import (BadRequest, MethodNotAllowed, ServiceUnavailable, check_response_size,
+                      raise_for_answer)
 from ..server.request_body import StreamingBodyHandler
 from .models import SINGLE_MODEL_NAME, register_folder
 
 PAGE_LIMIT = 100
 
 
-class SageMakerHandler(StreamingBodyHandler):
-    """Shared helpers: the managers and one request sent to a model."""
+class SageMakerRequestHandler(StreamingBodyHandler):
+    """Shared by the SageMaker routes: the model manager and one request sent to a model."""
 
     @property
     def manager(self) -> Any:
@@ -51,7 +52,7 @@ class SageMakerHandler(StreamingBodyHandler):
             self.finish(payload)
 
 
-class PingHandler(SageMakerHandler):
+class SageMakerPingHandler(SageMakerRequestHandler):
     """``GET /ping``: 200 when every model has its workers (and, for a single-model endpoint,
     the model is registered); a JSON 503 naming what is missing otherwise."""
 
@@ -71,14 +72,14 @@ class PingHandler(SageMakerHandler):
         self.write_json({"status": "Healthy"})
 
 
-class InvocationsHandler(SageMakerHandler):
+class InvocationsHandler(SageMakerRequestHandler):
     """``POST /invocations``: the single model."""
 
     async def post(self) -> None:
         await self.invoke(SINGLE_MODEL_NAME, "/invocations")
 
 
-class ModelsHandler(SageMakerHandler):
+class MultiModelsHandler(SageMakerRequestHandler):
     """``POST /models`` (load) and ``GET /models`` (list) of a multi-model endpoint."""
 
     async def post(self) -> None:
@@ -112,7 +113,7 @@ class ModelsHandler(SageMakerHandler):
         return {"modelName": name, "modelUrl": mv.url}
 
 
-class ModelHandler(ModelsHandler):
+class MultiModelHandler(MultiModelsHandler):
     """``GET /models/{name}`` (describe) and ``DELETE /models/{name}`` (unload)."""
 
     def get(self, name: str) -> None:  # type: ignore[override]
@@ -126,7 +127,7 @@ class ModelHandler(ModelsHandler):
                                "POST /models/{name}/invoke")
 
 
-class InvokeHandler(SageMakerHandler):
+class MultiModelInvokeHandler(SageMakerRequestHandler):
     """``POST /models/{name}/invoke``."""
 
     async def post(self, name: str) -> None:
@@ -135,9 +136,9 @@ class InvokeHandler(SageMakerHandler):
 
 def routes(options: dict[str, Any]) -> list:
     if options["config"].sagemaker_multi_model:
-        return [(r"/ping", PingHandler, options),
-                (r"/models", ModelsHandler, options),
-                (r"/models/([^/]+)", ModelHandler, options),
-                (r"/models/([^/]+)/invoke", InvokeHandler, options)]
-    return [(r"/ping", PingHandler, options),
+        return [(r"/ping", SageMakerPingHandler, options),
+                (r"/models", MultiModelsHandler, options),
+                (r"/models/([^/]+)", MultiModelHandler, options),
+                (r"/models/([^/]+)/invoke", MultiModelInvokeHandler, options)]
+    return [(r"/ping", SageMakerPingHandler, options),
             (r"/invocations", InvocationsHandler, options)]
