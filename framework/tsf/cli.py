@@ -81,7 +81,6 @@ def run_serve(args: argparse.Namespace) -> int:
     from .logs import configure_logging
     from .memory import release_large_buffers
     from .server.app import TsfServer, serve_forever
-
     from .snapshot import parse_snapshot
 
     cli = {"model_store": args.model_store, "inference_address": args.inference_address,

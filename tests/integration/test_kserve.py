@@ -30,7 +30,9 @@ CLIENT_SCRIPT = Path(__file__).with_name("kserve_client_calls.py")
 
 SNAPSHOT = {
     "name": "startup.cfg", "modelCount": 1,
-    "models": {"kmlp": {
+    "models": {"tsclass": {"1.0": {"defaultVersion": True, "marName": "tsclass.mar",
+                                   "minWorkers": 1, "batchSize": 2, "maxBatchDelay": 20}},
+               "kmlp": {
         "1.0": {"defaultVersion": False, "marName": "mlp.mar", "minWorkers": 0,
                 "maxWorkers": 1, "batchSize": 1, "maxBatchDelay": 100, "responseTimeout": 120},
         "2.0": {"defaultVersion": True, "marName": "mlp2.mar", "minWorkers": 1,
@@ -43,7 +45,7 @@ def write_layout(root: Path, model_store: Path, http_port: int) -> Path:
     """``root`` laid out as KServe's storage initializer unpacks a TorchServe storageUri."""
     store = root / "model-store"
     store.mkdir(parents=True)
-    for mar in ("mlp.mar", "mlp2.mar"):
+    for mar in ("mlp.mar", "mlp2.mar", "tsclass.mar"):
         shutil.copy(model_store / mar, store / mar)
     (root / "config").mkdir()
     properties = root / "config" / "config.properties"
@@ -101,7 +103,7 @@ def test_one_address_serves_inference_and_management(kserve_server):
     assert kserve_server.inference == kserve_server.management
     assert kserve_server.get("/ping").json() == {"status": "Healthy"}
     listed = kserve_server.manage("GET", "/models").json()["models"]
-    assert [m["modelName"] for m in listed] == ["kmlp"]
+    assert [m["modelName"] for m in listed] == ["kmlp", "tsclass"]
     assert kserve_server.get("/v2/health/ready").status_code == 200
 
 
@@ -155,6 +157,18 @@ def test_tritonclient_grpc_v2(kserve_server):
 
 
 @pytest.mark.slow
+def test_torchserve_handler_gets_kserve_v1_instances_as_torchserve_rows(kserve_server):
+    """What TorchServe's kserve envelope hands a handler, one instance per row, is what a
+    TorchServe-style handler gets from tsf's /v1 route."""
+    wait_model_ready(kserve_server.inference, "tsclass")
+    response = requests.post(f"{kserve_server.inference}/v1/models/tsclass:predict",
+                             json={"instances": [[1, 2, 3], [10, 20]]}, timeout=60)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"predictions": [{"model": "tsclass", "sum": 6},
+                                               {"model": "tsclass", "sum": 30}]}
+
+
+@pytest.mark.slow
 def test_kserve_v1_bad_input_is_a_json_400(kserve_server):
     response = requests.post(f"{kserve_server.inference}/v1/models/kmlp:predict",
                              data=b'{"instances": "not a list"}', timeout=30)
@@ -172,6 +186,11 @@ def test_bad_snapshot_stops_the_start_with_its_reason(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert run.returncode == 2
     assert "model_snapshot: model 'm' version '1.0' has no marName" in run.stderr
+    # TorchServe's TS_CONFIG_FILE names the config when --ts-config is absent
+    run = subprocess.run([sys.executable, "-m", "tsf.cli", "serve", "--start"],
+                         capture_output=True, text=True, timeout=60,
+                         env={**os.environ, "TS_CONFIG_FILE": str(properties)})
+    assert run.returncode == 2 and "has no marName" in run.stderr
 
 
 def test_torchserve_flags_lift_token_and_model_api_settings(tmp_path):
