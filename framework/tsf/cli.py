@@ -36,6 +36,9 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("--sagemaker", action="store_true", default=None,
                    help="serve the SageMaker container contract (/ping, /invocations, "
                         "SAGEMAKER_* variables); see docs/sagemaker.md")
+    p.add_argument("container_command", nargs="?", choices=["serve"],
+                   help="SageMaker starts containers as `docker run IMAGE serve`: a trailing "
+                        "'serve' after an entry point of `tsf serve ...` means --sagemaker")
     ts = p.add_argument_group("TorchServe command-line compatibility (torchserve --start ...)")
     ts.add_argument("--start", action="store_true",
                     help="accepted: tsf serve starts the server (in the foreground)")
@@ -89,7 +92,8 @@ def run_serve(args: argparse.Namespace) -> int:
            "log_level": args.log_level, "log_format": args.log_format,
            "auth_token_file": args.auth_token_file,
            "load_models": ",".join(args.models) if args.models else None,
-           "enable_model_api": args.enable_model_api, "sagemaker": args.sagemaker}
+           "enable_model_api": args.enable_model_api,
+           "sagemaker": args.sagemaker or args.container_command == "serve" or None}
     if args.disable_token_auth:
         cli.update(auth_token_file="", inference_token="", management_token="")
     # TorchServe reads TS_CONFIG_FILE when --ts-config is not given

@@ -296,3 +296,17 @@ def test_a_model_that_fails_to_load_fails_ping_with_json(tmp_path):
                                  headers={"Content-Type": "application/json"}), 404)
     finally:
         server.stop()
+
+
+def test_docker_run_image_serve_turns_sagemaker_mode_on(tmp_path):
+    """SageMaker runs `docker run IMAGE serve`: after an entry point of `tsf serve ...` the
+    trailing `serve` selects SageMaker mode (here with no model yet: /ping says so)."""
+    missing = tmp_path / "model"
+    server = ServerProcess(args=["--inference-address", LOOPBACK, "--management-address",
+                                 LOOPBACK, "--metrics-address", LOOPBACK, "serve"],
+                           env={"SAGEMAKER_MODEL_DIR": str(missing)})
+    try:
+        assert_error(server.get("/ping"), 503, text=f"the model in {missing} is not loaded")
+        assert f"model folder {missing} does not exist" in server.log()
+    finally:
+        server.stop()
