@@ -110,7 +110,13 @@ def single(tmp_path_factory):
            "SAGEMAKER_TS_BATCH_SIZE": "3", "SAGEMAKER_TS_MAX_BATCH_DELAY": "40",
            "SAGEMAKER_TS_RESPONSE_TIMEOUT": "77", "SAGEMAKER_MAX_REQUEST_SIZE": "4000",
            "TSF_SAGEMAKER_INSTALL_REQUIREMENTS": "true"}
-    server = ServerProcess(args=sagemaker_args(), env=env)
+    # an image's own config (deploy/config.properties) names another store and load_models=all
+    image_store = root / "image-store"
+    image_store.mkdir()
+    (image_store / "other.mar").write_bytes(b"not loaded in SageMaker mode")
+    image_config = root / "config.properties"
+    image_config.write_text(f"model_store={image_store}\nload_models=all\n")
+    server = ServerProcess(args=sagemaker_args() + ["--ts-config", str(image_config)], env=env)
     try:
         wait_ping(server)
         yield server, folder
@@ -152,6 +158,8 @@ def test_user_errors_are_json_and_the_model_keeps_serving(single):
 @pytest.mark.slow
 def test_sagemaker_variables_set_batching_timeouts_and_requirements(single):
     server, folder = single
+    listed = server.manage("GET", "/models").json()["models"]
+    assert [m["modelName"] for m in listed] == ["model"]
     described = server.manage("GET", "/models/model").json()[0]
     assert (described["batchSize"], described["maxBatchDelay"],
             described["responseTimeout"], described["handler"]) == (3, 40, 77, "sagemaker")

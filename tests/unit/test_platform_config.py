@@ -84,6 +84,16 @@ def test_sagemaker_variables_become_settings(tmp_path):
     assert config.sagemaker_multi_model and config.model_store == str(tmp_path / "models")
 
 
+def test_sagemaker_folders_replace_an_image_configs_model_store(tmp_path):
+    props = tmp_path / "config.properties"
+    props.write_text("model_store=/home/model-server/model-store\nload_models=all\n")
+    config = load_config(str(props), cli={"sagemaker": True}, environ={})
+    assert (config.model_store, config.load_models) == ("/opt/ml/model", "")
+    config = load_config(str(props), cli={"sagemaker": True, "model_store": "/m",
+                                          "load_models": "x.mar"}, environ={})
+    assert (config.model_store, config.load_models) == ("/m", "x.mar")
+
+
 def test_sagemaker_mode_is_off_by_default_and_by_variables_alone():
     config = load_config(environ={"SAGEMAKER_BIND_TO_PORT": "9123"})
     assert not config.sagemaker and config.inference_address == "http://127.0.0.1:8080"

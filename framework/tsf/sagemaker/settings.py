@@ -61,8 +61,10 @@ def sagemaker_values(config: Any, environ: Mapping[str, str] | None = None) -> d
                              f"{env['SAGEMAKER_MAX_PAYLOAD_IN_MB']!r}") from None
     multi = _true(env.get("SAGEMAKER_MULTI_MODEL")) or config.sagemaker_multi_model
     values["sagemaker_multi_model"] = multi
-    if not config.model_store:  # models are looked up where SageMaker puts them
-        values["model_store"] = values.get("sagemaker_multi_model_dir",
-                                           config.sagemaker_multi_model_dir) if multi else \
-            values.get("sagemaker_model_dir", config.sagemaker_model_dir)
+    # SageMaker's folders are the model store, and SageMaker's model is the one served: a config
+    # file's model_store and load_models (an image's defaults) give way; the command line wins
+    values["model_store"] = values.get("sagemaker_multi_model_dir",
+                                       config.sagemaker_multi_model_dir) if multi else \
+        values.get("sagemaker_model_dir", config.sagemaker_model_dir)
+    values["load_models"] = ""
     return values
