@@ -237,6 +237,8 @@ def test_multi_model_load_list_invoke_unload(multi):
                  text="application/xml")
     assert_error(server.post("/models/defaults/invoke", data="[[1, 2,",
                              headers={"Content-Type": "application/json"}), 400)
+    assert_error(server.post("/models/defaults/invoke", data="a,b,c,d\n",
+                             headers={"Content-Type": "text/csv"}), 400, text="not a numeric")
     pickled = io.BytesIO()
     np.save(pickled, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     assert_error(server.post("/models/defaults/invoke", data=pickled.getvalue(),

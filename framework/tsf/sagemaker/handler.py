@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .. import hookimpl
-from ..errors import ModelLoadError
+from ..errors import BadRequest, ModelLoadError
 from ..handler_resolver import import_file
 from . import codecs
 
@@ -44,9 +44,8 @@ def call(function: Callable, args: tuple, context: Any) -> Any:
     if count == len(args) + 1:
         return function(*args, context)
     if count != len(args):
-        raise ModelLoadError(f"{getattr(function, '__name__', function)} takes {count} "
-                             f"arguments; SageMaker passes {len(args)} (or {len(args) + 1} "
-                             "with context)")
+        raise TypeError(f"{getattr(function, '__name__', function)} takes {count} arguments; "
+                        f"SageMaker passes {len(args)} (or {len(args) + 1} with context)")
     return function(*args)
 
 
@@ -142,10 +141,14 @@ class SageMakerHandler:
         import torch
 
         array = codecs.decode(body, content_type)
-        if codecs.media_type(content_type) in codecs.UTF8_TYPES:
-            tensor = torch.tensor(array.tolist(), dtype=torch.float32)
-        else:
-            tensor = torch.from_numpy(array)
+        try:
+            if codecs.media_type(content_type) in codecs.UTF8_TYPES:
+                tensor = torch.tensor(array.tolist(), dtype=torch.float32)
+            else:
+                tensor = torch.from_numpy(array)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            raise BadRequest(f"the {codecs.media_type(content_type)} body is not a numeric "
+                             f"array: {exc}") from None
         return tensor.to(self.device)
 
     def default_predict_fn(self, data: Any, model: Any) -> Any:
