@@ -246,6 +246,12 @@ def test_multi_model_load_list_invoke_unload(multi):
     assert_error(server.post("/models/defaults/invoke", data=npy(np.ones((2, 4)))[:40],
                              headers={"Content-Type": "application/x-npy"}), 400)
 
+    # the same model through TorchServe's own route (JSON parsed by the route on the way)
+    via_rest = server.post("/predictions/defaults", json=rows)
+    np.testing.assert_allclose(via_rest.json(), want, rtol=1e-5, atol=1e-6)
+    assert_error(server.post("/models/defaults/invoke", data=b"\xff\xfe",
+                             headers={"Content-Type": "application/json"}), 400, text="UTF-8")
+
     assert server.request("DELETE", server.inference, "/models/defaults").status_code == 200
     assert_error(server.post("/models/defaults/invoke", data="[[1, 2, 3, 4]]",
                              headers={"Content-Type": "application/json"}), 404)

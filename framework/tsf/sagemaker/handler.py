@@ -15,6 +15,7 @@ As in the toolkit, JSON and CSV bodies reach ``input_fn`` as ``str``, others as 
 from __future__ import annotations
 
 import inspect
+import json
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -85,6 +86,8 @@ class SageMakerHandler:
         answers = []
         for index, request in enumerate(batch):
             body = request.get("body", b"")
+            if not isinstance(body, (bytes, bytearray, str)):  # JSON a route already parsed
+                body = json.dumps(body)
             content_type = context.get_request_header(index, "Content-Type") or ""
             accept = context.get_request_header(index, "Accept") or ""
             if not accept or accept.strip() == codecs.ANY:
@@ -94,9 +97,8 @@ class SageMakerHandler:
                 try:
                     body = body.decode("utf-8")
                 except UnicodeDecodeError:
-                    raise codecs.UnsupportedContentType(
-                        f"request {context.get_request_id(index)}: a {content_type} body "
-                        "must be UTF-8") from None
+                    raise BadRequest(f"request {context.get_request_id(index)}: a "
+                                     f"{content_type} body must be UTF-8") from None
             result = self.transform(body, content_type, accept, context)
             answer, answer_type = result if isinstance(result, tuple) else (result, accept)
             context.set_response_content_type(index, answer_type)
