@@ -4,13 +4,17 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.tsf-setup
 STORE  ?= demo-store
+# KServe's client for the KServe tests (its own environment, .venv-kserve)
+KSERVE_CLIENT ?= kserve==0.21.0
+KSERVE_STAMP  := .venv-kserve/.tsf-setup
 # torch first (from the machine's local wheels), so nothing else pulls a multi-GB build
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 # every plugin distribution in the repository, installed editable beside the framework
 PLUGINS := $(wildcard plugins/*/pyproject.toml contrib-handlers/*/pyproject.toml)
 PLUGINS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
-.PHONY: setup serve test bench bench-compare bench-torchserve demo-store image image-lint clean
+.PHONY: setup serve test bench bench-compare bench-torchserve demo-store image image-lint clean \
+        kserve-client
 
 $(STAMP): pyproject.toml requirements-test.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	python3 -m venv $(VENV)
@@ -39,7 +43,7 @@ demo-store: $(STAMP)
 serve: demo-store
 	$(VENV)/bin/tsf serve --model-store $(STORE) --models all
 
-test: $(STAMP)
+test: $(STAMP) $(KSERVE_STAMP)
 	$(PY) -m pytest -q
 
 bench: demo-store
@@ -88,5 +92,14 @@ image: $(if $(filter $(PY),$(IMAGE_PY)),$(STAMP))
 image-lint: $(STAMP)
 	$(VENV)/bin/hadolint deploy/Containerfile
 
+# KServe's Python client in its own environment: its pins (psutil, ...) differ from this one's.
+# tests/integration/test_kserve.py runs it in a subprocess.
+$(KSERVE_STAMP):
+	python3 -m venv .venv-kserve
+	.venv-kserve/bin/python -m pip install -q $(KSERVE_CLIENT)
+	touch $(KSERVE_STAMP)
+
+kserve-client: $(KSERVE_STAMP)
+
 clean:
-	rm -rf $(VENV) .venv-ts $(STORE) $(IMAGE_CTX)
+	rm -rf $(VENV) .venv-ts .venv-kserve $(STORE) $(IMAGE_CTX)

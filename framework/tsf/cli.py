@@ -33,6 +33,23 @@ def _serve_parser(sub: Any) -> None:
                    help="server log lines as text (default) or JSON objects")
     p.add_argument("--foreground", action="store_true", help="accepted for TorchServe "
                    "compatibility; tsf serve always runs in the foreground")
+    p.add_argument("--sagemaker", action="store_true", default=None,
+                   help="serve the SageMaker container contract (/ping, /invocations, "
+                        "SAGEMAKER_* variables); see docs/sagemaker.md")
+    p.add_argument("container_command", nargs="?", choices=["serve"],
+                   help="SageMaker starts containers as `docker run IMAGE serve`: a trailing "
+                        "'serve' after an entry point of `tsf serve ...` means --sagemaker")
+    ts = p.add_argument_group("TorchServe command-line compatibility (torchserve --start ...)")
+    ts.add_argument("--start", action="store_true",
+                    help="accepted: tsf serve starts the server (in the foreground)")
+    ts.add_argument("--ncs", "--no-config-snapshots", dest="ncs", action="store_true",
+                    help="accepted: tsf never writes config snapshots")
+    ts.add_argument("--disable-token-auth", action="store_true",
+                    help="no token on the APIs even if the config names an auth_token_file")
+    ts.add_argument("--enable-model-api", action="store_true", default=None,
+                    help="allow registering and unregistering models (the tsf default)")
+    ts.add_argument("--log-config", help="accepted and ignored: tsf logs with --log-level and "
+                    "--log-format instead of log4j")
 
 
 def _archive_parser(sub: Any) -> None:
@@ -76,15 +93,25 @@ def run_serve(args: argparse.Namespace) -> int:
     from .logs import configure_logging
     from .memory import release_large_buffers
     from .server.app import TsfServer, serve_forever
+    from .snapshot import parse_snapshot
 
     cli = {"model_store": args.model_store, "inference_address": args.inference_address,
            "management_address": args.management_address,
            "metrics_address": args.metrics_address, "workspace": args.workspace,
            "log_level": args.log_level, "log_format": args.log_format,
            "auth_token_file": args.auth_token_file,
-           "load_models": ",".join(args.models) if args.models else None}
-    config = load_config(args.config_file, cli)
+           "load_models": ",".join(args.models) if args.models else None,
+           "enable_model_api": args.enable_model_api,
+           "sagemaker": args.sagemaker or args.container_command == "serve" or None}
+    if args.disable_token_auth:
+        cli.update(auth_token_file="", inference_token="", management_token="")
+    # TorchServe reads TS_CONFIG_FILE when --ts-config is not given
+    config = load_config(args.config_file or os.environ.get("TS_CONFIG_FILE"), cli)
+    parse_snapshot(config.model_snapshot)  # a bad snapshot stops the start with its reason
     configure_logging(config.log_level, config.log_format)
+    if args.log_config:
+        logging.getLogger("tsf").warning("--log-config %s ignored: tsf logs with --log-level "
+                                         "and --log-format", args.log_config)
     release_large_buffers()
 
     async def main() -> None:

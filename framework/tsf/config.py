@@ -1,8 +1,11 @@
-"""Server configuration: defaults < config file < ``TSF_*`` environment < command line.
+"""Server configuration: defaults < config file < ``TS_*`` < ``TSF_*`` environment < SageMaker
+variables < command line.
 
 Keys are TorchServe's ``config.properties`` keys where one exists (``inference_address``,
 ``model_store``, ``job_queue_size``, ...).  The environment uses the upper-cased key with a
-``TSF_`` prefix (``TSF_JOB_QUEUE_SIZE=50``).
+``TSF_`` prefix (``TSF_JOB_QUEUE_SIZE=50``); TorchServe's ``TS_<KEY>`` variables apply too when
+the config file sets ``enable_envvars_config=true``, as in TorchServe.  In SageMaker mode the
+container's ``SAGEMAKER_*`` variables are read as well (see :mod:`tsf.sagemaker.settings`).
 """
 
 from __future__ import annotations
@@ -62,6 +65,16 @@ class ServerConfig:
     grpc_inference_port: int = 0   # TorchServe's key; replaces the address's port when set
     grpc_management_port: int = 0
     metrics_config: str = ""  # TorchServe's metrics.yaml: its model_metrics are declared
+    # TorchServe / KServe layout keys
+    enable_envvars_config: bool = False  # TS_<KEY> variables override the config file
+    service_envelope: str = ""           # kserve / kservev2: /v1 and /v2 are always served
+    model_snapshot: str = ""             # TorchServe's JSON list of startup models
+    # SageMaker container mode (tsf serve --sagemaker, or TSF_SAGEMAKER=true)
+    sagemaker: bool = False
+    sagemaker_model_dir: str = "/opt/ml/model"
+    sagemaker_multi_model_dir: str = "/opt/ml/models"
+    sagemaker_multi_model: bool = False
+    sagemaker_install_requirements: bool = False
 
     @property
     def allowed_url_patterns(self) -> list[str]:
@@ -119,15 +132,40 @@ def env_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
     return out
 
 
+def ts_env_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """TorchServe's ``TS_<KEY>`` variables as keys (``TS_JOB_QUEUE_SIZE`` -> ``job_queue_size``).
+
+    TorchServe reads every ``TS_*`` variable this way; keys tsf does not know are ignored, as in
+    the config file.
+    """
+    environ = os.environ if environ is None else environ
+    return {name[3:].lower(): value for name, value in environ.items()
+            if name.startswith("TS_") and len(name) > 3}
+
+
+SERVICE_ENVELOPES = ("", "json", "body", "kserve", "kservev2", "kfserving", "kfservingv2")
+
+
 def load_config(config_file: str | None = None, cli: Mapping[str, Any] | None = None,
                 environ: Mapping[str, str] | None = None) -> ServerConfig:
     """Build the effective configuration from every source, in precedence order."""
     config = ServerConfig()
     if config_file:
         config = config.with_overrides(read_properties(config_file))
+    if config.enable_envvars_config:
+        config = config.with_overrides(ts_env_values(environ))
     config = config.with_overrides(env_values(environ))
+    if cli and cli.get("sagemaker"):
+        config = config.with_overrides({"sagemaker": True})
+    if config.sagemaker:
+        from .sagemaker.settings import sagemaker_values
+
+        config = config.with_overrides(sagemaker_values(config, environ))
     if cli:
         config = config.with_overrides(cli)
+    if config.service_envelope.lower() not in SERVICE_ENVELOPES:
+        raise BadRequest(f"unsupported service_envelope {config.service_envelope!r}; use one of "
+                         + ", ".join(e for e in SERVICE_ENVELOPES if e))
     return config
 
 

@@ -187,4 +187,5 @@ class FallbackHandler(BaseHandler):
 
 @hookimpl
 def tsf_register_handlers() -> dict:
-    return {"base": BaseHandler}
+    # sagemaker: a SageMaker inference.py (model_fn, input_fn, ...) served unchanged
+    return {"base": BaseHandler, "sagemaker": "tsf.sagemaker.handler:SageMakerHandler"}

@@ -77,16 +77,23 @@ class ServerProcess:
 
     def __init__(self, model_store: str | os.PathLike | None = None,
                  models: list[str] | None = None, config: dict[str, Any] | None = None,
-                 env: dict[str, str] | None = None, ready_timeout: float = 60.0) -> None:
+                 env: dict[str, str] | None = None, ready_timeout: float = 60.0,
+                 args: list[str] | None = None) -> None:
+        """``args``, when given, replace the config file and loopback addresses this class
+        otherwise passes (a KServe or TorchServe command line); ``--workspace`` and
+        ``--ready-file`` are always added."""
         self.workdir = Path(tempfile.mkdtemp(prefix="tsf-test-"))
         ready_file = self.workdir / "ready.json"
-        config_file = self.workdir / "config.properties"
-        lines = [f"{k}={v}" for k, v in (config or {}).items()]
-        config_file.write_text("\n".join(lines) + "\n")
-        cmd = [sys.executable, "-m", "tsf.cli", "serve", "--ts-config", str(config_file),
-               "--inference-address", LOOPBACK, "--management-address", LOOPBACK,
-               "--metrics-address", LOOPBACK, "--workspace", str(self.workdir / "workspace"),
-               "--ready-file", str(ready_file)]
+        cmd = [sys.executable, "-m", "tsf.cli", "serve"]
+        if args is None:
+            config_file = self.workdir / "config.properties"
+            lines = [f"{k}={v}" for k, v in (config or {}).items()]
+            config_file.write_text("\n".join(lines) + "\n")
+            cmd += ["--ts-config", str(config_file), "--inference-address", LOOPBACK,
+                    "--management-address", LOOPBACK, "--metrics-address", LOOPBACK]
+        else:
+            cmd += args
+        cmd += ["--workspace", str(self.workdir / "workspace"), "--ready-file", str(ready_file)]
         if model_store is not None:
             cmd += ["--model-store", str(model_store)]
         if models:

@@ -1,4 +1,5 @@
-"""The tsf server: three Tornado applications (inference, management, metrics) on one loop."""
+"""The tsf server: Tornado applications for the inference, management and metrics APIs on one
+loop (one application per distinct address)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from ..lifecycle import Lifecycle
 from ..manager import ModelManager
 from ..metrics import ServerMetrics
 from ..plugins import create_manager
+from ..snapshot import register_snapshot_models
 from ..tracing import create_tracing
 from ..auth import load_tokens
 from . import inference, kserve_v1, kserve_v2, management, metrics
@@ -57,34 +59,46 @@ class TsfServer:
         return {"config": self.config, "manager": self.manager, "metrics": self.metrics,
                 "pm": self.pm, "tracing": self.tracing, "tokens": self.tokens}
 
-    def _apps(self) -> dict[str, tornado.web.Application]:
+    def _routes(self) -> dict[str, list]:
         services = self._services()
-        settings = {"default_handler_class": NotFoundHandler, "compress_response": False,
-                    "serve_traceback": False, "log_function": _log_request,
-                    "lifecycle": self.lifecycle}
-        return {
-            "inference": tornado.web.Application(
-                inference.routes(dict(services, api="inference"))
-                + kserve_v1.routes(dict(services, api="inference"))
-                + kserve_v2.routes(dict(services, api="inference")), **settings),
-            "management": tornado.web.Application(
-                management.routes(dict(services, api="management")), **settings),
-            "metrics": tornado.web.Application(
-                metrics.routes(dict(services, api="metrics")), **settings),
+        inference_options = dict(services, api="inference")
+        routes = {
+            "inference": inference.routes(inference_options)
+            + kserve_v1.routes(inference_options) + kserve_v2.routes(inference_options),
+            "management": management.routes(dict(services, api="management")),
+            "metrics": metrics.routes(dict(services, api="metrics")),
         }
+        if self.config.sagemaker:  # SageMaker's routes first: its /models is not TorchServe's
+            from ..sagemaker.routes import routes as sagemaker_routes
+
+            routes["inference"] = sagemaker_routes(inference_options) + routes["inference"]
+        return routes
 
     def _listen(self) -> None:
+        """One Tornado app per distinct address: APIs given the same address (KServe's samples
+        put inference and management on one port) share one app with both route sets."""
         addresses = {"inference": self.config.inference_address,
                      "management": self.config.management_address,
                      "metrics": self.config.metrics_address}
-        for api, app in self._apps().items():
-            address = Address.parse(addresses[api])
+        groups: dict[Any, list[str]] = {}
+        for api, text in addresses.items():
+            address = Address.parse(text)
+            groups.setdefault((address.host, address.port) if address.port else api,
+                              []).append(api)  # port 0 asks for a port of its own
+        routes = self._routes()
+        settings = {"default_handler_class": NotFoundHandler, "compress_response": False,
+                    "serve_traceback": False, "log_function": _log_request,
+                    "lifecycle": self.lifecycle}
+        for apis in groups.values():
+            address = Address.parse(addresses[apis[0]])
+            app = tornado.web.Application([r for api in apis for r in routes[api]], **settings)
             sockets = tornado.netutil.bind_sockets(address.port, address.host)
             server = HTTPListener(app, max_body_size=_TORNADO_BODY_CAP,
                                   idle_connection_timeout=300)
             server.add_sockets(sockets)
             self.servers.append(server)
-            self.ports[api] = sockets[0].getsockname()[1]
+            for api in apis:
+                self.ports[api] = sockets[0].getsockname()[1]
 
     def urls(self) -> dict[str, str]:
         hosts = {"inference": self.config.inference_address,
@@ -114,6 +128,11 @@ class TsfServer:
                 log.error("startup model %s (%s) not registered: %s", name or url, url,
                           exc.message)
                 self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
+        await register_snapshot_models(self.manager, self.config)
+        if self.config.sagemaker:
+            from ..sagemaker.models import register_sagemaker_model
+
+            await register_sagemaker_model(self.manager, self.config)
         self.manager.starting = False
 
     async def drain(self, timeout: float | None = None) -> bool:

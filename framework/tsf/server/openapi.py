@@ -130,6 +130,9 @@ class _OpenAPIHandler(StreamingBodyHandler):
         self.write_json(self.spec())
 
     def get(self, *_: Any) -> None:
+        if self.request.path == "/" and self.services.get("api") == "inference":
+            self.write_json({"status": "alive"})  # KServe v1 liveness (GET /)
+            return
         if self.request.path != "/api-description":
             self.send_error(404)
             return

@@ -1,0 +1,144 @@
+"""SageMaker's HTTP contract on the inference port.
+
+Single-model endpoints: ``GET /ping`` (200 once the model has its workers) and
+``POST /invocations``.  Multi-model endpoints (``SAGEMAKER_MULTI_MODEL=true``): ``GET /ping``,
+``POST /models`` (``{"model_name", "url"}``: load), ``GET /models`` (list, paginated with
+``next_page_token``), ``GET /models/{name}``, ``DELETE /models/{name}`` (unload) and
+``POST /models/{name}/invoke``.  Bodies reach the model as sent, with their ``Content-Type`` and
+``Accept`` headers; the answer carries the content type the model chose.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..errors import (BadRequest, MethodNotAllowed, ServiceUnavailable, check_response_size,
+                      raise_for_answer)
+from ..server.request_body import StreamingBodyHandler
+from .models import SINGLE_MODEL_NAME, register_folder
+
+PAGE_LIMIT = 100
+
+
+class SageMakerRequestHandler(StreamingBodyHandler):
+    """Shared by the SageMaker routes: the model manager and one request sent to a model."""
+
+    @property
+    def manager(self) -> Any:
+        return self.services["manager"]
+
+    async def invoke(self, model: str, route: str) -> None:
+        with self.observed(route, model, "predict", "default") as outcome:
+            body = self.body()
+            request_id = (self.request.headers.get("X-Amzn-SageMaker-Inference-Id")
+                          or self.request.headers.get("X-Request-Id") or uuid.uuid4().hex)
+            self.request_id = request_id
+            meta = {"id": request_id, "headers": dict(self.request.headers.get_all()),
+                    "parts": [{"name": "body", "ctype": "application/octet-stream"}]}
+            outcome.model_version, job = self.submit(model, None, "predict", meta, [body],
+                                                     outcome.span)
+            result, payload = await job.future
+            raise_for_answer(result, payload)
+            check_response_size(len(payload), self.services["config"].max_response_size)
+            outcome.code = result["status"]
+            self.set_status(result["status"])
+            self.set_header("Content-Type", result["ctype"])
+            self.set_header("X-Request-Id", request_id)
+            for key, value in result.get("headers", {}).items():
+                self.set_header(key, value)
+            self.finish(payload)
+
+
+class SageMakerPingHandler(SageMakerRequestHandler):
+    """``GET /ping``: 200 when every model has its workers (and, for a single-model endpoint,
+    the model is registered); a JSON 503 naming what is missing otherwise."""
+
+    public = True
+
+    def get(self) -> None:
+        if self.draining:
+            raise ServiceUnavailable("the server is draining before it stops")
+        config = self.services["config"]
+        if not config.sagemaker_multi_model and \
+                SINGLE_MODEL_NAME not in self.manager.registry.names():
+            raise ServiceUnavailable(f"the model in {config.sagemaker_model_dir} is not loaded "
+                                     "(see the server log)")
+        healthy, problems = self.manager.health()
+        if not healthy:
+            raise ServiceUnavailable("; ".join(problems))
+        self.write_json({"status": "Healthy"})
+
+
+class InvocationsHandler(SageMakerRequestHandler):
+    """``POST /invocations``: the single model."""
+
+    async def post(self) -> None:
+        await self.invoke(SINGLE_MODEL_NAME, "/invocations")
+
+
+class MultiModelsHandler(SageMakerRequestHandler):
+    """``POST /models`` (load) and ``GET /models`` (list) of a multi-model endpoint."""
+
+    async def post(self) -> None:
+        try:
+            document = json.loads(self.body() or b"null")
+        except ValueError as exc:
+            raise BadRequest(f"body is not valid JSON: {exc}") from None
+        if not isinstance(document, dict) or not isinstance(document.get("model_name"), str) \
+                or not isinstance(document.get("url"), str):
+            raise BadRequest('expected {"model_name": "...", "url": "/opt/ml/models/.../model"}')
+        _, message = await register_folder(self.manager, self.services["config"],
+                                           document["model_name"], Path(document["url"]),
+                                           synchronous=True)
+        self.write_json({"status": message})
+
+    def get(self) -> None:
+        token = self.get_query_argument("next_page_token", "0")
+        limit = self.get_query_argument("page_size", str(PAGE_LIMIT))
+        if not token.isdigit() or not limit.isdigit() or int(limit) < 1:
+            raise BadRequest("next_page_token and page_size must be non-negative integers")
+        names = self.manager.registry.names()
+        start, size = int(token), min(int(limit), PAGE_LIMIT)
+        page = [self.describe(name) for name in names[start:start + size]]
+        body: dict[str, Any] = {"models": page}
+        if start + size < len(names):
+            body["nextPageToken"] = str(start + size)
+        self.write_json(body)
+
+    def describe(self, name: str) -> dict:
+        mv = self.manager.registry.get(name)
+        return {"modelName": name, "modelUrl": mv.url}
+
+
+class MultiModelHandler(MultiModelsHandler):
+    """``GET /models/{name}`` (describe) and ``DELETE /models/{name}`` (unload)."""
+
+    def get(self, name: str) -> None:  # type: ignore[override]
+        self.write_json(self.describe(name))
+
+    async def delete(self, name: str) -> None:
+        self.write_json({"status": await self.manager.unregister(name, None)})
+
+    async def post(self, name: str) -> None:  # type: ignore[override]
+        raise MethodNotAllowed("POST /models/{name} is not a route; invoke a model with "
+                               "POST /models/{name}/invoke")
+
+
+class MultiModelInvokeHandler(SageMakerRequestHandler):
+    """``POST /models/{name}/invoke``."""
+
+    async def post(self, name: str) -> None:
+        await self.invoke(name, "/models/{model_name}/invoke")
+
+
+def routes(options: dict[str, Any]) -> list:
+    if options["config"].sagemaker_multi_model:
+        return [(r"/ping", SageMakerPingHandler, options),
+                (r"/models", MultiModelsHandler, options),
+                (r"/models/([^/]+)", MultiModelHandler, options),
+                (r"/models/([^/]+)/invoke", MultiModelInvokeHandler, options)]
+    return [(r"/ping", SageMakerPingHandler, options),
+            (r"/invocations", InvocationsHandler, options)]
