@@ -43,6 +43,7 @@ class ServerConfig:
     worker_restart_backoff_max: float = 30.0
     log_level: str = "INFO"
     log_format: str = "text"
+    event_loop: str = "auto"   # auto (uvloop when installed) | asyncio | uvloop
     auth_token_file: str = ""
     inference_token: str = field(default="", repr=False)
     management_token: str = field(default="", repr=False)
