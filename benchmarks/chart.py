@@ -11,9 +11,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def write_chart(rows: list[dict], path: Path, model: str = "mlp") -> None:
-    """Write ``path`` (PNG) from ``compare.py``'s rows for ``model``."""
+def write_chart(rows: list[dict], path: Path, model: str = "mlp") -> bool:
+    """Write ``path`` (PNG) from ``compare.py``'s rows for ``model``; False if it has none."""
     rows = [r for r in rows if r["model"] == model]
+    if not rows:
+        return False
     batches = sorted({r["batch"] for r in rows})
     systems = sorted({r["system"] for r in rows}, key=lambda s: (s != "tsf", s))
     fig, axes = plt.subplots(2, len(batches), figsize=(5.5 * len(batches), 7.5), squeeze=False,
@@ -44,3 +46,4 @@ def write_chart(rows: list[dict], path: Path, model: str = "mlp") -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True

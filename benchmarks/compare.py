@@ -168,7 +168,7 @@ def main() -> int:
     finally:
         for system in systems:
             system.stop()
-    ready = {s.name: s.ready for s in systems}
+    ready = {s.name: s.ready for s in systems if s.ready == s.ready}  # LitServe: NaN if unused
     rows.sort(key=lambda r: (r["system"] != "tsf", r["system"]))
     text = report(rows, ready, args)
     print(text)
@@ -212,8 +212,10 @@ def write_results(out: Path, text: str, rows: list[dict], ready: dict) -> None:
         print(f"chart skipped ({exc.name} is not installed: "
               "pip install -r benchmarks/requirements.txt)")
         return
-    chart.write_chart(rows, out / "compare.png")
-    print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}")
+    if chart.write_chart(rows, out / "compare.png"):
+        print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}")
+    else:
+        print(f"wrote {out / 'compare.md'} (no MLP points to chart)")
 
 
 if __name__ == "__main__":
