@@ -2,7 +2,8 @@
 
     python benchmarks/compare.py [--load wrk|python] [--duration 5] [--rounds 3]
                                  [--concurrency 1 8 32 64] [--workloads mlp conv]
-                                 [--systems tsf torchserve litserve tornado] [--out DIR]
+                                 [--systems tsf torchserve litserve tornado tsf-asyncio]
+                                 [--out DIR]
 
 Builds the workloads (tiny MLP on JSON; ResNet-18 on raw tensors; optionally ``jpeg``, ResNet-18
 behind ``image_classifier``) and starts every system on 127.0.0.1 side by side.  Each point runs
@@ -106,6 +107,8 @@ def start_systems(store: Path, args) -> list:
     for system_name in args.systems:
         if system_name == "tsf":
             systems.append(Tsf(store, args.event_loop))
+        elif system_name == "tsf-asyncio":
+            systems.append(Tsf(store, "asyncio", name=system_name))
         elif system_name == "tornado":
             systems.append(BareTornado(args.event_loop))
         elif system_name == "torchserve":
@@ -169,7 +172,7 @@ def main() -> int:
         for system in systems:
             system.stop()
     ready = {s.name: s.ready for s in systems if s.ready == s.ready}  # LitServe: NaN if unused
-    rows.sort(key=lambda r: (r["system"] != "tsf", r["system"]))
+    rows.sort(key=lambda r: (not r["system"].startswith("tsf"), r["system"]))
     text = report(rows, ready, args)
     print(text)
     write_results(args.out, text, rows, ready)

@@ -93,11 +93,13 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 class Tsf:
-    """``tsf serve`` from this checkout; its front end is the one server process."""
+    """``tsf serve`` from this checkout; its front end is the one server process.
 
-    name = "tsf"
+    ``tsf-asyncio`` in ``--systems`` is the same server on asyncio's own loop, to measure
+    what uvloop changes in the same rounds."""
 
-    def __init__(self, store: Path, event_loop: str = "auto") -> None:
+    def __init__(self, store: Path, event_loop: str = "auto", name: str = "tsf") -> None:
+        self.name = name
         started = time.perf_counter()
         # The stage-timer contrib example wraps every stage of every model; a production
         # install would not carry it, so the benchmark leaves it out.
