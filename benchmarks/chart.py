@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import NullFormatter, ScalarFormatter  # noqa: E402
 
 
 def write_chart(rows: list[dict], path: Path, model: str = "mlp") -> bool:
@@ -36,6 +37,8 @@ def write_chart(rows: list[dict], path: Path, model: str = "mlp") -> bool:
         top.set_ylabel("requests per second")
         bottom.set_ylabel("p99 latency (ms)")
         bottom.set_yscale("log")
+        bottom.yaxis.set_major_formatter(ScalarFormatter())
+        bottom.yaxis.set_minor_formatter(NullFormatter())
         bottom.set_xlabel("concurrent connections")
         ticks = sorted({r["conc"] for r in rows})
         for ax in (top, bottom):
