@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import sys
 import tempfile
@@ -171,6 +172,7 @@ def main() -> int:
     finally:
         for system in systems:
             system.stop()
+        shutil.rmtree(store, ignore_errors=True)
     ready = {s.name: s.ready for s in systems if s.ready == s.ready}  # LitServe: NaN if unused
     rows.sort(key=lambda r: (not r["system"].startswith("tsf"), r["system"]))
     text = report(rows, ready, args)
