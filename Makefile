@@ -13,8 +13,8 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 PLUGINS := $(wildcard plugins/*/pyproject.toml contrib-handlers/*/pyproject.toml)
 PLUGINS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
-.PHONY: setup serve test bench bench-compare bench-torchserve demo-store image image-lint clean \
-        kserve-client
+.PHONY: setup serve test bench bench-compare bench-torchserve bench-litserve bench-tools \
+	demo-store image image-lint clean kserve-client
 
 $(STAMP): pyproject.toml requirements-test.txt $(addsuffix /pyproject.toml,$(PLUGINS))
 	python3 -m venv $(VENV)
@@ -58,8 +58,25 @@ bench: demo-store
 
 bench-torchserve: .venv-ts/bin/torchserve
 
-bench-compare: $(STAMP) bench-torchserve
-	$(PY) benchmarks/compare.py
+# LitServe 0.2.19 likewise, in .venv-lit
+.venv-lit/bin/litserve: $(STAMP)
+	python3 -m venv .venv-lit
+	.venv-lit/bin/python -m pip install -q litserve==0.2.19
+	$(PY) -c "import sysconfig; print(sysconfig.get_paths()['purelib'])" > \
+	  "$$(.venv-lit/bin/python -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")/tsf-shared-torch.pth"
+
+bench-litserve: .venv-lit/bin/litserve
+
+# wrk (Debian package) drives the load, where apt-get can run; matplotlib draws the chart
+bench-tools: $(STAMP)
+	command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends wrk >/dev/null; } || echo "wrk not installed: use BENCH_ARGS='--load python'"
+	$(PIP) install -q -r benchmarks/requirements.txt
+
+# every system side by side (about 15 minutes); BENCH_ARGS adds compare.py's flags
+bench-compare: bench-tools bench-torchserve bench-litserve
+	$(PY) benchmarks/compare.py $(BENCH_ARGS)
 
 # Container image (deploy/Containerfile) built with podman from a local Debian base: no registry
 # is needed.  torch 2.14.1 with its CUDA libraries, as in .venv (PyPI's torchvision wheels need
@@ -102,4 +119,4 @@ $(KSERVE_STAMP):
 kserve-client: $(KSERVE_STAMP)
 
 clean:
-	rm -rf $(VENV) .venv-ts .venv-kserve $(STORE) $(IMAGE_CTX)
+	rm -rf $(VENV) .venv-ts .venv-lit .venv-kserve $(STORE) $(IMAGE_CTX)

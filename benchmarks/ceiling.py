@@ -40,8 +40,7 @@ def _batch_maker(workload: Workload, batch_size: int):
 
 def measure(workload: Workload, store: Path, batch_size: int, duration: float) -> dict:
     """Samples per second and median seconds per call, after a short warm-up."""
-    serialized = "mlp.pt" if workload.name == "mlp" else "resnet18.pt"
-    model = torch.jit.load(str(store / "src" / serialized)).eval()
+    model = torch.jit.load(str(store / "src" / workload.serialized)).eval()
     make = _batch_maker(workload, batch_size)
     with torch.inference_mode():
         for _ in range(3):

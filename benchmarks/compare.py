@@ -1,32 +1,42 @@
-"""tsf against the in-process ceiling and TorchServe 0.12, on the same archives and load.
+"""tsf against the in-process ceiling, TorchServe 0.12, LitServe and a bare-Tornado floor.
 
-    python benchmarks/compare.py [--duration 4] [--concurrency 1 8 32]
-                                 [--rounds 2] [--torchserve-venv .venv-ts]
-                                 [--systems tsf torchserve]
+    python benchmarks/compare.py [--load wrk|python] [--duration 5] [--rounds 3]
+                                 [--concurrency 1 8 32 64] [--workloads mlp conv]
+                                 [--systems tsf torchserve litserve tornado tsf-asyncio]
+                                 [--out DIR]
 
-Builds the workloads (tiny MLP, ResNet-18 on raw tensors, image_classifier on JPEG) and starts
-every system on 127.0.0.1 side by side.  Each point runs in rounds: the in-process ceiling,
-then each system (in alternating order) driven by the shared load generator (``loadgen.py``:
-closed loop, keep-alive connections, fixed duration).  Prints one table with throughput,
-latency percentiles, errors, memory, time to ready and the ratios tsf/ceiling and
-tsf/TorchServe.  ``make bench-torchserve`` creates ``.venv-ts``.
+Builds the workloads (tiny MLP on JSON; ResNet-18 on raw tensors; optionally ``jpeg``, ResNet-18
+behind ``image_classifier``) and starts every system on 127.0.0.1 side by side.  Each point runs
+in rounds: the in-process ceiling, then each system in alternating order, driven by ``wrk``
+(closed loop, keep-alive connections, fixed duration; ``--load python`` uses ``loadgen.py``).
+Around every run the front end's CPU time is read from ``/proc``, giving CPU µs per request.
+ResNet-18 runs at the batch size whose ceiling is highest, at ``--conv-concurrency``.
+
+Prints one table (throughput, latency percentiles, errors, front-end CPU and memory, ceiling
+and per-round ratios) and writes it with a JSON copy and a PNG chart to ``--out``.
+``make bench-torchserve`` and ``make bench-litserve`` create ``.venv-ts`` and ``.venv-lit``.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
+import shutil
 import statistics
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
 import ceiling  # noqa: E402
 import workloads  # noqa: E402
-from loadgen import run_load  # noqa: E402
-from servers import TorchServe, Tsf  # noqa: E402
+from drive import drive  # noqa: E402
+from servers import BareTornado, LitServe, TorchServe, Tsf, cpu_seconds, memory_mb  # noqa: E402
+
+PEERS = ("torchserve", "litserve")
+NO_MODEL = ("workers_mb", "ceiling", "x_ceiling")  # columns left blank for the bare floor
 
 
 def measure_point(systems: list, workload, batch_size: int, conc: int, store: Path,
@@ -38,104 +48,179 @@ def measure_point(systems: list, workload, batch_size: int, conc: int, store: Pa
     ratios are taken within a round and their median reported.
     """
     name = f"{workload.name}_b{batch_size}"
+    url = {s.name: f"{s.inference}/predictions/{name}" for s in systems}
     for system in systems:
-        asyncio.run(run_load(f"{system.inference}/predictions/{name}", workload.body, conc,
-                             args.warmup, workload.content_type))
+        drive(args.load, url[system.name], workload.body, workload.content_type, conc,
+              args.warmup)
     runs: dict[str, list] = {s.name: [] for s in systems}
+    cpu_us: dict[str, list] = {s.name: [] for s in systems}
     ceilings = []
     for round_index in range(args.rounds):
         ceilings.append(ceiling.measure(workload, store, batch_size, args.duration / 2))
         order = systems if round_index % 2 == 0 else systems[::-1]
         for system in order:
-            runs[system.name].append(asyncio.run(run_load(
-                f"{system.inference}/predictions/{name}", workload.body, conc, args.duration,
-                workload.content_type)))
+            pids = system.front_pids()
+            before = cpu_seconds(pids)
+            run = drive(args.load, url[system.name], workload.body, workload.content_type,
+                        conc, args.duration)
+            spent = cpu_seconds(pids) - before
+            runs[system.name].append(run)
+            cpu_us[system.name].append(spent / run.requests * 1e6 if run.requests else 0.0)
     rows = []
     for system in systems:
         results = runs[system.name]
-        latencies = sorted(x for r in results for x in r.latencies)
-        front, workers = system.rss()
         row = {"system": system.name, "model": workload.name, "batch": batch_size,
-               "conc": conc, "rps": statistics.median(r.throughput for r in results),
-               "p50": _pct(latencies, 50), "p90": _pct(latencies, 90),
-               "p99": _pct(latencies, 99), "errors": sum(r.errors for r in results),
-               "front_mb": front, "workers_mb": workers,
+               "conc": conc, "rps": statistics.median(r.rps for r in results),
+               "p50": statistics.median(r.p50 for r in results),
+               "p90": statistics.median(r.p90 for r in results),
+               "p99": statistics.median(r.p99 for r in results),
+               "errors": sum(r.errors for r in results),
+               "cpu_us": statistics.median(cpu_us[system.name]),
+               "front_mb": memory_mb(system.front_pids()),
+               "workers_mb": memory_mb(system.worker_pids()),
                "ceiling": statistics.median(c["throughput"] for c in ceilings),
                "ceiling_p50": statistics.median(c["p50"] for c in ceilings) * 1e3,
-               "x_ceiling": statistics.median(r.throughput / c["throughput"]
+               "x_ceiling": statistics.median(r.rps / c["throughput"]
                                               for r, c in zip(results, ceilings))}
-        if system.name == "tsf" and "torchserve" in runs:
-            row["x_torchserve"] = statistics.median(
-                a.throughput / b.throughput for a, b in zip(results, runs["torchserve"])
-                if b.throughput)
+        if system.name == "tsf":
+            for peer in PEERS:
+                ratios = [a.rps / b.rps for a, b in zip(results, runs.get(peer, [])) if b.rps]
+                if ratios:
+                    row[f"x_{peer}"] = statistics.median(ratios)
+            floors = [a / b for a, b in zip(cpu_us["tsf"], cpu_us.get("tornado", [])) if b]
+            if floors:
+                row["x_floor_cpu"] = statistics.median(floors)
         rows.append(row)
     return rows
 
 
-def _pct(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return float("nan")
-    return ordered[min(len(ordered) - 1, int(q / 100.0 * len(ordered)))] * 1e3
+def best_conv_batch(workload, store: Path, duration: float) -> int:
+    """The candidate batch size with the highest in-process samples per second."""
+    speeds = {b: ceiling.measure(workload, store, b, duration)["throughput"]
+              for b in workload.batch_sizes}
+    print("ResNet-18 ceiling by batch size: " +
+          ", ".join(f"{b}: {s:.0f}/s" for b, s in speeds.items()))
+    return max(speeds, key=speeds.get)
+
+
+def start_systems(store: Path, args) -> list:
+    systems = []
+    for system_name in args.systems:
+        if system_name == "tsf":
+            systems.append(Tsf(store, args.event_loop))
+        elif system_name == "tsf-asyncio":
+            systems.append(Tsf(store, "asyncio", name=system_name))
+        elif system_name == "tornado":
+            systems.append(BareTornado(args.event_loop))
+        elif system_name == "torchserve":
+            if not (args.torchserve_venv / "bin" / "torchserve").exists():
+                print(f"TorchServe skipped: no {args.torchserve_venv}/bin/torchserve "
+                      "(make bench-torchserve)")
+                continue
+            systems.append(TorchServe(store, args.torchserve_venv))
+        elif system_name == "litserve":
+            if not (args.litserve_venv / "bin" / "litserve").exists():
+                print(f"LitServe skipped: no {args.litserve_venv}/bin/litserve "
+                      "(make bench-litserve)")
+                continue
+            systems.append(LitServe(store, args.litserve_venv))
+    return systems
 
 
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--duration", type=float, default=4.0)
+    parser.add_argument("--load", choices=["wrk", "python"], default="wrk")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per run")
     parser.add_argument("--warmup", type=float, default=1.0)
-    parser.add_argument("--rounds", type=int, default=2,
+    parser.add_argument("--rounds", type=int, default=3,
                         help="alternating rounds per point; ratios are their median")
-    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
+    parser.add_argument("--conv-concurrency", type=int, nargs="+", default=[16])
     parser.add_argument("--max-batch-delay", type=int, default=5, help="ms")
-    parser.add_argument("--systems", nargs="+", default=["tsf", "torchserve"])
-    parser.add_argument("--workloads", nargs="+", default=["mlp", "conv", "jpeg"])
+    parser.add_argument("--systems", nargs="+", default=["tsf", "torchserve", "litserve",
+                                                         "tornado"])
+    parser.add_argument("--workloads", nargs="+", default=["mlp", "conv"])
+    parser.add_argument("--event-loop", default="auto", help="tsf's and the floor's")
     parser.add_argument("--torchserve-venv", type=Path, default=Path(".venv-ts"))
+    parser.add_argument("--litserve-venv", type=Path, default=Path(".venv-lit"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     args.torchserve_venv = args.torchserve_venv.absolute()
+    args.litserve_venv = args.litserve_venv.absolute()
 
     store = Path(tempfile.mkdtemp(prefix="tsf-bench-store-"))
     chosen = workloads.build(store, tuple(args.workloads))
-    systems, ready = [], {}
+    systems = start_systems(store, args)
+    rows = []
     try:
-        for system_name in args.systems:
-            if system_name == "torchserve" and \
-                    not (args.torchserve_venv / "bin" / "torchserve").exists():
-                print(f"TorchServe skipped: no {args.torchserve_venv}/bin/torchserve "
-                      "(make bench-torchserve)")
-                continue
-            system = Tsf(store) if system_name == "tsf" else \
-                TorchServe(store, args.torchserve_venv)
-            systems.append(system)
-            ready[system_name] = system.ready
-        rows = []
         for workload in chosen:
-            for batch in workload.batch_sizes:
+            batches, concurrencies = workload.batch_sizes, args.concurrency
+            if workload.name == "conv":
+                batches = [best_conv_batch(workload, store, max(1.0, args.duration / 2))]
+                concurrencies = args.conv_concurrency
+            serving = [s for s in systems if s.supports(workload)]
+            for batch in batches:
                 name = f"{workload.name}_b{batch}"
-                for system in systems:
-                    system.register(f"{workload.name}.mar", name, batch, args.max_batch_delay)
+                for system in serving:
+                    system.register(workload, name, batch, args.max_batch_delay)
                 try:
-                    for conc in args.concurrency:
-                        rows.extend(measure_point(systems, workload, batch, conc, store, args))
+                    for conc in concurrencies:
+                        rows.extend(measure_point(serving, workload, batch, conc, store, args))
                 finally:
-                    for system in systems:
+                    for system in serving:
                         system.unregister(name)
     finally:
         for system in systems:
             system.stop()
-    report(sorted(rows, key=lambda r: r["system"] != "tsf"), ready)
+        shutil.rmtree(store, ignore_errors=True)
+    ready = {s.name: s.ready for s in systems if s.ready == s.ready}  # LitServe: NaN if unused
+    rows.sort(key=lambda r: (not r["system"].startswith("tsf"), r["system"]))
+    text = report(rows, ready, args)
+    print(text)
+    write_results(args.out, text, rows, ready)
     return 0
 
 
-def report(rows: list[dict], ready: dict) -> None:
-    print("time to ready: " + ", ".join(f"{k} {v:.2f} s" for k, v in ready.items()))
-    print("| system | model | batch | conc | req/s | p50 ms | p90 ms | p99 ms | errors | "
-          "front MB | workers MB | ceiling/s | ceiling p50 ms | x ceiling | x TorchServe |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+def report(rows: list[dict], ready: dict, args) -> str:
+    def cell(row: dict, key: str, digits: int = 0) -> str:
+        value = row.get(key)
+        if value is None or (row["system"] == "tornado" and key in NO_MODEL):
+            return ""
+        return f"{value:.{digits}f}"
+
+    lines = [f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load: {args.load}, "
+             f"{args.rounds} rounds of {args.duration:g} s per point, max_batch_delay "
+             f"{args.max_batch_delay} ms",
+             "time to ready: " + ", ".join(f"{k} {v:.2f} s" for k, v in ready.items()), "",
+             "| system | model | batch | conc | req/s | p50 ms | p90 ms | p99 ms | errors | "
+             "front CPU µs/req | front MB | workers MB | ceiling/s | x ceiling | "
+             "tsf/TorchServe | tsf/LitServe | tsf CPU/floor |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        versus = f"{r['x_torchserve']:.2f}" if "x_torchserve" in r else ""
-        print(f"| {r['system']} | {r['model']} | {r['batch']} | {r['conc']} | {r['rps']:.0f} | "
-              f"{r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | {r['errors']} | "
-              f"{r['front_mb']:.0f} | {r['workers_mb']:.0f} | {r['ceiling']:.0f} | "
-              f"{r['ceiling_p50']:.2f} | {r['x_ceiling']:.2f} | {versus} |")
+        lines.append(
+            f"| {r['system']} | {r['model']} | {r['batch']} | {r['conc']} | {r['rps']:.0f} | "
+            f"{r['p50']:.2f} | {r['p90']:.2f} | {r['p99']:.2f} | {r['errors']} | "
+            f"{r['cpu_us']:.0f} | {r['front_mb']:.0f} | {cell(r, 'workers_mb')} | "
+            f"{cell(r, 'ceiling')} | {cell(r, 'x_ceiling', 2)} | {cell(r, 'x_torchserve', 2)} | "
+            f"{cell(r, 'x_litserve', 2)} | {cell(r, 'x_floor_cpu', 2)} |")
+    return "\n".join(lines)
+
+
+def write_results(out: Path, text: str, rows: list[dict], ready: dict) -> None:
+    """``compare.md`` (the table), ``compare.json`` (the rows) and ``compare.png`` (the chart)."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.md").write_text(text + "\n")
+    (out / "compare.json").write_text(json.dumps({"ready": ready, "rows": rows}, indent=1))
+    try:
+        import chart
+    except ImportError as exc:
+        print(f"chart skipped ({exc.name} is not installed: "
+              "pip install -r benchmarks/requirements.txt)")
+        return
+    if chart.write_chart(rows, out / "compare.png"):
+        print(f"wrote {out / 'compare.md'} and {out / 'compare.png'}")
+    else:
+        print(f"wrote {out / 'compare.md'} (no MLP points to chart)")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""The benchmark's models, archived once with torch-model-archiver so both servers load the same.
+"""The benchmark's models, archived once with torch-model-archiver so every server loads the same.
 
 * ``mlp``: 64 -> 256 -> 256 -> 10, JSON input (overhead-dominated);
-* ``conv``: ResNet-18 at 224x224, raw float32 input (compute-dominated);
+* ``conv``: ResNet-18 at 224x224, raw float32 input (compute-dominated); its batch sizes are
+  candidates, of which ``compare.py`` serves the one with the best in-process ceiling;
 * ``jpeg``: ResNet-18 behind the ``image_classifier`` handler, JPEG input (the real path).
 """
 
@@ -25,6 +26,7 @@ class Workload:
     body: bytes
     content_type: str
     batch_sizes: list[int]
+    serialized: str  # the TorchScript file in the store's src/ folder
 
 
 def mlp() -> torch.nn.Module:
@@ -71,18 +73,18 @@ def build(store: Path, names: tuple[str, ...] = ("mlp", "conv", "jpeg")) -> list
         torch.jit.script(mlp()).save(str(src / "mlp.pt"))
         _archive(src, store, "mlp", src / "mlp.pt", handler)
         found.append(Workload("mlp", json.dumps([0.5] * 64).encode(), "application/json",
-                              [1, 8]))
+                              [1, 8], "mlp.pt"))
     if "conv" in names or "jpeg" in names:
         torch.jit.script(resnet18()).save(str(src / "resnet18.pt"))
     if "conv" in names:
         _archive(src, store, "conv", src / "resnet18.pt", handler)
         image = torch.rand(3, 224, 224, generator=torch.Generator().manual_seed(0))
         found.append(Workload("conv", image.numpy().tobytes(), "application/octet-stream",
-                              [1, 4]))
+                              [1, 2, 4, 8], "resnet18.pt"))
     if "jpeg" in names:
         (src / "index_to_name.json").write_text(json.dumps({str(i): f"class_{i}"
                                                             for i in range(1000)}))
         _archive(src, store, "jpeg", src / "resnet18.pt", "image_classifier",
                  [src / "index_to_name.json"])
-        found.append(Workload("jpeg", jpeg_bytes(), "image/jpeg", [4]))
+        found.append(Workload("jpeg", jpeg_bytes(), "image/jpeg", [4], "resnet18.pt"))
     return found

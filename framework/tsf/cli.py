@@ -9,9 +9,11 @@ import logging
 import os
 import signal
 import sys
-from typing import Any
+from typing import Any, Callable
 
-from .errors import TsfError
+from .errors import BadRequest, TsfError
+
+EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
 
 def _serve_parser(sub: Any) -> None:
@@ -88,6 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
+    """The loop that ``event_loop`` names: uvloop's when installed (``auto``) or asked for,
+    else asyncio's."""
+    if choice not in EVENT_LOOPS:
+        raise BadRequest(f"invalid value for event_loop: {choice!r} "
+                         f"(one of {', '.join(EVENT_LOOPS)})")
+    if choice != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if choice == "uvloop":
+                raise BadRequest("event_loop=uvloop but uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop
+    return asyncio.new_event_loop
+
+
 def run_serve(args: argparse.Namespace) -> int:
     from .config import load_config
     from .logs import configure_logging
@@ -132,7 +151,10 @@ def run_serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, on_signal, sig)
         await serve_forever(server, args.ready_file, stop)
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=event_loop_factory(config.event_loop)) as runner:
+        uses_uvloop = type(runner.get_loop()).__module__.startswith("uvloop")
+        logging.getLogger("tsf").info("event loop: %s", "uvloop" if uses_uvloop else "asyncio")
+        runner.run(main())
     return 0
 
 

@@ -54,6 +54,7 @@ class ServerConfig:
     max_workers_per_model: int = 32     # 0: no limit
     log_level: str = "INFO"
     log_format: str = "text"
+    event_loop: str = "auto"   # auto (uvloop when installed) | asyncio | uvloop
     auth_token_file: str = ""
     inference_token: str = field(default="", repr=False)
     management_token: str = field(default="", repr=False)
