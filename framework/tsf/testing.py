@@ -60,6 +60,27 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def fixed_port() -> int:
+    """A free TCP port on 127.0.0.1 below the kernel's ephemeral range, for a server that must
+    bind the same port again after a restart: a port from :func:`free_port` can meanwhile become
+    the local port of some outgoing connection, and then the restart fails with EADDRINUSE."""
+    import random
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = random.randrange(10000, max(low, 10001))
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
 def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM ``proc``, and SIGKILL it if it has not exited after ``grace`` seconds."""
     if proc.poll() is not None:

@@ -30,7 +30,7 @@ import requests
 
 from tsf.archiver import ArchiveSpec, write_archive
 from tsf.config import ServerConfig
-from tsf.testing import free_port, stop_process
+from tsf.testing import fixed_port, free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -66,7 +66,7 @@ class Replica:
         self.workdir = workdir
         self.config = config
         self.env = env
-        self.ports = {api: free_port() for api in ("inference", "management", "metrics")}
+        self.ports = {api: fixed_port() for api in ("inference", "management", "metrics")}
         self.proc: subprocess.Popen | None = None
         self.starts = 0
 
