@@ -25,6 +25,7 @@ from .metrics import ServerMetrics
 from .registry import ModelVersion, Registry
 from .storage import check_allowed, keep_in_cache, parse_sha256, verify_sha256
 from .tracing import Tracing
+from .traffic import ROUTING_HEADER, TrafficSplit, header_value, parse_weights
 from .workers.pool import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,26 @@ class ModelManager:
         finally:
             self._loading -= Counter([(mv.name, mv.version)])
 
+    def set_traffic(self, name: str, document: Any) -> dict:
+        """Set the model's traffic split from a ``{"version": weight}`` object."""
+        versions = [mv.version for mv in self.registry.versions(name)]
+        self.registry.set_split(name, TrafficSplit(parse_weights(document, versions)))
+        log.info("traffic split of model %s set to %s", name, document)
+        return self.traffic(name)
+
+    def clear_traffic(self, name: str) -> dict:
+        self.registry.set_split(name, None)
+        log.info("traffic split of model %s removed", name)
+        return self.traffic(name)
+
+    def traffic(self, name: str) -> dict:
+        """The model's split as the management API shows it."""
+        split = self.registry.split(name)
+        return {"modelName": name, "defaultVersion": self.registry.default_version(name),
+                "routingHeader": ROUTING_HEADER,
+                "weights": split.weights if split else None,
+                "percentages": split.percentages() if split else None}
+
     def set_default(self, name: str, version: str) -> str:
         self.registry.set_default(name, version)
         return f'Default version successfully updated for model "{name}" to "{version}"'
@@ -288,7 +309,9 @@ class ModelManager:
     # --- requests ---------------------------------------------------------------------------
     def submit(self, name: str, version: str | None, kind: str, meta: dict,
                blobs: list[bytes], trace: Any = None) -> tuple[ModelVersion, Job]:
-        mv = self.registry.get(name, version)
+        """Queue one request on the version that serves it (see :meth:`Registry.route`)."""
+        mv = self.registry.route(name, version,
+                                 header_value(meta.get("headers") or {}, ROUTING_HEADER))
         if mv.pool.target == 0 and mv.pool.live_count == 0:
             raise ServiceUnavailable(
                 f"model {name} has no workers; add some with PUT /models/{name}?min_worker=1")

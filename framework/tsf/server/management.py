@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BadRequest, Forbidden
-from ..json_body import json_object
+from ..json_body import json_object, load_json
 from ..manager import ModelManager
 from ..plugins import describe_plugins
 from ..registry import Registry
@@ -80,9 +80,15 @@ def list_models(registry: Registry, limit: int, token: int) -> dict[str, Any]:
 
 
 def describe_models(registry: Registry, name: str, version: str | None) -> list[dict]:
-    """``GET /models/{m}[/{v}|/all]``: one description per version."""
+    """``GET /models/{m}[/{v}|/all]``: one description per version (with the model's traffic
+    split, when it has one)."""
     versions = registry.versions(name) if version == "all" else [registry.get(name, version)]
-    return [mv.describe() for mv in versions]
+    split = registry.split(name)
+    described = [mv.describe() for mv in versions]
+    if split is not None:
+        for entry in described:
+            entry["trafficSplit"] = split.percentages()
+    return described
 
 
 class ManagementHandler(StreamingBodyHandler):
@@ -146,6 +152,19 @@ class SetDefaultHandler(ManagementHandler):
         self.status(200, self.manager.set_default(name, version))
 
 
+class TrafficHandler(ManagementHandler):
+    """``/models/{m}/traffic``: the weighted split between versions (GET, PUT, DELETE)."""
+
+    def get(self, name: str) -> None:
+        self.write_json(self.manager.traffic(name))
+
+    def put(self, name: str) -> None:
+        self.write_json(self.manager.set_traffic(name, load_json(self.body() or b"null")))
+
+    def delete(self, name: str) -> None:
+        self.write_json(self.manager.clear_traffic(name))
+
+
 class PluginsHandler(ManagementHandler):
     def get(self) -> None:
         self.write_json({"plugins": describe_plugins(self.services["pm"])})
@@ -157,6 +176,7 @@ def routes(options: dict[str, Any]) -> list:
         (r"/models", ModelsHandler, options),
         (rf"/models/{name}", ModelHandler, options),
         (rf"/models/{name}/{name}/set-default", SetDefaultHandler, options),
+        (rf"/models/{name}/traffic", TrafficHandler, options),
         (rf"/models/{name}/{name}", ModelHandler, options),
         (r"/plugins", PluginsHandler, options),
         (r"/(?:api-description)?", ManagementOpenAPIHandler, options),

@@ -1,0 +1,242 @@
+"""Traffic and lifecycle (issue 19): weighted and sticky splits between versions, warm-up,
+worker autoscaling, shadow traffic and rolling updates, on a real server under load."""
+
+from __future__ import annotations
+
+import collections
+import concurrent.futures
+import re
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from tsf.archiver import ArchiveSpec, write_archive
+from tsf.testing import ServerProcess, assert_error
+
+pytestmark = pytest.mark.slow
+
+# answers with the version that served it (and sleeps when asked to: "sleep:0.2")
+VERSIONED = '''
+    import time
+
+    def handle(data, context):
+        if data is None:
+            return None
+        out = []
+        for row in data:
+            body = row.get("body", row.get("data", "tensor"))
+            if isinstance(body, (bytes, bytearray)):
+                body = body.decode()
+            if isinstance(body, str) and body.startswith("sleep:"):
+                time.sleep(float(body[len("sleep:"):]))
+            out.append({"version": context.model_version, "echo": body})
+        return out
+'''
+
+
+def build(store: Path, src: Path, name: str, version: str, handler: str = VERSIONED,
+          config: str | None = None) -> str:
+    """Archive ``handler`` as ``{name}.mar`` in ``store``; returns the file name."""
+    src.mkdir(parents=True, exist_ok=True)
+    handler_file = src / f"{name}_handler.py"
+    handler_file.write_text(textwrap.dedent(handler))
+    config_file = None
+    if config is not None:
+        config_file = src / f"{name}-config.yaml"
+        config_file.write_text(textwrap.dedent(config))
+    write_archive(ArchiveSpec(model_name=name, version=version, handler=str(handler_file),
+                              export_path=str(store), force=True,
+                              config_file=str(config_file) if config_file else None))
+    return f"{name}.mar"
+
+
+def wait_for(condition, timeout: float, what: str, step: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, what
+        time.sleep(step)
+
+
+def predict(server: ServerProcess, model: str, body: str = "x", version: str | None = None,
+            headers: dict | None = None):
+    path = f"/predictions/{model}" + (f"/{version}" if version else "")
+    return server.post(path, data=body.encode(),
+                       headers={"Content-Type": "text/plain", **(headers or {})})
+
+
+def served_version(response) -> str:
+    assert response.status_code == 200, response.text
+    version = response.headers["X-Model-Version"]
+    assert response.json()["version"] == version  # the header names the version that answered
+    return version
+
+
+def metric(scrape: str, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in scrape.splitlines():
+        if not line.startswith(name + "{"):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line[:line.rindex("}")]))
+        if all(found.get(k) == v for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> Path:
+    store = tmp_path_factory.mktemp("store")
+    src = tmp_path_factory.mktemp("src")
+    fast = "batchSize: 4\nmaxBatchDelay: 1\nminWorkers: 1\n"
+    build(store, src, "ab1", "1.0", config=fast)
+    build(store, src, "ab2", "2.0", config=fast)
+    build(store, src, "ab3", "3.0", config=fast)
+    return store
+
+
+@pytest.fixture(scope="module")
+def split_server(store):
+    """``ab`` in versions 1.0 (default) and 2.0, one worker each."""
+    server = ServerProcess(model_store=store)
+    try:
+        for archive in ("ab1.mar", "ab2.mar"):
+            response = server.register(archive, model_name="ab")
+            assert response.status_code == 200, response.text
+        yield server
+    finally:
+        server.stop()
+
+
+def put_traffic(server: ServerProcess, model: str, weights):
+    import json
+
+    return server.manage("PUT", f"/models/{model}/traffic", data=json.dumps(weights),
+                         headers={"Content-Type": "application/json"})
+
+
+# --- 1. weighted split ------------------------------------------------------------------------
+
+def test_the_measured_split_matches_the_weights_over_1000_requests(split_server):
+    server = split_server
+    assert put_traffic(server, "ab", {"1.0": 90, "2.0": 10}).status_code == 200
+    try:
+        before = server.scrape()
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            versions = list(pool.map(lambda i: served_version(predict(server, "ab", str(i))),
+                                     range(1000)))
+        counts = collections.Counter(versions)
+        assert abs(counts["2.0"] / 1000 - 0.10) < 0.035, counts  # 3.7 standard deviations
+        assert counts["1.0"] + counts["2.0"] == 1000
+        # request metrics carry the version that served each request
+        after = server.scrape()
+        for version in ("1.0", "2.0"):
+            served = metric(after, "tsf_requests_total", model_name="ab",
+                            model_version=version, code="200") - \
+                metric(before, "tsf_requests_total", model_name="ab", model_version=version,
+                       code="200")
+            assert served == counts[version], (version, served, counts)
+    finally:
+        server.manage("DELETE", "/models/ab/traffic")
+
+
+def test_sticky_keys_never_change_version_while_the_weights_stand(split_server):
+    server = split_server
+    assert put_traffic(server, "ab", {"1.0": 50, "2.0": 50}).status_code == 200
+    try:
+        keys = [f"user-{i}" for i in range(60)]
+        first = {k: served_version(predict(server, "ab", headers={"X-Routing-Key": k}))
+                 for k in keys}
+        assert set(first.values()) == {"1.0", "2.0"}  # the keys are spread over both
+        for _ in range(4):
+            for key in keys:
+                again = predict(server, "ab", headers={"X-Routing-Key": key})
+                assert served_version(again) == first[key], key
+    finally:
+        server.manage("DELETE", "/models/ab/traffic")
+
+
+def test_a_request_naming_a_version_goes_there_whatever_the_split(split_server):
+    server = split_server
+    assert put_traffic(server, "ab", {"1.0": 0, "2.0": 100}).status_code == 200
+    try:
+        assert {served_version(predict(server, "ab")) for _ in range(20)} == {"2.0"}
+        assert {served_version(predict(server, "ab", version="1.0")) for _ in range(5)} == \
+            {"1.0"}
+    finally:
+        server.manage("DELETE", "/models/ab/traffic")
+    assert {served_version(predict(server, "ab")) for _ in range(10)} == {"1.0"}  # default
+
+
+def test_kserve_v1_and_v2_follow_the_split(split_server):
+    server = split_server
+    assert put_traffic(server, "ab", {"2.0": 1}).status_code == 200
+    try:
+        v1 = server.post("/v1/models/ab:predict", json={"instances": ["a", "b"]})
+        assert v1.status_code == 200, v1.text
+        assert v1.headers["X-Model-Version"] == "2.0"
+        assert [p["version"] for p in v1.json()["predictions"]] == ["2.0", "2.0"]
+        v2 = server.post("/v2/models/ab/infer", json={"inputs": [
+            {"name": "x", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]})
+        assert v2.status_code == 200, v2.text
+        assert v2.headers["X-Model-Version"] == v2.json()["model_version"] == "2.0"
+    finally:
+        server.manage("DELETE", "/models/ab/traffic")
+
+
+def test_get_and_describe_show_the_split(split_server):
+    server = split_server
+    response = put_traffic(server, "ab", {"1.0": 3, "2.0": 1})
+    assert response.status_code == 200, response.text
+    try:
+        shown = server.manage("GET", "/models/ab/traffic").json()
+        assert shown["weights"] == {"1.0": 3, "2.0": 1}
+        assert shown["percentages"] == {"1.0": 75.0, "2.0": 25.0}
+        assert shown["routingHeader"] == "X-Routing-Key"
+        described = server.manage("GET", "/models/ab/all").json()
+        assert [d["trafficSplit"] for d in described] == [{"1.0": 75.0, "2.0": 25.0}] * 2
+    finally:
+        cleared = server.manage("DELETE", "/models/ab/traffic").json()
+    assert cleared["weights"] is None
+    assert "trafficSplit" not in server.manage("GET", "/models/ab").json()[0]
+
+
+@pytest.mark.parametrize("body", [
+    {"1.0": -1, "2.0": 10}, {"1.0": "ninety"}, {"1.0": True}, {"9.9": 10}, {"1.0": 0, "2.0": 0},
+    {}, [90, 10], "90", None, {"1.0": 1e400},
+], ids=["negative", "text", "boolean", "unknown-version", "all-zero", "empty", "list",
+        "string", "null", "infinite"])
+def test_invalid_weights_get_400_and_change_nothing(split_server, body):
+    import json
+
+    server = split_server
+    data = json.dumps(body).replace("1e+400", "1e400") if body != {"1.0": 1e400} \
+        else '{"1.0": 1e400}'
+    response = server.manage("PUT", "/models/ab/traffic", data=data,
+                             headers={"Content-Type": "application/json"})
+    assert_error(response, 400)
+    assert server.manage("GET", "/models/ab/traffic").json()["weights"] is None
+    assert served_version(predict(server, "ab")) == "1.0"
+
+
+def test_traffic_of_an_unknown_model_is_404(split_server):
+    assert_error(put_traffic(split_server, "nope", {"1.0": 1}), 404)
+    assert_error(split_server.manage("GET", "/models/nope/traffic"), 404)
+
+
+def test_unregistering_a_version_in_the_split_renormalises_the_rest(split_server):
+    server = split_server
+    assert server.register("ab3.mar", model_name="ab").status_code == 200
+    try:
+        assert put_traffic(server, "ab", {"1.0": 50, "2.0": 25, "3.0": 25}).status_code == 200
+        assert server.manage("DELETE", "/models/ab/3.0").status_code == 200
+        shown = server.manage("GET", "/models/ab/traffic").json()
+        assert shown["percentages"] == {"1.0": 66.6667, "2.0": 33.3333}
+        assert {served_version(predict(server, "ab")) for _ in range(60)} == {"1.0", "2.0"}
+    finally:
+        server.manage("DELETE", "/models/ab/traffic")
+        server.manage("DELETE", "/models/ab/3.0")
