@@ -240,3 +240,89 @@ def test_unregistering_a_version_in_the_split_renormalises_the_rest(split_server
     finally:
         server.manage("DELETE", "/models/ab/traffic")
         server.manage("DELETE", "/models/ab/3.0")
+
+
+# --- 2. warm-up -------------------------------------------------------------------------------
+
+# counts the requests it answered; warm-up inputs are requests too; "boom" fails
+COUNTING = '''
+    import time
+
+    CALLS = []
+
+    def handle(data, context):
+        if data is None:
+            return None
+        out = []
+        for row in data:
+            body = row.get("body")
+            if isinstance(body, (bytes, bytearray)):
+                body = body.decode()
+            if body == "boom":
+                raise ValueError("cannot warm up on boom")
+            if isinstance(body, str) and body.startswith("sleep:"):
+                time.sleep(float(body[len("sleep:"):]))
+            CALLS.append(body)
+            out.append({"calls": len(CALLS), "seen": CALLS[:8]})
+        return out
+'''
+
+
+def test_warm_up_runs_in_every_worker_before_it_is_ready(tmp_path, tsf_server):
+    store = tmp_path / "store"
+    build(store, tmp_path / "src", "warm", "1.0", handler=COUNTING, config="""
+        minWorkers: 2
+        warmup:
+          inputs: ["sleep:0.5", {"k": 1}]
+          iterations: 2
+    """)
+    server = tsf_server(model_store=store)
+    started = time.monotonic()
+    response = server.register("warm.mar", synchronous="false")
+    assert response.status_code == 202, response.text
+    states = [server.get("/v2/models/warm/ready").status_code]
+    wait_for(lambda: states.append(server.get("/v2/models/warm/ready").status_code) or
+             states[-1] == 200, 60, "the model never became ready", step=0.05)
+    assert time.monotonic() - started >= 1.0  # two iterations of a 0.5 s warm-up input
+    assert states[0] == 503  # not ready while warming up
+    assert server.get("/ping").status_code == 200
+    wait_for(lambda: len(server.manage("GET", "/models/warm").json()[0]["workers"]) == 2, 60,
+             "the second worker never became ready")
+    for _ in range(10):
+        answer = predict(server, "warm", "user")
+        assert answer.status_code == 200, answer.text
+        body = answer.json()
+        # each worker ran the 4 warm-up requests before its first user request
+        assert body["calls"] >= 5 and body["seen"][:4] == ["sleep:0.5", {"k": 1}] * 2, body
+    assert "warm-up: 4 requests" in server.log()
+
+
+def test_a_failing_warm_up_fails_the_load_with_a_clear_error(tmp_path, tsf_server):
+    store = tmp_path / "store"
+    build(store, tmp_path / "src", "cold", "1.0", handler=COUNTING, config="""
+        warmup:
+          inputs: ["fine", "boom"]
+    """)
+    server = tsf_server(model_store=store)
+    body = assert_error(server.register("cold.mar"), 500, "ModelLoadException")
+    assert "warm-up input 1" in body["message"] and "boom" in body["message"], body
+    assert_error(server.manage("GET", "/models/cold"), 404)
+
+
+def test_a_warm_up_file_in_the_archive_is_read(tmp_path, tsf_server):
+    import json
+
+    store = tmp_path / "store"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "warmup.json").write_text(json.dumps(["one", "two", "three"]))
+    handler = src / "filewarm_handler.py"
+    handler.write_text(textwrap.dedent(COUNTING))
+    config = src / "filewarm-config.yaml"
+    config.write_text("warmup:\n  file: warmup.json\n")
+    write_archive(ArchiveSpec(model_name="filewarm", handler=str(handler),
+                              extra_files=str(src / "warmup.json"), config_file=str(config),
+                              export_path=str(store), force=True))
+    server = tsf_server(model_store=store)
+    assert server.register("filewarm.mar").status_code == 200
+    assert predict(server, "filewarm", "user").json()["seen"] == ["one", "two", "three", "user"]
