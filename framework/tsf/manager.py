@@ -10,6 +10,7 @@ import logging
 import re
 import shutil
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import pluggy
 
 from .archive import Limits, ModelArchive, check_paths, open_archive
+from .autoscale import Autoscaler, autoscale_settings, decisions_counter
 from .batching import Batcher, BatchQueue, Job
 from .config import ServerConfig, check_worker_cap, model_settings
 from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, TsfError)
@@ -53,6 +55,7 @@ class ModelManager:
         self.failed_startup_models: dict[str, str] = {}  # name -> why it did not load
         # versions whose workers are being started, with how many loads/scales are under way
         self._loading: Counter[tuple[str, str]] = Counter()
+        self.autoscale_decisions = decisions_counter(metrics.registry)
 
     # --- register ---------------------------------------------------------------------------
     async def _fetch(self, url: str, sha256: str | None = None) -> tuple[Path, Path | None]:
@@ -128,6 +131,7 @@ class ModelManager:
         if self.registry.exists(name, version) or key in self._reserved:
             raise Conflict(f"Model version {version} is already registered for model {name}")
         settings = model_settings(self.config, archive.model_config, rest)
+        settings.extra["autoscale"] = autoscale_settings(self.config, archive.model_config)
         self._reserved.add(key)
         try:
             mv = self._build(name, version, url, archive, settings, owned, loaded_at_startup)
@@ -185,20 +189,50 @@ class ModelManager:
                           settings=settings, pool=pool, queue=queue, batcher=batcher,
                           loaded_at_startup=loaded_at_startup, owned_dir=owned, labels=labels)
         mv_holder.append(mv)
+        mv.autoscaler = Autoscaler(settings.extra["autoscale"])
         pool.on_change = lambda: self._workers_changed(mv)
         pool.on_memory_restart = \
             lambda: self.metrics.worker_memory_restarts.labels(name, version).inc()
         batcher.start()
+        pool.spawn(self._autoscale(mv))
         return mv
 
     def _workers_changed(self, mv: ModelVersion) -> None:
         self.metrics.workers_alive.labels(mv.name, mv.version).set(mv.pool.live_count)
         self.metrics.worker_restarts.labels(mv.name, mv.version).set(mv.pool.restarts)
 
+    async def _autoscale(self, mv: ModelVersion) -> None:
+        """Apply the version's autoscaler decisions until its pool closes."""
+        scaler: Autoscaler = mv.autoscaler
+        cap = self.config.max_workers_per_model
+        while not mv.pool.closing:
+            await asyncio.sleep(self.config.autoscale_interval_s)
+            low = mv.settings.min_workers
+            high = min(mv.settings.max_workers, cap) if cap > 0 else mv.settings.max_workers
+            if high <= low or self._loading[mv.name, mv.version] or mv.pool.closing:
+                scaler.reset()
+                continue
+            now = time.monotonic()
+            target = mv.pool.target
+            step = scaler.decide(now, mv.queue.oldest_wait(now), mv.pool.longest_idle(now),
+                                 target, low, high)
+            if not step:
+                continue
+            direction = "up" if step > 0 else "down"
+            log.info("autoscaling %s version %s %s from %d to %d workers", mv.name, mv.version,
+                     direction, target, target + step)
+            self.autoscale_decisions.labels(mv.name, mv.version, direction).inc()
+            try:
+                await mv.pool.scale(target + step)
+            except TsfError as exc:
+                log.error("autoscaling %s version %s to %d workers failed: %s", mv.name,
+                          mv.version, target + step, exc)
+
     def _batch_done(self, mv: ModelVersion, batch: list[Job], header: dict,
                     dispatched: float, finished: float, worker_id: str) -> None:
         m = self.metrics
         for job in batch:
+            mv.autoscaler.observe_wait(dispatched - job.arrival)
             m.record_queue(mv.name, mv.version, job.meta.get("label_version", mv.version),
                            dispatched - job.arrival)
         m.record_batch(mv.name, mv.version, len(batch), header.get("timings", {}))
@@ -223,7 +257,7 @@ class ModelManager:
             raise BadRequest("max_worker cannot be less than min_worker.")
         check_worker_cap(self.config, low)
         mv = self.registry.get(name, version)
-        mv.settings.max_workers = high
+        mv.settings.min_workers, mv.settings.max_workers = low, high
         self._loading[mv.name, mv.version] += 1
         if not synchronous:
             asyncio.ensure_future(self._scale_logged(mv, low))

@@ -326,3 +326,90 @@ def test_a_warm_up_file_in_the_archive_is_read(tmp_path, tsf_server):
     server = tsf_server(model_store=store)
     assert server.register("filewarm.mar").status_code == 200
     assert predict(server, "filewarm", "user").json()["seen"] == ["one", "two", "three", "user"]
+
+
+# --- 3. autoscaling ---------------------------------------------------------------------------
+
+def _target(server: ServerProcess, model: str) -> int:
+    return server.manage("GET", f"/models/{model}").json()[0]["targetWorkers"]
+
+
+def _live(server: ServerProcess, model: str) -> int:
+    return len(server.manage("GET", f"/models/{model}").json()[0]["workers"])
+
+
+def test_a_slow_model_under_load_grows_to_max_workers_and_shrinks_back_after(tmp_path,
+                                                                             tsf_server):
+    import threading
+
+    store = tmp_path / "store"
+    build(store, tmp_path / "src", "slow", "1.0", config="""
+        batchSize: 1
+        maxBatchDelay: 1
+        minWorkers: 1
+        maxWorkers: 3
+        autoscale:
+          target_queue_ms: 100
+          scale_up_after_s: 0.5
+          scale_down_idle_s: 2
+    """)
+    server = tsf_server(model_store=store, config={"autoscale_interval_s": 0.2})
+    assert server.register("slow.mar").status_code == 200
+    assert _live(server, "slow") == 1
+    stop = threading.Event()
+    failures: list[str] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            answer = predict(server, "slow", "sleep:0.2")
+            if answer.status_code != 200:
+                failures.append(answer.text)
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for thread in threads:
+        thread.start()
+    try:
+        wait_for(lambda: _live(server, "slow") == 3, 90, "the pool never grew to 3 workers")
+        time.sleep(1.5)
+        assert _target(server, "slow") == 3  # never above max_worker
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert not failures, failures[:3]
+    wait_for(lambda: _live(server, "slow") == 1, 60, "the pool never shrank back to 1 worker")
+    time.sleep(3)  # idle for longer than the cool-down: never below min_worker
+    assert _live(server, "slow") == _target(server, "slow") == 1
+    scrape = server.scrape()
+    assert metric(scrape, "tsf_autoscale_decisions_total", model_name="slow",
+                  direction="up") == 2
+    assert metric(scrape, "tsf_autoscale_decisions_total", model_name="slow",
+                  direction="down") == 2
+    assert "autoscaling slow version 1.0 up from 1 to 2 workers" in server.log()
+
+
+def test_min_equal_to_max_never_scales(tmp_path, tsf_server):
+    store = tmp_path / "store"
+    build(store, tmp_path / "src", "fixed", "1.0", config="""
+        batchSize: 1
+        minWorkers: 1
+        maxWorkers: 1
+        autoscale: {target_queue_ms: 1, scale_up_after_s: 0}
+    """)
+    server = tsf_server(model_store=store, config={"autoscale_interval_s": 0.1})
+    assert server.register("fixed.mar").status_code == 200
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(lambda _: predict(server, "fixed", "sleep:0.2"), range(12)))
+    assert all(a.status_code == 200 for a in answers)
+    assert _target(server, "fixed") == 1
+    assert "tsf_autoscale_decisions_total{" not in server.scrape()
+
+
+@pytest.mark.parametrize("config", ["autoscale: 5", "autoscale: {target_queue_ms: -1}",
+                                    "autoscale: {target_queue_ms: fast}",
+                                    "autoscale: {speed: 1}"])
+def test_invalid_autoscale_settings_are_a_400(tmp_path, tsf_server, config):
+    store = tmp_path / "store"
+    build(store, tmp_path / "src", "badscale", "1.0", config=config)
+    server = tsf_server(model_store=store)
+    assert_error(server.register("badscale.mar"), 400, text="autoscale")
