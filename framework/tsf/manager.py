@@ -25,6 +25,7 @@ from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, T
 from .health import Health, assess
 from .metrics import ServerMetrics
 from .registry import ModelVersion, Registry
+from .shadow import Shadowing, parse_rule
 from .storage import check_allowed, keep_in_cache, parse_sha256, verify_sha256
 from .tracing import Tracing
 from .traffic import ROUTING_HEADER, TrafficSplit, header_value, parse_weights
@@ -56,6 +57,7 @@ class ModelManager:
         # versions whose workers are being started, with how many loads/scales are under way
         self._loading: Counter[tuple[str, str]] = Counter()
         self.autoscale_decisions = decisions_counter(metrics.registry)
+        self.shadowing = Shadowing(metrics.registry)
 
     # --- register ---------------------------------------------------------------------------
     async def _fetch(self, url: str, sha256: str | None = None) -> tuple[Path, Path | None]:
@@ -301,6 +303,25 @@ class ModelManager:
                 "weights": split.weights if split else None,
                 "percentages": split.percentages() if split else None}
 
+    def set_shadow(self, name: str, document: Any) -> dict:
+        """Mirror a share of ``name``'s live requests to a version (``{"version", "percent"}``)."""
+        versions = [mv.version for mv in self.registry.versions(name)]
+        rule = parse_rule(document, versions)
+        self.shadowing.rules[name] = rule
+        log.info("shadow traffic of model %s: %g%% to version %s", name, rule.percent,
+                 rule.version)
+        return self.shadow(name)
+
+    def clear_shadow(self, name: str) -> dict:
+        self.registry.get(name)
+        self.shadowing.forget(name)
+        return self.shadow(name)
+
+    def shadow(self, name: str) -> dict:
+        self.registry.get(name)
+        rule = self.shadowing.rules.get(name)
+        return {"modelName": name, "shadow": rule.to_dict() if rule else None}
+
     def set_default(self, name: str, version: str) -> str:
         self.registry.set_default(name, version)
         return f'Default version successfully updated for model "{name}" to "{version}"'
@@ -316,8 +337,9 @@ class ModelManager:
 
     async def _remove(self, mv: ModelVersion, error: TsfError, wait: float | None = None
                       ) -> None:
-        if self.registry.exists(mv.name, mv.version):
+        if self.registry.get_exact(mv.name, mv.version) is mv:
             self.registry.remove(mv.name, mv.version)
+            self.shadowing.forget(mv.name, mv.version)
         await mv.batcher.stop(error, wait)
         await mv.pool.close()
         mv.remove_files()
@@ -354,6 +376,7 @@ class ModelManager:
             meta["kind"] = kind  # the worker runs each kind through its own hooks
         job = Job(kind, meta, blobs, asyncio.get_running_loop().create_future(), trace)
         mv.batcher.submit(job)
+        self.shadowing.mirror(self.registry, mv.version, kind, meta, blobs, job.future, name)
         return mv, job
 
     def _live_workers(self):

@@ -92,6 +92,10 @@ class Registry:
     def exists(self, name: str, version: str) -> bool:
         return version in self._models.get(name, {})
 
+    def get_exact(self, name: str, version: str) -> ModelVersion | None:
+        """The registered ``version`` of ``name``, or None (no default, no split)."""
+        return self._models.get(name, {}).get(version)
+
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         versions = self._models.get(name)
         if not versions:

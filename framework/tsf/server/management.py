@@ -165,6 +165,20 @@ class TrafficHandler(ManagementHandler):
         self.write_json(self.manager.clear_traffic(name))
 
 
+class ShadowHandler(ManagementHandler):
+    """``/models/{m}/shadow``: mirror a share of live requests to a version (GET, PUT,
+    DELETE)."""
+
+    def get(self, name: str) -> None:
+        self.write_json(self.manager.shadow(name))
+
+    def put(self, name: str) -> None:
+        self.write_json(self.manager.set_shadow(name, load_json(self.body() or b"null")))
+
+    def delete(self, name: str) -> None:
+        self.write_json(self.manager.clear_shadow(name))
+
+
 class PluginsHandler(ManagementHandler):
     def get(self) -> None:
         self.write_json({"plugins": describe_plugins(self.services["pm"])})
@@ -177,6 +191,7 @@ def routes(options: dict[str, Any]) -> list:
         (rf"/models/{name}", ModelHandler, options),
         (rf"/models/{name}/{name}/set-default", SetDefaultHandler, options),
         (rf"/models/{name}/traffic", TrafficHandler, options),
+        (rf"/models/{name}/shadow", ShadowHandler, options),
         (rf"/models/{name}/{name}", ModelHandler, options),
         (r"/plugins", PluginsHandler, options),
         (r"/(?:api-description)?", ManagementOpenAPIHandler, options),
