@@ -92,7 +92,9 @@ class ModelManager:
                        max_batch_delay: Any = None, initial_workers: Any = None,
                        synchronous: bool = True, response_timeout: Any = None,
                        startup_timeout: Any = None, loaded_at_startup: bool = False,
-                       sha256: str | None = None) -> tuple[int, str]:
+                       sha256: str | None = None, replace: bool = False) -> tuple[int, str]:
+        """Register the archive at ``url``; with ``replace``, an archive for a version that is
+        already registered replaces it by a rolling update (see :meth:`_roll`)."""
         if not url:
             raise BadRequest("Parameter url is required.")
         source, fresh_download = await self._fetch(url, sha256)
@@ -107,7 +109,7 @@ class ModelManager:
         try:
             return await self._register_archive(
                 url, archive, owned, model_name=model_name, handler=handler,
-                loaded_at_startup=loaded_at_startup, synchronous=synchronous,
+                loaded_at_startup=loaded_at_startup, synchronous=synchronous, replace=replace,
                 rest={"batch_size": batch_size, "max_batch_delay": max_batch_delay,
                       "min_workers": initial_workers, "response_timeout": response_timeout,
                       "startup_timeout": startup_timeout})
@@ -121,7 +123,7 @@ class ModelManager:
     async def _register_archive(self, url: str, archive: ModelArchive, owned: Path | None, *,
                                 model_name: str | None, handler: str | None,
                                 loaded_at_startup: bool, synchronous: bool,
-                                rest: dict) -> tuple[int, str]:
+                                rest: dict, replace: bool = False) -> tuple[int, str]:
         name = model_name or archive.model_name or Path(url).name.split(".")[0]
         if not MODEL_NAME.fullmatch(name):
             raise BadRequest(f"invalid model name {name!r}: use letters, digits, '_', '-', '.'")
@@ -130,10 +132,15 @@ class ModelManager:
             archive.model["handler"] = handler
             check_paths(archive)
         key = (name, version)
-        if self.registry.exists(name, version) or key in self._reserved:
-            raise Conflict(f"Model version {version} is already registered for model {name}")
+        if key in self._reserved or (self.registry.exists(name, version) and not replace):
+            raise Conflict(f"Model version {version} is already registered for model {name}"
+                           + ("" if key in self._reserved else
+                              "; add replace=true to roll the new archive out in its place"))
         settings = model_settings(self.config, archive.model_config, rest)
         settings.extra["autoscale"] = autoscale_settings(self.config, archive.model_config)
+        if self.registry.exists(name, version):
+            return await self._roll(self.registry.get(name, version), url, archive, owned,
+                                    settings, synchronous)
         self._reserved.add(key)
         try:
             mv = self._build(name, version, url, archive, settings, owned, loaded_at_startup)
@@ -150,6 +157,69 @@ class ModelManager:
             return 202, "Processing worker updates..."
         await self._scale_or_unregister(mv, workers, raise_errors=True)
         return 200, f'Model "{name}" Version: {version} registered with {workers} initial workers'
+
+    # --- rolling update -----------------------------------------------------------------------
+    async def _roll(self, old: ModelVersion, url: str, archive: ModelArchive,
+                    owned: Path | None, settings: Any, synchronous: bool) -> tuple[int, str]:
+        """Replace a serving version's archive: new workers start (and warm up) beside the old
+        ones; once they are ready, requests go to them and the old workers finish what they
+        were given, then stop.  If the new workers fail to load, the old ones keep serving."""
+        key = (old.name, old.version)
+        if self._loading[key] > 0:
+            raise Conflict(f"model {old.name} version {old.version} is being loaded or scaled; "
+                           "retry the update when that finishes")
+        # the version keeps its worker settings; only the archive changes
+        settings.min_workers, settings.max_workers = old.settings.min_workers, \
+            old.settings.max_workers
+        workers = max(old.pool.target, 1)
+        self._reserved.add(key)
+        self._loading[key] += 1
+        mv = self._build(old.name, old.version, url, archive, settings, owned,
+                         old.loaded_at_startup)
+        if not synchronous:
+            asyncio.ensure_future(self._roll_out(old, mv, workers, raise_errors=False))
+            return 202, "Processing worker updates..."
+        await self._roll_out(old, mv, workers)
+        return 200, (f'Model "{old.name}" Version: {old.version} updated to {url} with '
+                     f"{workers} workers")
+
+    async def _roll_out(self, old: ModelVersion, mv: ModelVersion, workers: int,
+                        raise_errors: bool = True) -> None:
+        key = (old.name, old.version)
+        try:
+            try:
+                await mv.pool.scale(workers)
+            except ModelLoadError as exc:
+                log.error("rolling update of %s version %s failed; the old archive keeps "
+                          "serving: %s", mv.name, mv.version, exc)
+                await mv.batcher.stop(ServiceUnavailable("the update failed"))
+                await mv.pool.close()
+                if mv.owned_dir != old.owned_dir:
+                    mv.remove_files()
+                if raise_errors:
+                    raise ModelLoadError(f"rolling update of model {mv.name} version "
+                                         f"{mv.version} failed, the old archive keeps serving: "
+                                         f"{exc.message}") from None
+                return
+            self.registry.replace(mv)  # from here on, requests are queued on the new workers
+            log.info("model %s version %s: %d new workers serving %s; retiring the old ones",
+                     mv.name, mv.version, workers, mv.url)
+        finally:
+            self._reserved.discard(key)
+            self._loading -= Counter([key])
+        await self._retire(old)
+
+    async def _retire(self, old: ModelVersion) -> None:
+        """Let the replaced version's workers answer what was queued for them, then stop them."""
+        deadline = time.monotonic() + old.settings.response_timeout
+        while len(old.queue) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await old.batcher.stop(ServiceUnavailable(f"model {old.name} version {old.version} "
+                                                  "was replaced; retry"))
+        await old.pool.close()
+        if old.owned_dir is not None and \
+                not any(mv.owned_dir == old.owned_dir for mv in self.registry):
+            old.remove_files()
 
     async def _scale_or_unregister(self, mv: ModelVersion, workers: int,
                                    raise_errors: bool = False) -> None:

@@ -543,3 +543,91 @@ def test_unregistering_the_shadow_version_stops_the_shadow(shadow_server):
     assert server.manage("DELETE", "/models/sh/3.0").status_code == 200
     assert server.manage("GET", "/models/sh/shadow").json()["shadow"] is None
     assert all(predict(server, "sh", "same").status_code == 200 for _ in range(5))
+
+
+# --- 5. rolling update ------------------------------------------------------------------------
+
+BUILD = '''
+    import time
+
+    def handle(data, context):
+        if data is None:
+            return None
+        out = []
+        for row in data:
+            body = row.get("body")
+            if isinstance(body, (bytes, bytearray)):
+                body = body.decode()
+            if body == "boom":
+                raise ValueError("this build cannot warm up")
+            time.sleep(0.02)
+            out.append({"build": "BUILD_TAG", "echo": body})
+        return out
+'''
+
+
+def test_a_rolling_update_under_load_drops_nothing(tmp_path, tsf_server):
+    import os
+    import threading
+
+    store = tmp_path / "store"
+    config = "batchSize: 2\nmaxBatchDelay: 5\nminWorkers: 2\n"
+    build(store, tmp_path / "a", "roll", "1.0", handler=BUILD.replace("BUILD_TAG", "A"),
+          config=config)
+    # the new build warms up for a while: requests must not reach it before it is ready
+    build(store, tmp_path / "b", "rollb", "1.0", handler=BUILD.replace("BUILD_TAG", "B"),
+          config=config + "warmup:\n  inputs: [w]\n  iterations: 40\n")
+    build(store, tmp_path / "c", "rollc", "1.0", handler=BUILD.replace("BUILD_TAG", "C"),
+          config=config + "warmup:\n  inputs: [boom]\n")
+    server = tsf_server(model_store=store)
+    assert server.register("roll.mar").status_code == 200
+    old_pids = {w["pid"] for w in server.manage("GET", "/models/roll").json()[0]["workers"]}
+    stop = threading.Event()
+    answers: list[tuple[int, str]] = []
+
+    def client(index: int) -> None:
+        n = 0
+        while not stop.is_set():
+            answer = predict(server, "roll", f"{index}-{n}")
+            n += 1
+            answers.append((answer.status_code, answer.json().get("build")
+                            if answer.status_code == 200 else answer.text))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        # a conflicting register without replace=true is refused, naming the parameter
+        assert_error(server.register("rollb.mar", model_name="roll"), 409, text="replace=true")
+        # a new build that cannot load leaves the old one serving
+        failed = server.register("rollc.mar", model_name="roll", replace="true")
+        assert failed.status_code == 500 and "old archive keeps serving" in failed.text
+        updated = server.register("rollb.mar", model_name="roll", replace="true")
+        assert updated.status_code == 200, updated.text
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    failures = [a for a in answers if a[0] != 200]
+    assert not failures, failures[:5]
+    builds = [build_ for _, build_ in answers]
+    assert builds[0] == "A" and builds[-1] == "B" and "C" not in builds
+    assert len(answers) > 50
+    # once the update answered, only the new build serves
+    assert {predict(server, "roll", "after").json()["build"] for _ in range(10)} == {"B"}
+    described = server.manage("GET", "/models/roll").json()
+    assert len(described) == 1 and described[0]["modelUrl"] == "rollb.mar"
+    workers = described[0]["workers"]
+    assert len(workers) == 2 and not old_pids & {w["pid"] for w in workers}
+
+    def gone(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        import psutil
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+
+    wait_for(lambda: all(gone(pid) for pid in old_pids), 30, "the old workers did not stop")

@@ -18,7 +18,8 @@ from .request_body import StreamingBodyHandler
 TEXT_PARAMS = ("url", "model_name", "handler", "sha256")
 INT_PARAMS = ("batch_size", "max_batch_delay", "initial_workers", "response_timeout",
               "startup_timeout")
-REGISTER_PARAMS = TEXT_PARAMS + INT_PARAMS + ("synchronous",)
+BOOL_PARAMS = ("synchronous", "replace")
+REGISTER_PARAMS = TEXT_PARAMS + INT_PARAMS + BOOL_PARAMS
 _INT_LIMIT = 2**31 - 1
 
 
@@ -33,8 +34,9 @@ def _bool(value: Any, default: bool) -> bool:
 def register_params(query: dict[str, str | None], body: dict[str, Any]) -> dict[str, Any]:
     """Register parameters from the query string and a JSON body (which wins), type-checked.
 
-    Text parameters must be strings, counts integers (or their decimal text), ``synchronous`` a
-    boolean (or ``true``/``false``); anything else is a BadRequest naming the parameter.
+    Text parameters must be strings, counts integers (or their decimal text), ``synchronous`` and
+    ``replace`` booleans (or ``true``/``false``); anything else is a BadRequest naming the
+    parameter.
     """
     raw: dict[str, Any] = dict(query)
     raw.update({k: v for k, v in body.items() if k in REGISTER_PARAMS})
@@ -47,11 +49,12 @@ def register_params(query: dict[str, str | None], body: dict[str, Any]) -> dict[
         params[name] = value or None
     for name in INT_PARAMS:
         params[name] = _int_param(name, raw.get(name))
-    synchronous = raw.get("synchronous")
-    if synchronous is not None and not isinstance(synchronous, (bool, str)):
-        raise BadRequest(f"parameter synchronous must be true or false, got "
-                         f"{type(synchronous).__name__}")
-    params["synchronous"] = _bool(synchronous, True)
+    for name, default in zip(BOOL_PARAMS, (True, False)):
+        value = raw.get(name)
+        if value is not None and not isinstance(value, (bool, str)):
+            raise BadRequest(f"parameter {name} must be true or false, got "
+                             f"{type(value).__name__}")
+        params[name] = _bool(value, default)
     return params
 
 
