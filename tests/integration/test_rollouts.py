@@ -102,7 +102,9 @@ def store(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def split_server(store):
     """``ab`` in versions 1.0 (default) and 2.0, one worker each."""
-    server = ServerProcess(model_store=store)
+    server = ServerProcess(model_store=store, config={
+        "enable_grpc": "true", "grpc_inference_address": "127.0.0.1:0",
+        "grpc_management_address": "127.0.0.1:0"})
     try:
         for archive in ("ab1.mar", "ab2.mar"):
             response = server.register(archive, model_name="ab")
@@ -185,6 +187,39 @@ def test_kserve_v1_and_v2_follow_the_split(split_server):
         assert v2.status_code == 200, v2.text
         assert v2.headers["X-Model-Version"] == v2.json()["model_version"] == "2.0"
     finally:
+        server.manage("DELETE", "/models/ab/traffic")
+
+
+def test_grpc_follows_the_split_and_names_the_serving_version(split_server):
+    import json
+
+    grpc = pytest.importorskip("grpc")
+    from tsf.grpc_api import stubs
+
+    modules = stubs.load()
+    torchserve_pb2 = modules["tsf_torchserve_inference_pb2"]
+    oip_pb2 = modules["tsf_oip_pb2"]
+    server = split_server
+    assert put_traffic(server, "ab", {"1.0": 0, "2.0": 5}).status_code == 200
+    channel = grpc.insecure_channel(server.urls["grpc_inference"])
+    try:
+        torchserve = modules["tsf_torchserve_inference_pb2_grpc"].InferenceAPIsServiceStub(
+            channel)
+        response, call = torchserve.Predictions.with_call(
+            torchserve_pb2.PredictionsRequest(model_name="ab", input={"body": b"hi"}))
+        assert json.loads(response.prediction)["version"] == "2.0"
+        assert ("x-model-version", "2.0") in tuple(call.trailing_metadata())
+        named = torchserve.Predictions(torchserve_pb2.PredictionsRequest(
+            model_name="ab", model_version="1.0", input={"body": b"hi"}))
+        assert json.loads(named.prediction)["version"] == "1.0"
+        oip = modules["tsf_oip_pb2_grpc"].GRPCInferenceServiceStub(channel)
+        tensor = oip_pb2.ModelInferRequest.InferInputTensor(
+            name="x", datatype="BYTES", shape=[1],
+            contents=oip_pb2.InferTensorContents(bytes_contents=[b"hi"]))
+        inferred = oip.ModelInfer(oip_pb2.ModelInferRequest(model_name="ab", inputs=[tensor]))
+        assert inferred.model_version == "2.0"
+    finally:
+        channel.close()
         server.manage("DELETE", "/models/ab/traffic")
 
 
