@@ -50,6 +50,7 @@ class ServerConfig:
     autoscale_target_queue_ms: float = 100.0
     autoscale_scale_up_after_s: float = 2.0
     autoscale_scale_down_idle_s: float = 30.0
+    model_store_poll_seconds: float = 0.0  # > 0: roll out archives changed in the model store
     log_level: str = "INFO"
     log_format: str = "text"
     auth_token_file: str = ""

@@ -666,3 +666,45 @@ def test_a_rolling_update_under_load_drops_nothing(tmp_path, tsf_server):
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
     wait_for(lambda: all(gone(pid) for pid in old_pids), 30, "the old workers did not stop")
+
+
+def test_a_changed_archive_in_the_model_store_is_rolled_out_when_polling_is_on(tmp_path,
+                                                                               tsf_server):
+    import os
+    import shutil
+    import threading
+
+    store = tmp_path / "store"
+    config = "batchSize: 1\nmaxBatchDelay: 1\nminWorkers: 1\n"
+    build(store, tmp_path / "a", "poll", "1.0", handler=BUILD.replace("BUILD_TAG", "A"),
+          config=config)
+    other = tmp_path / "other"
+    build(other, tmp_path / "b", "poll", "1.0", handler=BUILD.replace("BUILD_TAG", "B"),
+          config=config + "warmup:\n  inputs: [w]\n  iterations: 20\n")
+    server = tsf_server(model_store=store, config={"model_store_poll_seconds": 0.2})
+    assert server.register("poll.mar").status_code == 200
+    stop = threading.Event()
+    answers: list[tuple[int, str]] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            answer = predict(server, "poll", "x")
+            answers.append((answer.status_code, answer.json().get("build")
+                            if answer.status_code == 200 else answer.text))
+
+    threads = [threading.Thread(target=client) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        time.sleep(1.0)
+        shutil.copy(other / "poll.mar", store / "poll.mar.tmp")
+        os.replace(store / "poll.mar.tmp", store / "poll.mar")
+        wait_for(lambda: answers and answers[-1][1] == "B", 60, "the new archive never served")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+    assert not [a for a in answers if a[0] != 200], answers[:5]
+    assert answers[0][1] == "A"
+    assert "model store entry poll.mar of model poll changed" in server.log()

@@ -19,6 +19,7 @@ from ..lifecycle import Lifecycle
 from ..manager import ModelManager
 from ..metrics import ServerMetrics
 from ..plugins import create_manager
+from ..store_watch import ModelStoreWatcher
 from ..tracing import create_tracing
 from ..auth import load_tokens
 from . import inference, kserve_v1, kserve_v2, management, metrics
@@ -51,6 +52,7 @@ class TsfServer:
         self.lifecycle = Lifecycle()
         self.servers: list[tornado.httpserver.HTTPServer] = []
         self.grpc: Any = None  # GrpcServers when enable_grpc is set
+        self._store_watch: asyncio.Future | None = None  # model_store_poll_seconds > 0
         self.ports: dict[str, int] = {}
 
     def _services(self) -> dict[str, Any]:
@@ -112,6 +114,10 @@ class TsfServer:
                 log.error("startup model %s (%s) not registered: %s", name or url, url,
                           exc.message)
                 self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
+        if self.config.model_store_poll_seconds > 0 and self.config.model_store:
+            watcher = ModelStoreWatcher(self.manager, self.config.model_store)
+            self._store_watch = asyncio.ensure_future(
+                watcher.run(self.config.model_store_poll_seconds))
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Graceful stop: not ready at once, listeners closed, open requests finished (each
@@ -140,6 +146,8 @@ class TsfServer:
         """Stop at once: queued and running work is answered 503, workers stop, connections
         close once those answers are written."""
         self.lifecycle.start_stopping()
+        if self._store_watch is not None:
+            self._store_watch.cancel()
         self.manager.begin_shutdown()
         for server in self.servers:
             server.stop()
