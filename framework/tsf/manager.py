@@ -171,7 +171,7 @@ class ModelManager:
         # the version keeps its worker settings; only the archive changes
         settings.min_workers, settings.max_workers = old.settings.min_workers, \
             old.settings.max_workers
-        workers = max(old.pool.target, 1)
+        workers = old.pool.target
         self._reserved.add(key)
         self._loading[key] += 1
         mv = self._build(old.name, old.version, url, archive, settings, owned,
@@ -202,6 +202,7 @@ class ModelManager:
                                          f"{exc.message}") from None
                 return
             self.registry.replace(mv)  # from here on, requests are queued on the new workers
+            self._workers_changed(mv)
             log.info("model %s version %s: %d new workers serving %s; retiring the old ones",
                      mv.name, mv.version, workers, mv.url)
         finally:
@@ -270,8 +271,10 @@ class ModelManager:
         return mv
 
     def _workers_changed(self, mv: ModelVersion) -> None:
-        self.metrics.workers_alive.labels(mv.name, mv.version).set(mv.pool.live_count)
-        self.metrics.worker_restarts.labels(mv.name, mv.version).set(mv.pool.restarts)
+        # during a rolling update two pools share the labels: report the registered one's
+        current = self.registry.get_exact(mv.name, mv.version) or mv
+        self.metrics.workers_alive.labels(mv.name, mv.version).set(current.pool.live_count)
+        self.metrics.worker_restarts.labels(mv.name, mv.version).set(current.pool.restarts)
 
     async def _autoscale(self, mv: ModelVersion) -> None:
         """Apply the version's autoscaler decisions until its pool closes."""

@@ -182,6 +182,12 @@ def test_kserve_v1_and_v2_follow_the_split(split_server):
         assert v1.status_code == 200, v1.text
         assert v1.headers["X-Model-Version"] == "2.0"
         assert [p["version"] for p in v1.json()["predictions"]] == ["2.0", "2.0"]
+        assert put_traffic(server, "ab", {"1.0": 1, "2.0": 1}).status_code == 200
+        for _ in range(5):  # the instances of one request are served by one version
+            answer = server.post("/v1/models/ab:predict", json={"instances": list("abcdefgh")})
+            versions = {p["version"] for p in answer.json()["predictions"]}
+            assert versions == {answer.headers["X-Model-Version"]}, answer.text
+        assert put_traffic(server, "ab", {"2.0": 1}).status_code == 200
         v2 = server.post("/v2/models/ab/infer", json={"inputs": [
             {"name": "x", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]})
         assert v2.status_code == 200, v2.text
@@ -666,6 +672,9 @@ def test_a_rolling_update_under_load_drops_nothing(tmp_path, tsf_server):
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
     wait_for(lambda: all(gone(pid) for pid in old_pids), 30, "the old workers did not stop")
+    time.sleep(0.5)
+    # the gauge follows the new workers, not the retired ones
+    assert metric(server.scrape(), "tsf_workers_alive", model_name="roll") == 2
 
 
 def test_a_changed_archive_in_the_model_store_is_rolled_out_when_polling_is_on(tmp_path,
