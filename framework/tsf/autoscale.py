@@ -20,13 +20,18 @@ model-config.yaml::
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import math
+import time
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from prometheus_client import CollectorRegistry, Counter
 
-from .errors import BadRequest
+from .errors import BadRequest, TsfError
+
+log = logging.getLogger(__name__)
 
 _KEYS = {"target_queue_ms": "targetQueueMs", "scale_up_after_s": "scaleUpAfterS",
          "scale_down_idle_s": "scaleDownIdleS"}
@@ -107,3 +112,33 @@ class Autoscaler:
                 longest_idle >= self.settings.scale_down_idle_s:
             return -1
         return 0
+
+
+async def autoscale(mv: Any, config: Any, decisions: Counter,
+                    paused: Callable[[], bool]) -> None:
+    """Apply ``mv.autoscaler``'s decisions to a model version's pool until the pool closes;
+    no decision while ``paused()`` (a load or scale call is under way)."""
+    scaler: Autoscaler = mv.autoscaler
+    pool, cap = mv.pool, config.max_workers_per_model
+    while not pool.closing:
+        await asyncio.sleep(config.autoscale_interval_s)
+        low = mv.settings.min_workers
+        high = min(mv.settings.max_workers, cap) if cap > 0 else mv.settings.max_workers
+        if high <= low or paused() or pool.closing:
+            scaler.reset()
+            continue
+        now = time.monotonic()
+        target = pool.target
+        step = scaler.decide(now, mv.queue.oldest_wait(now), pool.longest_idle(now), target,
+                             low, high)
+        if not step:
+            continue
+        direction = "up" if step > 0 else "down"
+        log.info("autoscaling %s version %s %s from %d to %d workers", mv.name, mv.version,
+                 direction, target, target + step)
+        decisions.labels(mv.name, mv.version, direction).inc()
+        try:
+            await pool.scale(target + step)
+        except TsfError as exc:
+            log.error("autoscaling %s version %s to %d workers failed: %s", mv.name, mv.version,
+                      target + step, exc)

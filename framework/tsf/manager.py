@@ -1,4 +1,5 @@
-"""Model lifecycle: register, scale, set default, unregister, and submitting requests.
+"""Model lifecycle: register, roll out a new archive, scale (and autoscale), set default,
+traffic split and shadow, unregister, and submitting requests.
 
 Responses mirror TorchServe's management API: ``(http_status, status_message)``.
 """
@@ -18,7 +19,7 @@ from typing import Any
 import pluggy
 
 from .archive import Limits, ModelArchive, check_paths, open_archive
-from .autoscale import Autoscaler, autoscale_settings, decisions_counter
+from .autoscale import Autoscaler, autoscale, autoscale_settings, decisions_counter
 from .batching import Batcher, BatchQueue, Job
 from .config import ServerConfig, check_worker_cap, model_settings
 from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, TsfError)
@@ -172,10 +173,10 @@ class ModelManager:
         settings.min_workers, settings.max_workers = old.settings.min_workers, \
             old.settings.max_workers
         workers = old.pool.target
-        self._reserved.add(key)
-        self._loading[key] += 1
         mv = self._build(old.name, old.version, url, archive, settings, owned,
                          old.loaded_at_startup)
+        self._reserved.add(key)  # released by _roll_out
+        self._loading[key] += 1
         if not synchronous:
             asyncio.ensure_future(self._roll_out(old, mv, workers, raise_errors=False))
             return 202, "Processing worker updates..."
@@ -267,7 +268,8 @@ class ModelManager:
         pool.on_memory_restart = \
             lambda: self.metrics.worker_memory_restarts.labels(name, version).inc()
         batcher.start()
-        pool.spawn(self._autoscale(mv))
+        pool.spawn(autoscale(mv, self.config, self.autoscale_decisions,
+                             paused=lambda: self._loading[name, version] > 0))
         return mv
 
     def _workers_changed(self, mv: ModelVersion) -> None:
@@ -275,33 +277,6 @@ class ModelManager:
         current = self.registry.get_exact(mv.name, mv.version) or mv
         self.metrics.workers_alive.labels(mv.name, mv.version).set(current.pool.live_count)
         self.metrics.worker_restarts.labels(mv.name, mv.version).set(current.pool.restarts)
-
-    async def _autoscale(self, mv: ModelVersion) -> None:
-        """Apply the version's autoscaler decisions until its pool closes."""
-        scaler: Autoscaler = mv.autoscaler
-        cap = self.config.max_workers_per_model
-        while not mv.pool.closing:
-            await asyncio.sleep(self.config.autoscale_interval_s)
-            low = mv.settings.min_workers
-            high = min(mv.settings.max_workers, cap) if cap > 0 else mv.settings.max_workers
-            if high <= low or self._loading[mv.name, mv.version] or mv.pool.closing:
-                scaler.reset()
-                continue
-            now = time.monotonic()
-            target = mv.pool.target
-            step = scaler.decide(now, mv.queue.oldest_wait(now), mv.pool.longest_idle(now),
-                                 target, low, high)
-            if not step:
-                continue
-            direction = "up" if step > 0 else "down"
-            log.info("autoscaling %s version %s %s from %d to %d workers", mv.name, mv.version,
-                     direction, target, target + step)
-            self.autoscale_decisions.labels(mv.name, mv.version, direction).inc()
-            try:
-                await mv.pool.scale(target + step)
-            except TsfError as exc:
-                log.error("autoscaling %s version %s to %d workers failed: %s", mv.name,
-                          mv.version, target + step, exc)
 
     def _batch_done(self, mv: ModelVersion, batch: list[Job], header: dict,
                     dispatched: float, finished: float, worker_id: str) -> None:
@@ -360,7 +335,7 @@ class ModelManager:
         """Set the model's traffic split from a ``{"version": weight}`` object."""
         versions = [mv.version for mv in self.registry.versions(name)]
         self.registry.set_split(name, TrafficSplit(parse_weights(document, versions)))
-        log.info("traffic split of model %s set to %s", name, document)
+        log.info("traffic split of model %s set to %s", name, self.registry.split(name).weights)
         return self.traffic(name)
 
     def clear_traffic(self, name: str) -> dict:

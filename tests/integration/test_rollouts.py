@@ -196,36 +196,48 @@ def test_kserve_v1_and_v2_follow_the_split(split_server):
         server.manage("DELETE", "/models/ab/traffic")
 
 
+# run in a child process: tsf's OIP messages and tritonclient's (test_oip) share the proto
+# package "inference", and one process's descriptor pool cannot hold both
+GRPC_CLIENT = """
+import json, sys
+import grpc
+from tsf.grpc_api import stubs
+
+modules = stubs.load()
+ts_pb2, oip_pb2 = modules["tsf_torchserve_inference_pb2"], modules["tsf_oip_pb2"]
+channel = grpc.insecure_channel(sys.argv[1])
+torchserve = modules["tsf_torchserve_inference_pb2_grpc"].InferenceAPIsServiceStub(channel)
+response, call = torchserve.Predictions.with_call(
+    ts_pb2.PredictionsRequest(model_name="ab", input={"body": b"hi"}))
+named = torchserve.Predictions(
+    ts_pb2.PredictionsRequest(model_name="ab", model_version="1.0", input={"body": b"hi"}))
+tensor = oip_pb2.ModelInferRequest.InferInputTensor(
+    name="x", datatype="BYTES", shape=[1],
+    contents=oip_pb2.InferTensorContents(bytes_contents=[b"hi"]))
+oip = modules["tsf_oip_pb2_grpc"].GRPCInferenceServiceStub(channel)
+inferred = oip.ModelInfer(oip_pb2.ModelInferRequest(model_name="ab", inputs=[tensor]))
+print(json.dumps({"split": json.loads(response.prediction)["version"],
+                  "trailer": dict(call.trailing_metadata()).get("x-model-version"),
+                  "named": json.loads(named.prediction)["version"],
+                  "oip": inferred.model_version}))
+"""
+
+
 def test_grpc_follows_the_split_and_names_the_serving_version(split_server):
     import json
+    import subprocess
+    import sys
 
-    grpc = pytest.importorskip("grpc")
-    from tsf.grpc_api import stubs
-
-    modules = stubs.load()
-    torchserve_pb2 = modules["tsf_torchserve_inference_pb2"]
-    oip_pb2 = modules["tsf_oip_pb2"]
+    pytest.importorskip("grpc")
     server = split_server
     assert put_traffic(server, "ab", {"1.0": 0, "2.0": 5}).status_code == 200
-    channel = grpc.insecure_channel(server.urls["grpc_inference"])
     try:
-        torchserve = modules["tsf_torchserve_inference_pb2_grpc"].InferenceAPIsServiceStub(
-            channel)
-        response, call = torchserve.Predictions.with_call(
-            torchserve_pb2.PredictionsRequest(model_name="ab", input={"body": b"hi"}))
-        assert json.loads(response.prediction)["version"] == "2.0"
-        assert ("x-model-version", "2.0") in tuple(call.trailing_metadata())
-        named = torchserve.Predictions(torchserve_pb2.PredictionsRequest(
-            model_name="ab", model_version="1.0", input={"body": b"hi"}))
-        assert json.loads(named.prediction)["version"] == "1.0"
-        oip = modules["tsf_oip_pb2_grpc"].GRPCInferenceServiceStub(channel)
-        tensor = oip_pb2.ModelInferRequest.InferInputTensor(
-            name="x", datatype="BYTES", shape=[1],
-            contents=oip_pb2.InferTensorContents(bytes_contents=[b"hi"]))
-        inferred = oip.ModelInfer(oip_pb2.ModelInferRequest(model_name="ab", inputs=[tensor]))
-        assert inferred.model_version == "2.0"
+        done = subprocess.run([sys.executable, "-c", GRPC_CLIENT, server.urls["grpc_inference"]],
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout) == {"split": "2.0", "trailer": "2.0", "named": "1.0",
+                                           "oip": "2.0"}
     finally:
-        channel.close()
         server.manage("DELETE", "/models/ab/traffic")
 
 
