@@ -334,10 +334,11 @@ def test_warm_up_runs_in_every_worker_before_it_is_ready(tmp_path, tsf_server):
     response = server.register("warm.mar", synchronous="false")
     assert response.status_code == 202, response.text
     states = [server.get("/v2/models/warm/ready").status_code]
+    pings = [server.get("/ping").status_code, server.get("/v2/health/ready").status_code]
     wait_for(lambda: states.append(server.get("/v2/models/warm/ready").status_code) or
              states[-1] == 200, 60, "the model never became ready", step=0.05)
     assert time.monotonic() - started >= 1.0  # two iterations of a 0.5 s warm-up input
-    assert states[0] == 503  # not ready while warming up
+    assert states[0] == 503 and pings == [503, 503]  # not ready while warming up
     assert server.get("/ping").status_code == 200
     wait_for(lambda: len(server.manage("GET", "/models/warm").json()[0]["workers"]) == 2, 60,
              "the second worker never became ready")
