@@ -132,6 +132,7 @@ def test_the_measured_split_matches_the_weights_over_1000_requests(split_server)
             versions = list(pool.map(lambda i: served_version(predict(server, "ab", str(i))),
                                      range(1000)))
         counts = collections.Counter(versions)
+        print(f"1000 requests at 90/10: {dict(counts)}")
         assert abs(counts["2.0"] / 1000 - 0.10) < 0.035, counts  # 3.7 standard deviations
         assert counts["1.0"] + counts["2.0"] == 1000
         # request metrics carry the version that served each request
