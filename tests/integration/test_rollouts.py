@@ -689,6 +689,8 @@ def test_a_rolling_update_under_load_drops_nothing(tmp_path, tsf_server):
     time.sleep(0.5)
     # the gauge follows the new workers, not the retired ones
     assert metric(server.scrape(), "tsf_workers_alive", model_name="roll") == 2
+    # the old build's and the failed build's extracted files are gone: only the new one is left
+    assert len(list((server.workdir / "workspace" / "models").iterdir())) == 1
 
 
 def test_a_changed_archive_in_the_model_store_is_rolled_out_when_polling_is_on(tmp_path,
