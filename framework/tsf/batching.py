@@ -77,6 +77,10 @@ class BatchQueue:
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
+    def oldest_wait(self, now: float) -> float:
+        """Seconds the oldest queued job has waited (0 when the queue is empty)."""
+        return now - self._items[0].arrival if self._items else 0.0
+
     def discard(self, job: Job) -> None:
         try:
             self._items.remove(job)

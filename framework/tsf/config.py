@@ -52,6 +52,12 @@ class ServerConfig:
     worker_stall_seconds: float = 30.0  # a batch running longer: the worker counts as not serving
     worker_memory_limit_mb: int = 0     # resident memory per worker; 0: no limit
     max_workers_per_model: int = 32     # 0: no limit
+    # worker autoscaling between min and max workers (see tsf.autoscale)
+    autoscale_interval_s: float = 0.5
+    autoscale_target_queue_ms: float = 100.0
+    autoscale_scale_up_after_s: float = 2.0
+    autoscale_scale_down_idle_s: float = 30.0
+    model_store_poll_seconds: float = 0.0  # > 0: roll out archives changed in the model store
     log_level: str = "INFO"
     log_format: str = "text"
     event_loop: str = "auto"   # auto (uvloop when installed) | asyncio | uvloop

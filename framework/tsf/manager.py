@@ -1,4 +1,5 @@
-"""Model lifecycle: register, scale, set default, unregister, and submitting requests.
+"""Model lifecycle: register, roll out a new archive, scale (and autoscale), set default,
+traffic split and shadow, unregister, and submitting requests.
 
 Responses mirror TorchServe's management API: ``(http_status, status_message)``.
 """
@@ -10,6 +11,7 @@ import logging
 import re
 import shutil
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from typing import Any
 import pluggy
 
 from .archive import Limits, ModelArchive, check_paths, open_archive
+from .autoscale import Autoscaler, autoscale, autoscale_settings, decisions_counter
 from .batching import Batcher, BatchQueue, Job
 from .config import ServerConfig, check_worker_cap, model_settings
 from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, TsfError)
@@ -24,8 +27,10 @@ from .handler_metrics import declared_metrics
 from .health import Health, assess
 from .metrics import ServerMetrics
 from .registry import ModelVersion, Registry
+from .shadow import Shadowing, parse_rule
 from .storage import check_allowed, keep_in_cache, parse_sha256, verify_sha256
 from .tracing import Tracing
+from .traffic import ROUTING_HEADER, TrafficSplit, header_value, parse_weights
 from .workers.pool import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -55,6 +60,8 @@ class ModelManager:
         self._loading: Counter[tuple[str, str]] = Counter()
         # set by the server while it registers its startup models: not ready until then
         self.starting = False
+        self.autoscale_decisions = decisions_counter(metrics.registry)
+        self.shadowing = Shadowing(metrics.registry)
 
     # --- register ---------------------------------------------------------------------------
     async def _fetch(self, url: str, sha256: str | None = None) -> tuple[Path, Path | None]:
@@ -89,7 +96,9 @@ class ModelManager:
                        max_batch_delay: Any = None, initial_workers: Any = None,
                        synchronous: bool = True, response_timeout: Any = None,
                        startup_timeout: Any = None, loaded_at_startup: bool = False,
-                       sha256: str | None = None) -> tuple[int, str]:
+                       sha256: str | None = None, replace: bool = False) -> tuple[int, str]:
+        """Register the archive at ``url``; with ``replace``, an archive for a version that is
+        already registered replaces it by a rolling update (see :meth:`_roll`)."""
         if not url:
             raise BadRequest("Parameter url is required.")
         source, fresh_download = await self._fetch(url, sha256)
@@ -104,7 +113,7 @@ class ModelManager:
         try:
             return await self._register_archive(
                 url, archive, owned, model_name=model_name, handler=handler,
-                loaded_at_startup=loaded_at_startup, synchronous=synchronous,
+                loaded_at_startup=loaded_at_startup, synchronous=synchronous, replace=replace,
                 rest={"batch_size": batch_size, "max_batch_delay": max_batch_delay,
                       "min_workers": initial_workers, "response_timeout": response_timeout,
                       "startup_timeout": startup_timeout})
@@ -118,7 +127,7 @@ class ModelManager:
     async def _register_archive(self, url: str, archive: ModelArchive, owned: Path | None, *,
                                 model_name: str | None, handler: str | None,
                                 loaded_at_startup: bool, synchronous: bool,
-                                rest: dict) -> tuple[int, str]:
+                                rest: dict, replace: bool = False) -> tuple[int, str]:
         name = model_name or archive.model_name or Path(url).name.split(".")[0]
         if not MODEL_NAME.fullmatch(name):
             raise BadRequest(f"invalid model name {name!r}: use letters, digits, '_', '-', '.'")
@@ -127,9 +136,15 @@ class ModelManager:
             archive.model["handler"] = handler
             check_paths(archive)
         key = (name, version)
-        if self.registry.exists(name, version) or key in self._reserved:
-            raise Conflict(f"Model version {version} is already registered for model {name}")
+        if key in self._reserved or (self.registry.exists(name, version) and not replace):
+            raise Conflict(f"Model version {version} is already registered for model {name}"
+                           + ("" if key in self._reserved else
+                              "; add replace=true to roll the new archive out in its place"))
         settings = model_settings(self.config, archive.model_config, rest)
+        settings.extra["autoscale"] = autoscale_settings(self.config, archive.model_config)
+        if self.registry.exists(name, version):
+            return await self._roll(self.registry.get(name, version), url, archive, owned,
+                                    settings, synchronous)
         self._reserved.add(key)
         try:
             mv = self._build(name, version, url, archive, settings, owned, loaded_at_startup)
@@ -146,6 +161,70 @@ class ModelManager:
             return 202, "Processing worker updates..."
         await self._scale_or_unregister(mv, workers, raise_errors=True)
         return 200, f'Model "{name}" Version: {version} registered with {workers} initial workers'
+
+    # --- rolling update -----------------------------------------------------------------------
+    async def _roll(self, old: ModelVersion, url: str, archive: ModelArchive,
+                    owned: Path | None, settings: Any, synchronous: bool) -> tuple[int, str]:
+        """Replace a serving version's archive: new workers start (and warm up) beside the old
+        ones; once they are ready, requests go to them and the old workers finish what they
+        were given, then stop.  If the new workers fail to load, the old ones keep serving."""
+        key = (old.name, old.version)
+        if self._loading[key] > 0:
+            raise Conflict(f"model {old.name} version {old.version} is being loaded or scaled; "
+                           "retry the update when that finishes")
+        # the version keeps its worker settings; only the archive changes
+        settings.min_workers, settings.max_workers = old.settings.min_workers, \
+            old.settings.max_workers
+        workers = old.pool.target
+        mv = self._build(old.name, old.version, url, archive, settings, owned,
+                         old.loaded_at_startup)
+        self._reserved.add(key)  # released by _roll_out
+        self._loading[key] += 1
+        if not synchronous:
+            asyncio.ensure_future(self._roll_out(old, mv, workers, raise_errors=False))
+            return 202, "Processing worker updates..."
+        await self._roll_out(old, mv, workers)
+        return 200, (f'Model "{old.name}" Version: {old.version} updated to {url} with '
+                     f"{workers} workers")
+
+    async def _roll_out(self, old: ModelVersion, mv: ModelVersion, workers: int,
+                        raise_errors: bool = True) -> None:
+        key = (old.name, old.version)
+        try:
+            try:
+                await mv.pool.scale(workers)
+            except ModelLoadError as exc:
+                log.error("rolling update of %s version %s failed; the old archive keeps "
+                          "serving: %s", mv.name, mv.version, exc)
+                await mv.batcher.stop(ServiceUnavailable("the update failed"))
+                await mv.pool.close()
+                if mv.owned_dir != old.owned_dir:
+                    mv.remove_files()
+                if raise_errors:
+                    raise ModelLoadError(f"rolling update of model {mv.name} version "
+                                         f"{mv.version} failed, the old archive keeps serving: "
+                                         f"{exc.message}") from None
+                return
+            self.registry.replace(mv)  # from here on, requests are queued on the new workers
+            self._workers_changed(mv)
+            log.info("model %s version %s: %d new workers serving %s; retiring the old ones",
+                     mv.name, mv.version, workers, mv.url)
+        finally:
+            self._reserved.discard(key)
+            self._loading -= Counter([key])
+        await self._retire(old)
+
+    async def _retire(self, old: ModelVersion) -> None:
+        """Let the replaced version's workers answer what was queued for them, then stop them."""
+        deadline = time.monotonic() + old.settings.response_timeout
+        while len(old.queue) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await old.batcher.stop(ServiceUnavailable(f"model {old.name} version {old.version} "
+                                                  "was replaced; retry"))
+        await old.pool.close()
+        if old.owned_dir is not None and \
+                not any(mv.owned_dir == old.owned_dir for mv in self.registry):
+            old.remove_files()
 
     async def _scale_or_unregister(self, mv: ModelVersion, workers: int,
                                    raise_errors: bool = False) -> None:
@@ -188,20 +267,26 @@ class ModelManager:
                           settings=settings, pool=pool, queue=queue, batcher=batcher,
                           loaded_at_startup=loaded_at_startup, owned_dir=owned, labels=labels)
         mv_holder.append(mv)
+        mv.autoscaler = Autoscaler(settings.extra["autoscale"])
         pool.on_change = lambda: self._workers_changed(mv)
         pool.on_memory_restart = \
             lambda: self.metrics.worker_memory_restarts.labels(name, version).inc()
         batcher.start()
+        pool.spawn(autoscale(mv, self.config, self.autoscale_decisions,
+                             paused=lambda: self._loading[name, version] > 0))
         return mv
 
     def _workers_changed(self, mv: ModelVersion) -> None:
-        self.metrics.workers_alive.labels(mv.name, mv.version).set(mv.pool.live_count)
-        self.metrics.worker_restarts.labels(mv.name, mv.version).set(mv.pool.restarts)
+        # during a rolling update two pools share the labels: report the registered one's
+        current = self.registry.get_exact(mv.name, mv.version) or mv
+        self.metrics.workers_alive.labels(mv.name, mv.version).set(current.pool.live_count)
+        self.metrics.worker_restarts.labels(mv.name, mv.version).set(current.pool.restarts)
 
     def _batch_done(self, mv: ModelVersion, batch: list[Job], header: dict,
                     dispatched: float, finished: float, worker_id: str) -> None:
         m = self.metrics
         for job in batch:
+            mv.autoscaler.observe_wait(dispatched - job.arrival)
             m.record_queue(mv.name, mv.version, job.meta.get("label_version", mv.version),
                            dispatched - job.arrival)
         m.record_batch(mv.name, mv.version, len(batch), header.get("timings", {}))
@@ -226,7 +311,7 @@ class ModelManager:
             raise BadRequest("max_worker cannot be less than min_worker.")
         check_worker_cap(self.config, low)
         mv = self.registry.get(name, version)
-        mv.settings.max_workers = high
+        mv.settings.min_workers, mv.settings.max_workers = low, high
         self._loading[mv.name, mv.version] += 1
         if not synchronous:
             asyncio.ensure_future(self._scale_logged(mv, low))
@@ -250,6 +335,45 @@ class ModelManager:
         finally:
             self._loading -= Counter([(mv.name, mv.version)])
 
+    def set_traffic(self, name: str, document: Any) -> dict:
+        """Set the model's traffic split from a ``{"version": weight}`` object."""
+        versions = [mv.version for mv in self.registry.versions(name)]
+        self.registry.set_split(name, TrafficSplit(parse_weights(document, versions)))
+        log.info("traffic split of model %s set to %s", name, self.registry.split(name).weights)
+        return self.traffic(name)
+
+    def clear_traffic(self, name: str) -> dict:
+        self.registry.set_split(name, None)
+        log.info("traffic split of model %s removed", name)
+        return self.traffic(name)
+
+    def traffic(self, name: str) -> dict:
+        """The model's split as the management API shows it."""
+        split = self.registry.split(name)
+        return {"modelName": name, "defaultVersion": self.registry.default_version(name),
+                "routingHeader": ROUTING_HEADER,
+                "weights": split.weights if split else None,
+                "percentages": split.percentages() if split else None}
+
+    def set_shadow(self, name: str, document: Any) -> dict:
+        """Mirror a share of ``name``'s live requests to a version (``{"version", "percent"}``)."""
+        versions = [mv.version for mv in self.registry.versions(name)]
+        rule = parse_rule(document, versions)
+        self.shadowing.rules[name] = rule
+        log.info("shadow traffic of model %s: %g%% to version %s", name, rule.percent,
+                 rule.version)
+        return self.shadow(name)
+
+    def clear_shadow(self, name: str) -> dict:
+        self.registry.get(name)
+        self.shadowing.forget(name)
+        return self.shadow(name)
+
+    def shadow(self, name: str) -> dict:
+        self.registry.get(name)
+        rule = self.shadowing.rules.get(name)
+        return {"modelName": name, "shadow": rule.to_dict() if rule else None}
+
     def set_default(self, name: str, version: str) -> str:
         self.registry.set_default(name, version)
         return f'Default version successfully updated for model "{name}" to "{version}"'
@@ -265,8 +389,9 @@ class ModelManager:
 
     async def _remove(self, mv: ModelVersion, error: TsfError, wait: float | None = None
                       ) -> None:
-        if self.registry.exists(mv.name, mv.version):
+        if self.registry.get_exact(mv.name, mv.version) is mv:
             self.registry.remove(mv.name, mv.version)
+            self.shadowing.forget(mv.name, mv.version)
         await mv.batcher.stop(error, wait)
         await mv.pool.close()
         mv.remove_files()
@@ -292,7 +417,9 @@ class ModelManager:
     # --- requests ---------------------------------------------------------------------------
     def submit(self, name: str, version: str | None, kind: str, meta: dict,
                blobs: list[bytes], trace: Any = None) -> tuple[ModelVersion, Job]:
-        mv = self.registry.get(name, version)
+        """Queue one request on the version that serves it (see :meth:`Registry.route`)."""
+        mv = self.registry.route(name, version,
+                                 header_value(meta.get("headers") or {}, ROUTING_HEADER))
         if mv.pool.target == 0 and mv.pool.live_count == 0:
             raise ServiceUnavailable(
                 f"model {name} has no workers; add some with PUT /models/{name}?min_worker=1")
@@ -301,6 +428,7 @@ class ModelManager:
             meta["kind"] = kind  # the worker runs each kind through its own hooks
         job = Job(kind, meta, blobs, asyncio.get_running_loop().create_future(), trace)
         mv.batcher.submit(job)
+        self.shadowing.mirror(self.registry, mv.version, kind, meta, blobs, job.future, name)
         return mv, job
 
     def _live_workers(self):

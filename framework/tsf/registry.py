@@ -1,16 +1,18 @@
-"""Registered models: name -> version -> ModelVersion, plus each model's default version."""
+"""Registered models: name -> version -> ModelVersion, each model's default version and its
+traffic split (see :mod:`tsf.traffic`)."""
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 from .archive import ModelArchive
 from .batching import Batcher, BatchQueue
 from .config import ModelSettings
 from .errors import Forbidden, ModelNotFound, ModelVersionNotFound
+from .traffic import TrafficSplit
 from .workers.pool import WorkerPool
 
 
@@ -29,6 +31,7 @@ class ModelVersion:
     loaded_at_startup: bool = False
     owned_dir: Path | None = None
     labels: dict = field(default_factory=dict)
+    autoscaler: Any = None  # tsf.autoscale.Autoscaler, when min_workers < max_workers
 
     def describe(self) -> dict:
         """The model object of TorchServe's describe response."""
@@ -37,8 +40,9 @@ class ModelVersion:
             "modelVersion": self.version,
             "modelUrl": self.url,
             "runtime": self.archive.manifest.get("runtime", "python"),
-            "minWorkers": self.pool.target,
-            "maxWorkers": max(self.settings.max_workers, self.pool.target),
+            "minWorkers": self.settings.min_workers,
+            "maxWorkers": max(self.settings.max_workers, self.settings.min_workers),
+            "targetWorkers": self.pool.target,
             "batchSize": self.settings.batch_size,
             "maxBatchDelay": self.settings.max_batch_delay,
             "responseTimeout": self.settings.response_timeout,
@@ -76,6 +80,7 @@ class Registry:
     def __init__(self) -> None:
         self._models: dict[str, dict[str, ModelVersion]] = {}
         self._defaults: dict[str, str] = {}
+        self._splits: dict[str, TrafficSplit] = {}
 
     def __iter__(self) -> Iterator[ModelVersion]:
         for versions in self._models.values():
@@ -86,6 +91,10 @@ class Registry:
 
     def exists(self, name: str, version: str) -> bool:
         return version in self._models.get(name, {})
+
+    def get_exact(self, name: str, version: str) -> ModelVersion | None:
+        """The registered ``version`` of ``name``, or None (no default, no split)."""
+        return self._models.get(name, {}).get(version)
 
     def get(self, name: str, version: str | None = None) -> ModelVersion:
         versions = self._models.get(name)
@@ -98,6 +107,34 @@ class Registry:
         except KeyError:
             raise ModelVersionNotFound(
                 f"Model version: {version} does not exist for model: {name}") from None
+
+    def route(self, name: str, version: str | None, routing_key: str | None = None
+              ) -> ModelVersion:
+        """The version that serves a request: the one named, else by the model's traffic split
+        (sticky by ``routing_key``), else the default.  The one place a missing version is
+        resolved for requests."""
+        split = self._splits.get(name)
+        if version is None and split is not None:
+            version = split.choose(routing_key)
+        return self.get(name, version)
+
+    def split(self, name: str) -> TrafficSplit | None:
+        self.get(name)
+        return self._splits.get(name)
+
+    def set_split(self, name: str, split: TrafficSplit | None) -> None:
+        self.get(name)
+        if split is None:
+            self._splits.pop(name, None)
+        else:
+            self._splits[name] = split
+
+    def replace(self, mv: ModelVersion) -> ModelVersion:
+        """Put ``mv`` in place of the registered version of the same name and version; the
+        version it replaces is returned (a rolling update)."""
+        old = self.get(mv.name, mv.version)
+        self._models[mv.name][mv.version] = mv
+        return old
 
     def versions(self, name: str) -> list[ModelVersion]:
         if name not in self._models:
@@ -125,6 +162,11 @@ class Registry:
         if not versions:
             del self._models[name]
             del self._defaults[name]
+        split = self._splits.pop(name, None)
+        if split is not None and versions:
+            rest = split.without(version)
+            if rest is not None:
+                self._splits[name] = rest
         return mv
 
     def set_default(self, name: str, version: str) -> None:

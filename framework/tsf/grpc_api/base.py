@@ -12,6 +12,7 @@ import grpc
 from ..errors import InternalError, TsfError, check_response_size
 from ..manager import ModelManager
 from ..outcome import Outcome
+from ..traffic import MODEL_VERSION_HEADER
 from .status import abort, headers_of
 
 log = logging.getLogger("tsf.grpc")
@@ -57,6 +58,7 @@ class GrpcService:
         try:
             yield outcome
             outcome.code = 200
+            served_by(context, outcome)
         except TsfError as exc:
             outcome.code = exc.status
             await abort(context, exc)
@@ -70,3 +72,11 @@ class GrpcService:
 
     def check_size(self, payload: bytes) -> None:
         check_response_size(len(payload), self.max_response_size)
+
+
+def served_by(context: Any, outcome: Outcome) -> None:
+    """Name the version that served the call in the trailing metadata (``x-model-version``),
+    as HTTP answers do in a header."""
+    setter = getattr(context, "set_trailing_metadata", None)
+    if outcome.model_version is not None and setter is not None:
+        setter(((MODEL_VERSION_HEADER.lower(), outcome.model_version.version),))

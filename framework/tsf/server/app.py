@@ -21,6 +21,7 @@ from ..manager import ModelManager
 from ..metrics import ServerMetrics
 from ..plugins import create_manager
 from ..snapshot import register_snapshot_models
+from ..store_watch import ModelStoreWatcher
 from ..tracing import create_tracing
 from ..auth import load_tokens
 from . import inference, kserve_v1, kserve_v2, management, metrics
@@ -53,6 +54,7 @@ class TsfServer:
         self.lifecycle = Lifecycle()
         self.servers: list[tornado.httpserver.HTTPServer] = []
         self.grpc: Any = None  # GrpcServers when enable_grpc is set
+        self._store_watch: asyncio.Future | None = None  # model_store_poll_seconds > 0
         self.ports: dict[str, int] = {}
 
     def _services(self) -> dict[str, Any]:
@@ -133,6 +135,10 @@ class TsfServer:
             from ..sagemaker.models import register_sagemaker_model
 
             await register_sagemaker_model(self.manager, self.config)
+        if self.config.model_store_poll_seconds > 0 and self.config.model_store:
+            watcher = ModelStoreWatcher(self.manager, self.config.model_store)
+            self._store_watch = asyncio.ensure_future(
+                watcher.run(self.config.model_store_poll_seconds))
         self.manager.starting = False
 
     async def drain(self, timeout: float | None = None) -> bool:
@@ -162,6 +168,8 @@ class TsfServer:
         """Stop at once: queued and running work is answered 503, workers stop, connections
         close once those answers are written."""
         self.lifecycle.start_stopping()
+        if self._store_watch is not None:
+            self._store_watch.cancel()
         self.manager.begin_shutdown()
         for server in self.servers:
             server.stop()

@@ -40,11 +40,13 @@ class KServeModelHandler(StreamingBodyHandler):
         with self.observed(f"/v1/models/{{model_name}}:{verb}", model, kind,
                            "default") as outcome:
             jobs = []
+            version = None  # every instance goes to the version the first one was routed to
             for i, instance in enumerate(_instances(self.body())):
                 meta = {"id": f"{request_id}-{i}", "headers": headers, "params": params,
                         "parts": [{"name": "body", "ctype": "application/json"}]}
                 outcome.model_version, job = self.submit(
-                    model, None, kind, meta, [json.dumps(instance).encode()], outcome.span)
+                    model, version, kind, meta, [json.dumps(instance).encode()], outcome.span)
+                version = outcome.model_version.version
                 jobs.append(job)
             results = await asyncio.gather(*(job.future for job in jobs), return_exceptions=True)
             answers = [_answer(result) for result in results]

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import BadRequest, Forbidden
-from ..json_body import json_object
+from ..json_body import json_object, load_json
 from ..manager import ModelManager
 from ..plugins import describe_plugins
 from ..registry import Registry
@@ -18,7 +18,8 @@ from .request_body import StreamingBodyHandler
 TEXT_PARAMS = ("url", "model_name", "handler", "sha256")
 INT_PARAMS = ("batch_size", "max_batch_delay", "initial_workers", "response_timeout",
               "startup_timeout")
-REGISTER_PARAMS = TEXT_PARAMS + INT_PARAMS + ("synchronous",)
+BOOL_PARAMS = ("synchronous", "replace")
+REGISTER_PARAMS = TEXT_PARAMS + INT_PARAMS + BOOL_PARAMS
 _INT_LIMIT = 2**31 - 1
 
 
@@ -33,8 +34,9 @@ def _bool(value: Any, default: bool) -> bool:
 def register_params(query: dict[str, str | None], body: dict[str, Any]) -> dict[str, Any]:
     """Register parameters from the query string and a JSON body (which wins), type-checked.
 
-    Text parameters must be strings, counts integers (or their decimal text), ``synchronous`` a
-    boolean (or ``true``/``false``); anything else is a BadRequest naming the parameter.
+    Text parameters must be strings, counts integers (or their decimal text), ``synchronous`` and
+    ``replace`` booleans (or ``true``/``false``); anything else is a BadRequest naming the
+    parameter.
     """
     raw: dict[str, Any] = dict(query)
     raw.update({k: v for k, v in body.items() if k in REGISTER_PARAMS})
@@ -47,11 +49,12 @@ def register_params(query: dict[str, str | None], body: dict[str, Any]) -> dict[
         params[name] = value or None
     for name in INT_PARAMS:
         params[name] = _int_param(name, raw.get(name))
-    synchronous = raw.get("synchronous")
-    if synchronous is not None and not isinstance(synchronous, (bool, str)):
-        raise BadRequest(f"parameter synchronous must be true or false, got "
-                         f"{type(synchronous).__name__}")
-    params["synchronous"] = _bool(synchronous, True)
+    for name, default in zip(BOOL_PARAMS, (True, False)):
+        value = raw.get(name)
+        if value is not None and not isinstance(value, (bool, str)):
+            raise BadRequest(f"parameter {name} must be true or false, got "
+                             f"{type(value).__name__}")
+        params[name] = _bool(value, default)
     return params
 
 
@@ -80,9 +83,15 @@ def list_models(registry: Registry, limit: int, token: int) -> dict[str, Any]:
 
 
 def describe_models(registry: Registry, name: str, version: str | None) -> list[dict]:
-    """``GET /models/{m}[/{v}|/all]``: one description per version."""
+    """``GET /models/{m}[/{v}|/all]``: one description per version (with the model's traffic
+    split, when it has one)."""
     versions = registry.versions(name) if version == "all" else [registry.get(name, version)]
-    return [mv.describe() for mv in versions]
+    split = registry.split(name)
+    described = [mv.describe() for mv in versions]
+    if split is not None:
+        for entry in described:
+            entry["trafficSplit"] = split.percentages()
+    return described
 
 
 class ManagementHandler(StreamingBodyHandler):
@@ -146,6 +155,33 @@ class SetDefaultHandler(ManagementHandler):
         self.status(200, self.manager.set_default(name, version))
 
 
+class TrafficHandler(ManagementHandler):
+    """``/models/{m}/traffic``: the weighted split between versions (GET, PUT, DELETE)."""
+
+    def get(self, name: str) -> None:
+        self.write_json(self.manager.traffic(name))
+
+    def put(self, name: str) -> None:
+        self.write_json(self.manager.set_traffic(name, load_json(self.body() or b"null")))
+
+    def delete(self, name: str) -> None:
+        self.write_json(self.manager.clear_traffic(name))
+
+
+class ShadowHandler(ManagementHandler):
+    """``/models/{m}/shadow``: mirror a share of live requests to a version (GET, PUT,
+    DELETE)."""
+
+    def get(self, name: str) -> None:
+        self.write_json(self.manager.shadow(name))
+
+    def put(self, name: str) -> None:
+        self.write_json(self.manager.set_shadow(name, load_json(self.body() or b"null")))
+
+    def delete(self, name: str) -> None:
+        self.write_json(self.manager.clear_shadow(name))
+
+
 class PluginsHandler(ManagementHandler):
     def get(self) -> None:
         self.write_json({"plugins": describe_plugins(self.services["pm"])})
@@ -157,6 +193,8 @@ def routes(options: dict[str, Any]) -> list:
         (r"/models", ModelsHandler, options),
         (rf"/models/{name}", ModelHandler, options),
         (rf"/models/{name}/{name}/set-default", SetDefaultHandler, options),
+        (rf"/models/{name}/traffic", TrafficHandler, options),
+        (rf"/models/{name}/shadow", ShadowHandler, options),
         (rf"/models/{name}/{name}", ModelHandler, options),
         (r"/plugins", PluginsHandler, options),
         (r"/(?:api-description)?", ManagementOpenAPIHandler, options),

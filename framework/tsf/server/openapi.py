@@ -94,7 +94,7 @@ def management_spec() -> dict:
             ("model_name", "string"), ("handler", "string"), ("batch_size", "integer"),
             ("max_batch_delay", "integer"), ("initial_workers", "integer"),
             ("synchronous", "boolean"), ("response_timeout", "integer"),
-            ("startup_timeout", "integer"), ("sha256", "string"))]
+            ("startup_timeout", "integer"), ("sha256", "string"), ("replace", "boolean"))]
     scale_params = [_param("min_worker", kind="integer"), _param("max_worker", kind="integer"),
                     _param("synchronous", kind="boolean")]
     describe = {"description": "Model descriptions", "content": {"application/json": {
@@ -119,6 +119,16 @@ def management_spec() -> dict:
         },
         "/models/{model_name}/{model_version}/set-default": {
             "put": _op("Make a version the default", [MODEL, VERSION])},
+        "/models/{model_name}/traffic": {
+            "get": _op("The weighted split between versions", [MODEL]),
+            "put": dict(_op("Set the split: {version: weight, ...}", [MODEL]),
+                        requestBody={"content": {"application/json": {}}}),
+            "delete": _op("Remove the split", [MODEL])},
+        "/models/{model_name}/shadow": {
+            "get": _op("The shadow rule", [MODEL]),
+            "put": dict(_op("Mirror live requests: {version, percent}", [MODEL]),
+                        requestBody={"content": {"application/json": {}}}),
+            "delete": _op("Stop the shadow", [MODEL])},
         "/plugins": {"get": _op("Loaded plugins, versions and hooks")},
     })
 

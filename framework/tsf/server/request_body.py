@@ -21,6 +21,7 @@ import tornado.web
 from ..batching import Job
 from ..errors import BadRequest, PayloadTooLarge, RequestTimeout, TsfError
 from ..outcome import Outcome
+from ..traffic import MODEL_VERSION_HEADER
 from .errors import BaseHandler
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -138,6 +139,7 @@ class StreamingBodyHandler(BaseHandler):
         """Queue one request for a model; it is abandoned if this client disconnects."""
         mv, job = self.services["manager"].submit(model, version, kind, meta, blobs, span)
         self._jobs.append(job)
+        self.set_header(MODEL_VERSION_HEADER, mv.version)
         return mv, job
 
     def too_large(self, size: int) -> PayloadTooLarge:

@@ -3,7 +3,8 @@
 The front end starts one such process per worker, handing it one end of a Unix socket pair.
 The first frame on the socket (SPEC) describes the model to serve: settings travel on the socket,
 not the command line, whose length is limited.  The worker builds its own plugin manager,
-registers the model's handler into it, loads the model, reports READY (or LOAD_ERROR), then
+registers the model's handler into it, loads the model, runs the model's warm-up inputs (see
+:mod:`tsf.workers.warmup`), reports READY (or LOAD_ERROR), then
 serves batches until the socket closes.  It ignores SIGINT (a Ctrl-C in a terminal reaches the
 whole process group; the front end stops its workers itself) and exits when the front end dies.
 """
@@ -27,6 +28,7 @@ from ..handler_resolver import resolve_handler
 from ..plugins import WORKER_BUILTINS, create_manager
 from . import lifeline, protocol
 from .batch_runner import BatchRunner
+from .warmup import run_warmup
 
 
 def load(spec: dict, handler: Any = None) -> tuple[Any, Context]:
@@ -73,6 +75,8 @@ REQUEST_IDS = RequestIdsFilter()
 def serve(sock: socket.socket, spec: dict) -> int:
     try:
         pm, context = load(spec)
+        runner = BatchRunner(pm, context)
+        run_warmup(runner, context.model_config, spec["model_dir"])  # before READY
     except Exception as exc:
         traceback.print_exc()
         error = exc if isinstance(exc, TsfError) else ModelLoadError(f"{type(exc).__name__}: {exc}")
@@ -90,7 +94,7 @@ def serve(sock: socket.socket, spec: dict) -> int:
         with sending:
             protocol.send_frame(sock, protocol.PARTIAL, partial, [body])
 
-    runner = BatchRunner(pm, context, send_partial)
+    runner.send_partial = send_partial  # not during warm-up: nobody listens before READY
     while True:
         try:
             kind, header, blobs = protocol.recv_frame(sock)

@@ -18,6 +18,7 @@ import itertools
 import logging
 import os
 import signal
+import time
 from typing import Awaitable, Callable
 
 from ..errors import ModelLoadError
@@ -50,6 +51,7 @@ class WorkerPool:
         self.restarts = 0
         self.memory_restarts = 0
         self._idle: collections.deque[WorkerProcess] = collections.deque()
+        self._idle_since: dict[str, float] = {}  # worker id -> when it last became idle
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._failures = 0
         self._pending_starts = 0
@@ -66,6 +68,11 @@ class WorkerPool:
         """Live workers that are idle or busy on a batch for less than ``stall_seconds``."""
         return sum(1 for w in self.workers.values()
                    if w.alive and w.busy_for() < self.stall_seconds)
+
+    def longest_idle(self, now: float) -> float:
+        """Seconds the longest-idle live worker has been idle (0 when none is idle)."""
+        return max((now - self._idle_since.get(w.id, now) for w in self._idle if w.alive),
+                   default=0.0)
 
     @property
     def starting_count(self) -> int:
@@ -105,6 +112,10 @@ class WorkerPool:
         self.on_change()
         return worker
 
+    def spawn(self, coro: Awaitable) -> None:
+        """Run ``coro`` beside the pool; it is cancelled when the pool closes."""
+        self._spawn(coro)
+
     def _spawn(self, coro: Awaitable) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -114,6 +125,7 @@ class WorkerPool:
         assert worker.proc is not None
         code = await worker.proc.wait()
         self.workers.pop(worker.id, None)
+        self._idle_since.pop(worker.id, None)
         if worker in self._idle:
             self._idle.remove(worker)
         worker.status = "DEAD"
@@ -210,6 +222,7 @@ class WorkerPool:
                                       f"memory limit of {self.memory_limit / 2**20:.0f} MiB")
                 return
         self._idle.append(worker)
+        self._idle_since[worker.id] = time.monotonic()
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
