@@ -1,4 +1,4 @@
-"""Command line: ``tsf serve``, ``tsf archive`` and ``tsf plugins``."""
+"""Command line: ``tsf serve``, ``tsf archive``, ``tsf workflow-archive`` and ``tsf plugins``."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ def _serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the model server in the foreground")
     p.add_argument("--model-store", help="folder of model archives")
     p.add_argument("--models", nargs="*", help="models to load at start: all, x.mar, name=x.mar")
+    p.add_argument("--workflows", nargs="*",
+                   help="workflows to register at start: all, x.war, name=x.war")
     p.add_argument("--ts-config", "--config", dest="config_file",
                    help="config.properties file (TorchServe keys)")
     p.add_argument("--inference-address")
@@ -52,11 +54,23 @@ def _archive_parser(sub: Any) -> None:
     p.add_argument("-f", "--force", action="store_true")
 
 
+def _workflow_archive_parser(sub: Any) -> None:
+    p = sub.add_parser("workflow-archive",
+                       help="create a workflow archive (torch-workflow-archiver flags)")
+    p.add_argument("--workflow-name", required=True)
+    p.add_argument("--spec-file", required=True, help="the workflow's YAML specification")
+    p.add_argument("--handler", required=True, help="the .py file with the DAG's functions")
+    p.add_argument("--export-path", default=".")
+    p.add_argument("--extra-files", help="comma-separated files or folders to include")
+    p.add_argument("-f", "--force", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsf", description="tsf model server")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _archive_parser(sub)
+    _workflow_archive_parser(sub)
     plugins = sub.add_parser("plugins", help="list installed plugins and their hooks")
     plugins.add_argument("--json", action="store_true")
     return parser
@@ -73,7 +87,8 @@ def run_serve(args: argparse.Namespace) -> int:
            "metrics_address": args.metrics_address, "workspace": args.workspace,
            "log_level": args.log_level, "log_format": args.log_format,
            "auth_token_file": args.auth_token_file,
-           "load_models": ",".join(args.models) if args.models else None}
+           "load_models": ",".join(args.models) if args.models else None,
+           "load_workflows": ",".join(args.workflows) if args.workflows else None}
     config = load_config(args.config_file, cli)
     configure_logging(config.log_level, config.log_format)
     release_large_buffers()
@@ -113,6 +128,15 @@ def run_archive(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_workflow_archive(args: argparse.Namespace) -> int:
+    from .workflows.war import WarSpec, write_war
+
+    print(write_war(WarSpec(workflow_name=args.workflow_name, spec_file=args.spec_file,
+                            handler=args.handler, export_path=args.export_path,
+                            extra_files=args.extra_files, force=args.force)))
+    return 0
+
+
 def run_plugins(args: argparse.Namespace) -> int:
     from .plugins import FRONTEND_BUILTINS, WORKER_BUILTINS, create_manager, describe_plugins, \
         handler_names
@@ -131,7 +155,8 @@ def run_plugins(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    runners = {"serve": run_serve, "archive": run_archive, "plugins": run_plugins}
+    runners = {"serve": run_serve, "archive": run_archive, "plugins": run_plugins,
+               "workflow-archive": run_workflow_archive}
     try:
         return runners[args.command](args)
     except TsfError as exc:

@@ -26,6 +26,7 @@ class ServerConfig:
     metrics_address: str = "http://127.0.0.1:8082"
     model_store: str = ""
     load_models: str = ""
+    load_workflows: str = ""  # .war files of the model store to register at start (or all)
     workspace: str = ""
     default_workers_per_model: int = 1
     job_queue_size: int = 100

@@ -52,6 +52,7 @@ class ModelManager:
         self.failed_startup_models: dict[str, str] = {}  # name -> why it did not load
         # versions whose workers are being started, with how many loads/scales are under way
         self._loading: Counter[tuple[str, str]] = Counter()
+        self.owners: dict[str, str] = {}  # model name -> the workflow it belongs to
 
     # --- register ---------------------------------------------------------------------------
     async def _fetch(self, url: str, sha256: str | None = None) -> tuple[Path, Path | None]:
@@ -111,6 +112,16 @@ class ModelManager:
             if fresh_download is not None:
                 fresh_download.unlink(missing_ok=True)
             raise
+
+    async def register_unpacked(self, url: str, archive: ModelArchive, *, model_name: str,
+                                loaded_at_startup: bool = False, **rest: Any
+                                ) -> tuple[int, str]:
+        """Register an archive already unpacked whose folder stays with the caller (a
+        workflow's function node); ``rest`` holds model settings (``batch_size``, ...)."""
+        check_paths(archive)
+        return await self._register_archive(url, archive, None, model_name=model_name,
+                                            handler=None, loaded_at_startup=loaded_at_startup,
+                                            synchronous=True, rest=rest)
 
     async def _register_archive(self, url: str, archive: ModelArchive, owned: Path | None, *,
                                 model_name: str | None, handler: str | None,
@@ -250,8 +261,11 @@ class ModelManager:
         self.registry.set_default(name, version)
         return f'Default version successfully updated for model "{name}" to "{version}"'
 
-    async def unregister(self, name: str, version: str | None) -> str:
+    async def unregister(self, name: str, version: str | None, owner: str | None = None) -> str:
         mv = self.registry.get(name, version)
+        if self.owners.get(name, owner) != owner:
+            raise Conflict(f"model {name} belongs to workflow {self.owners[name]}; unregister "
+                           "the workflow instead")
         self.registry.check_removable(name, mv.version)
         if self._loading[mv.name, mv.version] > 0:
             raise Conflict(f"model {name} version {mv.version} is being loaded or scaled; "

@@ -20,8 +20,9 @@ from ..manager import ModelManager
 from ..metrics import ServerMetrics
 from ..plugins import create_manager
 from ..tracing import create_tracing
+from ..workflows.manager import WorkflowManager
 from ..auth import load_tokens
-from . import inference, kserve_v1, kserve_v2, management, metrics
+from . import inference, kserve_v1, kserve_v2, management, metrics, workflows
 from .errors import NotFoundHandler
 from .listener import HTTPListener
 
@@ -48,6 +49,7 @@ class TsfServer:
         self.tokens = load_tokens(config)
         self.tracing = create_tracing()
         self.manager = ModelManager(config, self.pm, self.metrics, self.tracing)
+        self.workflows = WorkflowManager(self.manager)
         self.lifecycle = Lifecycle()
         self.servers: list[tornado.httpserver.HTTPServer] = []
         self.grpc: Any = None  # GrpcServers when enable_grpc is set
@@ -55,7 +57,8 @@ class TsfServer:
 
     def _services(self) -> dict[str, Any]:
         return {"config": self.config, "manager": self.manager, "metrics": self.metrics,
-                "pm": self.pm, "tracing": self.tracing, "tokens": self.tokens}
+                "pm": self.pm, "tracing": self.tracing, "tokens": self.tokens,
+                "workflows": self.workflows}
 
     def _apps(self) -> dict[str, tornado.web.Application]:
         services = self._services()
@@ -66,9 +69,11 @@ class TsfServer:
             "inference": tornado.web.Application(
                 inference.routes(dict(services, api="inference"))
                 + kserve_v1.routes(dict(services, api="inference"))
-                + kserve_v2.routes(dict(services, api="inference")), **settings),
+                + kserve_v2.routes(dict(services, api="inference"))
+                + workflows.inference_routes(dict(services, api="inference")), **settings),
             "management": tornado.web.Application(
-                management.routes(dict(services, api="management")), **settings),
+                workflows.management_routes(dict(services, api="management"))
+                + management.routes(dict(services, api="management")), **settings),
             "metrics": tornado.web.Application(
                 metrics.routes(dict(services, api="metrics")), **settings),
         }
@@ -112,6 +117,17 @@ class TsfServer:
                 log.error("startup model %s (%s) not registered: %s", name or url, url,
                           exc.message)
                 self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
+        for name, url in startup_workflows(self.config):
+            asyncio.ensure_future(self._register_startup_workflow(name, url))
+
+    async def _register_startup_workflow(self, name: str | None, url: str) -> None:
+        """Register a ``load_workflows`` entry in the background; a failure counts in health."""
+        try:
+            await self.workflows.register(url, name, loaded_at_startup=True)
+        except TsfError as exc:
+            log.error("startup workflow %s (%s) not registered: %s", name or url, url,
+                      exc.message)
+            self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Graceful stop: not ready at once, listeners closed, open requests finished (each
@@ -146,6 +162,7 @@ class TsfServer:
         if self.grpc is not None:
             await self.grpc.stop()
         await self.manager.shutdown(wait=0)
+        await self.workflows.shutdown()
         await self.lifecycle.requests_finished(1.0)  # let the 503 answers reach their clients
         for server in self.servers:
             await server.close_all_connections()
@@ -167,6 +184,24 @@ def startup_models(config: ServerConfig) -> list[tuple[str | None, str]]:
             return []
         return [(None, p.name) for p in sorted(store.iterdir())
                 if p.name.endswith(ARCHIVE_SUFFIXES) or (p / "MAR-INF").is_dir()]
+    out = []
+    for entry in entries:
+        name, sep, url = entry.partition("=")
+        out.append((name, url) if sep else (None, entry))
+    return out
+
+
+def startup_workflows(config: ServerConfig) -> list[tuple[str | None, str]]:
+    """``[(name or None, url)]`` from ``load_workflows`` (``all``, ``x.war``, ``name=x.war``)."""
+    spec = config.load_workflows.strip()
+    if not spec:
+        return []
+    entries = [e.strip() for e in spec.replace(" ", ",").split(",") if e.strip()]
+    if [e.lower() for e in entries] == ["all"]:
+        store = Path(config.model_store) if config.model_store else None
+        if store is None or not store.is_dir():
+            return []
+        return [(None, p.name) for p in sorted(store.iterdir()) if p.name.endswith(".war")]
     out = []
     for entry in entries:
         name, sep, url = entry.partition("=")
