@@ -15,6 +15,7 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .errors import BadRequest
+from .model_options import ModelOptions, model_options
 
 
 @dataclass
@@ -46,6 +47,8 @@ class ServerConfig:
     worker_stall_seconds: float = 30.0  # a batch running longer: the worker counts as not serving
     worker_memory_limit_mb: int = 0     # resident memory per worker; 0: no limit
     max_workers_per_model: int = 32     # 0: no limit
+    install_py_dep_per_model: bool = False  # install archives' requirements files
+    install_py_dep_for_remote_models: bool = False  # ... also for archives from remote URLs
     log_level: str = "INFO"
     log_format: str = "text"
     auth_token_file: str = ""
@@ -159,6 +162,7 @@ class ModelSettings:
     max_workers: int
     worker_memory_limit_mb: int = 0
     extra: dict = field(default_factory=dict)
+    options: ModelOptions = field(default_factory=ModelOptions)  # TorchServe's other keys
 
 
 _YAML_KEYS = {
@@ -207,7 +211,7 @@ def model_settings(config: ServerConfig, model_yaml: Mapping[str, Any],
     if values["worker_memory_limit_mb"] < 0:
         raise BadRequest("workerMemoryLimitMb must be >= 0")
     check_worker_cap(config, values["min_workers"])
-    return ModelSettings(**values)
+    return ModelSettings(**values, options=model_options(model_yaml))
 
 
 def check_worker_cap(config: ServerConfig, workers: int) -> None:

@@ -23,6 +23,7 @@ from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, T
 from .health import Health, assess
 from .metrics import ServerMetrics
 from .registry import ModelVersion, Registry
+from .requirements_env import model_environment
 from .storage import check_allowed, keep_in_cache, parse_sha256, verify_sha256
 from .tracing import Tracing
 from .workers.pool import WorkerPool
@@ -140,7 +141,10 @@ class ModelManager:
         settings = model_settings(self.config, archive.model_config, rest)
         self._reserved.add(key)
         try:
+            python_path = await model_environment(archive, url, self.config, self.workspace)
             mv = self._build(name, version, url, archive, settings, owned, loaded_at_startup)
+            if python_path is not None:
+                mv.pool.spec["python_path"] = [str(python_path)]
             self.registry.add(mv)
         finally:
             self._reserved.discard(key)
@@ -173,6 +177,7 @@ class ModelManager:
 
     def _build(self, name: str, version: str, url: str, archive: ModelArchive,
                settings: Any, owned: Path | None, loaded_at_startup: bool) -> ModelVersion:
+        options = settings.options
         spec = {"model_name": name, "model_version": version, "model_dir": str(archive.model_dir),
                 "manifest": archive.manifest, "model_config": archive.model_config,
                 "handler": archive.handler, "batch_size": settings.batch_size}
@@ -182,15 +187,18 @@ class ModelManager:
                           backoff_max=self.config.worker_restart_backoff_max,
                           memory_limit=settings.worker_memory_limit_mb * 2**20,
                           stall_seconds=min(settings.response_timeout,
-                                            self.config.worker_stall_seconds))
-        queue = BatchQueue(self.config.job_queue_size)
+                                            self.config.worker_stall_seconds),
+                          max_retry_seconds=options.max_retry_timeout_s)
+        queue = BatchQueue(options.job_queue_size or self.config.job_queue_size)
         mv_holder: list[ModelVersion] = []
         batcher = Batcher(queue, pool, batch_size=settings.batch_size,
                           max_batch_delay_ms=settings.max_batch_delay,
                           response_timeout=settings.response_timeout,
                           on_batch=lambda *done: self._batch_done(mv_holder[0], *done),
                           on_abandon=self.metrics.abandoned_counter(name, version),
-                          stage_stamps=self.tracing.enabled)
+                          stage_stamps=self.tracing.enabled,
+                          client_timeout_ms=options.client_timeout_ms,
+                          job_ticket=options.use_job_ticket)
         mv = ModelVersion(name=name, version=version, url=url, archive=archive,
                           settings=settings, pool=pool, queue=queue, batcher=batcher,
                           loaded_at_startup=loaded_at_startup, owned_dir=owned, labels=labels)
