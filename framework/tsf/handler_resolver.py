@@ -136,6 +136,16 @@ def adapt_module(module: ModuleType, function: str = "") -> Any:
         f"TorchServe's initialize/handle) or a module-level handle(data, context); found: {found}")
 
 
+def describe_hook(handler: Any) -> Callable[[], Any] | None:
+    """The handler's ``describe_handle()`` (TorchServe's hook behind ``?customized=true``),
+    on the handler itself or on the TorchServe class it adapts; None if it has none."""
+    for target in (handler, getattr(handler, "instance", None)):
+        hook = getattr(target, "describe_handle", None)
+        if callable(hook):
+            return hook
+    return None
+
+
 def missing_handler_message(name: str) -> str:
     plugin = KNOWN_HANDLER_PLUGINS.get(name)
     if plugin:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import textwrap
 import time
 import zipfile
@@ -37,6 +38,19 @@ CRASHY = '''
                 raise RuntimeError("the marker file makes every restart fail")
             return None
         os._exit(3)
+'''
+DESCRIBER = '''
+    import json
+
+    class Described:
+        def initialize(self, context):
+            self.name = context.manifest["model"]["modelName"]
+
+        def handle(self, data, context):
+            return ["ok" for row in data]
+
+        def describe_handle(self):
+            return json.dumps({"labels": ["cat", "dog"], "model": self.name})
 '''
 NEEDS_DEP = '''
     import tsf_tinydep
@@ -98,6 +112,7 @@ def store(tmp_path_factory, marker) -> Path:
     archive("timeout", SLEEPY, "clientTimeoutInMills: 500\nbatchSize: 1\n")
     archive("ticket", SLEEPY, "useJobTicket: true\nbatchSize: 1\n")
     archive("queued", SLEEPY, "batchSize: 1\n")
+    archive("describer", DESCRIBER)
     archive("crashy", CRASHY, f"maxRetryTimeoutInSec: 1\nmarker: {marker}\n")
     wheel = build_wheel(src)
     requirements = _write(src, "requirements.txt", f"./{wheel.name}\n")
@@ -194,3 +209,20 @@ def test_per_model_requirements_are_installed_once_and_cached(server):
     assert [p.name for p in envs.iterdir() if not p.name.startswith(".")] == \
         [Path(answer["from"]).relative_to(envs).parts[0]]
     assert server.log().count("installed the requirements of needsdep") == 1
+
+
+def test_customized_describe_calls_the_handlers_describe_hook(server):
+    assert server.register("describer.mar").status_code == 200
+    [plain] = server.manage("GET", "/models/describer").json()
+    assert "customizedMetadata" not in plain
+    [described] = server.manage("GET", "/models/describer",
+                                params={"customized": "true"}).json()
+    assert json.loads(described["customizedMetadata"]) == {"labels": ["cat", "dog"],
+                                                           "model": "describer"}
+    assert described["modelName"] == "describer" and described["workers"]
+    # a handler without the hook: the plain description
+    if "cpu" not in _models(server):
+        assert server.register("cpu.mar").status_code == 200
+    [cpu] = server.manage("GET", "/models/cpu", params={"customized": "true"}).json()
+    assert "customizedMetadata" not in cpu and cpu["modelName"] == "cpu"
+    assert_error(server.manage("GET", "/models/absent", params={"customized": "true"}), 404)

@@ -5,9 +5,10 @@ Parameters and response shapes follow TorchServe's management API.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from ..errors import BadRequest, Forbidden
+from ..errors import BadRequest, Forbidden, raise_for_answer
 from ..json_body import json_object
 from ..manager import ModelManager
 from ..plugins import describe_plugins
@@ -126,8 +127,22 @@ class ModelsHandler(ManagementHandler):
 class ModelHandler(ManagementHandler):
     """``/models/{m}[/{v}]``: describe (GET), scale (PUT), unregister (DELETE)."""
 
-    def get(self, name: str, version: str | None = None) -> None:
-        self.write_json(describe_models(self.manager.registry, name, version))
+    async def get(self, name: str, version: str | None = None) -> None:
+        described = describe_models(self.manager.registry, name, version)
+        if _bool(self.arg("customized"), False) and len(described) == 1:
+            metadata = await self._customized(name, version)
+            if metadata:
+                described[0]["customizedMetadata"] = metadata
+        self.write_json(described)
+
+    async def _customized(self, name: str, version: str | None) -> str:
+        """What the handler's ``describe_handle()`` answers, run in a worker (TorchServe's
+        ``customizedMetadata``: the answer's text; empty when the handler has no such hook)."""
+        meta = {"id": uuid.uuid4().hex, "headers": {}, "parts": []}
+        _, job = self.submit(name, version, "describe", meta, [])
+        result, payload = await job.future
+        raise_for_answer(result, payload)
+        return payload.decode("utf-8", "replace")
 
     async def put(self, name: str, version: str | None = None) -> None:
         version = version or self.arg("model_version")
