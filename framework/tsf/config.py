@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from .errors import BadRequest
 from .model_options import ModelOptions, model_options
+from .torchserve_keys import check_torchserve_keys
 
 
 @dataclass
@@ -123,7 +124,9 @@ def load_config(config_file: str | None = None, cli: Mapping[str, Any] | None = 
     """Build the effective configuration from every source, in precedence order."""
     config = ServerConfig()
     if config_file:
-        config = config.with_overrides(read_properties(config_file))
+        values = read_properties(config_file)
+        check_torchserve_keys(values, {f.name for f in dataclasses.fields(ServerConfig)})
+        config = config.with_overrides(values)
     config = config.with_overrides(env_values(environ))
     if cli:
         config = config.with_overrides(cli)
