@@ -19,7 +19,8 @@ import pluggy
 from .archive import Limits, ModelArchive, check_paths, open_archive
 from .batching import Batcher, BatchQueue, Job
 from .config import ServerConfig, check_worker_cap, model_settings
-from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, TsfError)
+from .errors import (BadRequest, Conflict, Forbidden, ModelLoadError, ServiceUnavailable,
+                     TsfError)
 from .health import Health, assess
 from .metrics import ServerMetrics
 from .registry import ModelVersion, Registry
@@ -54,6 +55,7 @@ class ModelManager:
         # versions whose workers are being started, with how many loads/scales are under way
         self._loading: Counter[tuple[str, str]] = Counter()
         self.owners: dict[str, str] = {}  # model name -> the workflow it belongs to
+        self.shared_models: set[str] = set()  # workflow models that take direct requests too
 
     # --- register ---------------------------------------------------------------------------
     async def _fetch(self, url: str, sha256: str | None = None) -> tuple[Path, Path | None]:
@@ -309,8 +311,14 @@ class ModelManager:
 
     # --- requests ---------------------------------------------------------------------------
     def submit(self, name: str, version: str | None, kind: str, meta: dict,
-               blobs: list[bytes], trace: Any = None) -> tuple[ModelVersion, Job]:
+               blobs: list[bytes], trace: Any = None, workflow: str | None = None
+               ) -> tuple[ModelVersion, Job]:
         mv = self.registry.get(name, version)
+        owner = self.owners.get(name)
+        if owner is not None and owner != workflow and name not in self.shared_models \
+                and kind != "describe":
+            raise Forbidden(f"model {name} belongs to workflow {owner}: send requests to "
+                            f"/wfpredict/{owner} (or mark the model shared: true in the spec)")
         if mv.pool.target == 0 and mv.pool.live_count == 0:
             raise ServiceUnavailable(
                 f"model {name} has no workers; add some with PUT /models/{name}?min_worker=1")

@@ -79,6 +79,7 @@ SPEC = '''
         batch-size: 2
       stats:
         url: stats.mar
+        shared: true
     dag:
       pre_processing: [scale, stats]
       scale: [post_processing]
@@ -159,6 +160,14 @@ def test_register_list_describe_predict_unregister(server):
     assert (scale["batchSize"], scale["maxBatchDelay"], scale["responseTimeout"],
             scale["maxWorkers"]) == (2, 20, 30, 2)
     assert_error(server.manage("DELETE", "/models/pipeline__scale"), 409)
+    # a workflow's model takes direct requests only when the spec shares it
+    response = server.post("/predictions/pipeline__scale",
+                           json={"numbers": [1], "factor": 2})
+    assert_error(response, 403, "ForbiddenException")
+    assert "/wfpredict/pipeline" in response.json()["message"]
+    assert server.post("/predictions/pipeline__stats",
+                       json={"numbers": [1, 2]}).json()["count"] == 2
+    assert [n.get("shared") for n in described["nodes"]] == [None, False, True, None]
 
     answer = server.post("/wfpredict/pipeline", json=[1, 2, 3])
     assert answer.status_code == 200, answer.text

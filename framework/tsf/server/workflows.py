@@ -5,6 +5,7 @@ Parameters and response shapes follow TorchServe's workflow APIs.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -65,7 +66,8 @@ class WorkflowPredictHandler(StreamingBodyHandler):
         try:
             meta, blobs = request_parts(self.request, self.body())
             self.request_id = meta["id"]
-            result, payload = await workflows.predict(name, meta, blobs, self._submit, span)
+            result, payload = await workflows.predict(
+                name, meta, blobs, functools.partial(self._submit, name), span)
             check_response_size(len(payload), self.services["config"].max_response_size)
             code = result["status"]
             self.set_status(code)
@@ -82,8 +84,9 @@ class WorkflowPredictHandler(StreamingBodyHandler):
                 workflows.requests.labels(name, str(code)).inc()
                 workflows.request_seconds.labels(name).observe(time.perf_counter() - started)
 
-    def _submit(self, model: str, meta: dict, blobs: list[bytes], span: Any) -> Any:
-        return self.submit(model, None, "predict", meta, blobs, span)[1]
+    def _submit(self, workflow: str, model: str, meta: dict, blobs: list[bytes],
+                span: Any) -> Any:
+        return self.submit(model, None, "predict", meta, blobs, span, workflow)[1]
 
     put = post
 

@@ -50,7 +50,8 @@ class Workflow:
                 "workflowDag": spec.dag_text(),
                 "nodes": [{"name": n, "type": "model" if spec.nodes[n].is_model else "function",
                            "modelName": node_model_name(self.name, n),
-                           **({"url": spec.nodes[n].url} if spec.nodes[n].is_model else {})}
+                           **({"url": spec.nodes[n].url, "shared": spec.nodes[n].shared}
+                              if spec.nodes[n].is_model else {})}
                           for n in spec.order]}
 
 
@@ -108,6 +109,8 @@ class WorkflowManager:
         nodes = [archive.spec.nodes[n] for n in archive.spec.order]
         for node in nodes:
             self.models.owners[node_model_name(name, node.name)] = name
+            if node.shared:
+                self.models.shared_models.add(node_model_name(name, node.name))
         results = await asyncio.gather(
             *(self._register_node(name, url, archive, node, loaded_at_startup)
               for node in nodes), return_exceptions=True)
@@ -116,8 +119,7 @@ class WorkflowManager:
             return
         await self._remove_nodes(name, [n.name for n, r in zip(nodes, results)
                                         if not isinstance(r, BaseException)])
-        for node in nodes:
-            self.models.owners.pop(node_model_name(name, node.name), None)
+        self._forget(name, [n.name for n in nodes])
         node, error = failed[0]
         if isinstance(error, TsfError):
             raise type(error)(f"workflow {name}: node {node.name} could not be registered: "
@@ -153,6 +155,11 @@ class WorkflowManager:
             except TsfError as exc:
                 log.warning("workflow %s: removing node %s: %s", workflow, node, exc.message)
 
+    def _forget(self, workflow: str, nodes: list[str]) -> None:
+        for node in nodes:
+            self.models.owners.pop(node_model_name(workflow, node), None)
+            self.models.shared_models.discard(node_model_name(workflow, node))
+
     # --- list / describe / unregister -------------------------------------------------------
     def get(self, name: str) -> Workflow:
         try:
@@ -179,8 +186,7 @@ class WorkflowManager:
         self._busy.add(name)
         try:
             await self._remove_nodes(name, workflow.archive.spec.order)
-            for node in workflow.archive.spec.order:
-                self.models.owners.pop(node_model_name(name, node), None)
+            self._forget(name, workflow.archive.spec.order)
             del self.workflows[name]
             await asyncio.to_thread(workflow.archive.remove_files)
         finally:

@@ -2,7 +2,8 @@
 
 ``models`` holds global settings (``min-workers``, ``max-workers``, ``batch-size``,
 ``max-batch-delay``, ``retry-attempts``, ``timeout-ms``) and one entry per model with a ``url``
-and overrides of those settings.  ``dag`` maps each node to the nodes it feeds.  A node that is
+and overrides of those settings (and tsf's ``shared: true``: the model also takes requests sent
+to it directly).  ``dag`` maps each node to the nodes it feeds.  A node that is
 not a model must be a top-level function of the workflow's handler file.
 """
 
@@ -48,6 +49,7 @@ class Node:
     name: str
     settings: NodeSettings
     url: str | None = None
+    shared: bool = False  # the model also takes direct requests (tsf's own spec key)
 
     @property
     def is_model(self) -> bool:
@@ -149,12 +151,15 @@ def parse_spec(document: Any, functions: set[str]) -> WorkflowSpec:
             if not isinstance(entry, dict) or not isinstance(entry.get("url"), str) \
                     or not entry["url"]:
                 raise BadRequest(f"workflow spec: model {name!r} needs a 'url'")
-            extra = set(entry) - set(SETTING_KEYS) - {"url"}
+            extra = set(entry) - set(SETTING_KEYS) - {"url", "shared"}
             if extra:
                 raise BadRequest(f"workflow spec: model {name!r} has unknown key(s) "
                                  f"{sorted(map(str, extra))}")
             values = _settings(f"model {name!r}", entry, base)
-            nodes[name] = Node(name, _node_settings(values), url=entry["url"])
+            shared = entry.get("shared", False)
+            if not isinstance(shared, bool):
+                raise BadRequest(f"workflow spec: model {name!r} shared must be true or false")
+            nodes[name] = Node(name, _node_settings(values), url=entry["url"], shared=shared)
         elif name in functions:
             nodes[name] = Node(name, _node_settings(base))
         else:
