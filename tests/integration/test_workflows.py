@@ -204,6 +204,13 @@ def test_errors_name_the_failing_node(server):
     assert_error(server.manage("POST", "/workflows"), 400)
 
 
+def test_workflow_routes_are_in_the_openapi_descriptions(server):
+    assert "/wfpredict/{workflow_name}" in server.get("/api-description").json()["paths"]
+    paths = server.manage("OPTIONS", "/").json()["paths"]
+    assert {"get", "post"} <= set(paths["/workflows"])
+    assert {"get", "delete"} <= set(paths["/workflows/{workflow_name}"])
+
+
 def test_bad_workflow_archives_are_refused_and_leave_nothing(server, workflow_store, tmp_path):
     (tmp_path / "spec.yaml").write_text("models:\n  ghost:\n    url: ghost.mar\n"
                                         "dag:\n  pre_processing: [ghost]\n")
