@@ -122,8 +122,10 @@ def store(tmp_path_factory, marker) -> Path:
 
 @pytest.fixture(scope="module")
 def server(store):
-    server = ServerProcess(model_store=store, config={"install_py_dep_per_model": "true",
-                                                      "worker_restart_backoff_max": "0.5"})
+    server = ServerProcess(model_store=store, config={
+        "install_py_dep_per_model": "true", "worker_restart_backoff_max": "0.5",
+        "enable_grpc": "true", "grpc_inference_address": "127.0.0.1:0",
+        "grpc_management_address": "127.0.0.1:0"})
     try:
         yield server
     finally:
@@ -226,3 +228,22 @@ def test_customized_describe_calls_the_handlers_describe_hook(server):
     [cpu] = server.manage("GET", "/models/cpu", params={"customized": "true"}).json()
     assert "customizedMetadata" not in cpu and cpu["modelName"] == "cpu"
     assert_error(server.manage("GET", "/models/absent", params={"customized": "true"}), 404)
+
+
+def test_customized_describe_over_grpc(server):
+    grpc = pytest.importorskip("grpc")
+    from tsf.grpc_api.stubs import load
+
+    if "describer" not in _models(server):
+        assert server.register("describer.mar").status_code == 200
+    modules = load()
+    pb = modules["tsf_torchserve_management_pb2"]
+    grpc_stubs = modules["tsf_torchserve_management_pb2_grpc"]
+    with grpc.insecure_channel(server.urls["grpc_management"]) as channel:
+        stub = grpc_stubs.ManagementAPIsServiceStub(channel)
+        answer = stub.DescribeModel(pb.DescribeModelRequest(model_name="describer",
+                                                            customized=True), timeout=60)
+        plain = stub.DescribeModel(pb.DescribeModelRequest(model_name="describer"), timeout=60)
+    [described] = json.loads(answer.msg)
+    assert json.loads(described["customizedMetadata"])["labels"] == ["cat", "dog"]
+    assert "customizedMetadata" not in json.loads(plain.msg)[0]

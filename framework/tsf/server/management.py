@@ -86,6 +86,22 @@ def describe_models(registry: Registry, name: str, version: str | None) -> list[
     return [mv.describe() for mv in versions]
 
 
+async def describe_models_customized(manager: ModelManager, name: str, version: str | None,
+                                     customized: bool) -> list[dict]:
+    """Describe; with ``customized`` (and one version) add what the handler's
+    ``describe_handle()`` answers in a worker, as text: TorchServe's ``customizedMetadata``
+    (left out when the handler has no such hook or it returns None)."""
+    described = describe_models(manager.registry, name, version)
+    if customized and len(described) == 1:
+        meta = {"id": uuid.uuid4().hex, "headers": {}, "parts": []}
+        _, job = manager.submit(name, version, "describe", meta, [])
+        result, payload = await job.future
+        raise_for_answer(result, payload)
+        if payload:
+            described[0]["customizedMetadata"] = payload.decode("utf-8", "replace")
+    return described
+
+
 class ManagementHandler(StreamingBodyHandler):
     @property
     def manager(self) -> ModelManager:
@@ -128,21 +144,8 @@ class ModelHandler(ManagementHandler):
     """``/models/{m}[/{v}]``: describe (GET), scale (PUT), unregister (DELETE)."""
 
     async def get(self, name: str, version: str | None = None) -> None:
-        described = describe_models(self.manager.registry, name, version)
-        if _bool(self.arg("customized"), False) and len(described) == 1:
-            metadata = await self._customized(name, version)
-            if metadata:
-                described[0]["customizedMetadata"] = metadata
-        self.write_json(described)
-
-    async def _customized(self, name: str, version: str | None) -> str:
-        """What the handler's ``describe_handle()`` answers, run in a worker (TorchServe's
-        ``customizedMetadata``: the answer's text; empty when the handler has no such hook)."""
-        meta = {"id": uuid.uuid4().hex, "headers": {}, "parts": []}
-        _, job = self.submit(name, version, "describe", meta, [])
-        result, payload = await job.future
-        raise_for_answer(result, payload)
-        return payload.decode("utf-8", "replace")
+        self.write_json(await describe_models_customized(
+            self.manager, name, version, _bool(self.arg("customized"), False)))
 
     async def put(self, name: str, version: str | None = None) -> None:
         version = version or self.arg("model_version")
