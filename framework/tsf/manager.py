@@ -85,6 +85,11 @@ class ModelManager:
                 raise
         return path, fresh
 
+    async def fetch_archive(self, url: str) -> tuple[Path, Path | None]:
+        """An archive as register fetches it (allow-list, model store, download cache): its
+        path, and the cached copy this call created, if any (a workflow's ``.war``)."""
+        return await self._fetch(url)
+
     async def register(self, url: str | None, *, model_name: str | None = None,
                        handler: str | None = None, batch_size: Any = None,
                        max_batch_delay: Any = None, initial_workers: Any = None,

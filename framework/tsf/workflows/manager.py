@@ -78,7 +78,7 @@ class WorkflowManager:
                        loaded_at_startup: bool = False) -> str:
         if not url:
             raise BadRequest("Parameter url is required.")
-        source, fresh = await self.models._fetch(url)
+        source, fresh = await self.models.fetch_archive(url)
         try:
             archive = await asyncio.to_thread(open_war, source, self.models.workspace /
                                               "workflows", self.models.limits)
