@@ -295,3 +295,21 @@ def test_startup_workflow_is_traced_one_span_per_node(workflow_store, collector)
         stats.start_time_unix_nano < scale.end_time_unix_nano
     queues = [s for s in spans if s.name == "queue wait"]
     assert {s.parent_span_id for s in queues} == {s.span_id for s in nodes}
+
+
+def test_a_startup_workflow_that_fails_shows_in_health(workflow_store):
+    server = ServerProcess(model_store=workflow_store,
+                           config={"load_workflows": "ghost=missing.war"})
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            ping = server.get("/ping", params={"verbose": "true"}).json()
+            if "ghost" in ping.get("failedStartupModels", {}):
+                break
+            assert time.monotonic() < deadline, ping
+            time.sleep(0.1)
+        assert "missing.war" in ping["failedStartupModels"]["ghost"]
+        assert ping["status"] != "Healthy"
+        assert server.manage("GET", "/workflows").json() == {"workflows": []}
+    finally:
+        server.stop()
