@@ -59,6 +59,7 @@ def test_values_flow_as_json_text_and_bytes_and_leaves_merge():
             return "application/json", b'{"x": 1}'
         if node == "text":
             assert meta["parts"] == [{"name": "body", "ctype": "application/json"}]
+            assert blobs == [b'{"x": 1}']
             assert "params" not in meta
             return "text/plain; charset=utf-8", "h\u00e9".encode()
         assert node == "raw"
@@ -75,8 +76,7 @@ def test_a_join_gets_one_part_per_parent():
     def answer(node, meta, blobs):
         if node == "join":
             assert [p["name"] for p in meta["parts"]] == ["a", "b"]
-            assert [p["ctype"] for p in meta["parts"]] == ["application/json",
-                                                           "application/octet-stream"]
+            assert [p["ctype"] for p in meta["parts"]] == ["application/json", "image/png"]
             return "application/json", json.dumps([json.loads(blobs[0]), len(blobs[1])]).encode()
         return ("application/json", b"7") if node == "a" else ("image/png", b"12345")
 

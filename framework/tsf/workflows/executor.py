@@ -4,8 +4,9 @@ Every node, model or function, is a tsf model version (``{workflow}__{node}``), 
 through that model's queue, batching and worker processes.  A node runs as soon as every node
 feeding it has answered; parallel branches run at the same time.
 
-Values between nodes: an answer in JSON is decoded and sent on as a JSON value, text as text,
-anything else as bytes.  A node fed by one node receives it as the request's ``body``; a node
+Values between nodes: an answer is sent on with its content type, so the next node's worker
+decodes it as it decodes a client's request: JSON as a value, text as ``str``, anything else as
+``bytes`` (the front end parses none of it).  A node fed by one node receives it as the request's ``body``; a node
 fed by several receives one part per parent, named after it (``row["m1"]``, ``row["m2"]``, as
 TorchServe's aggregate functions read them).  The start node receives the client's request as
 ``/predictions`` would.  The answer is the leaf node's, as it sent it; with several leaves it is
@@ -33,15 +34,6 @@ Answer = tuple[dict, bytes]
 def node_model_name(workflow: str, node: str) -> str:
     """The model name a workflow's node is registered under."""
     return f"{workflow}__{node}"
-
-
-def encode_value(value: Any) -> tuple[str, bytes]:
-    """(content type, bytes) for a value sent to a node."""
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        return "application/octet-stream", bytes(value)
-    if isinstance(value, str):
-        return "text/plain; charset=utf-8", value.encode()
-    return "application/json", json.dumps(value).encode()
 
 
 def decode_answer(meta: dict, payload: bytes) -> Any:
@@ -82,6 +74,7 @@ class WorkflowRun:
         self.span = span
         self.observe = observe  # (node, seconds, status) for the node latency metric
         self._tasks: dict[str, asyncio.Task] = {}
+        self._request: tuple[dict, list[bytes]] = ({}, [])
 
     async def run(self, meta: dict, blobs: list[bytes]) -> Answer:
         self._request = (meta, blobs)
@@ -110,11 +103,10 @@ class WorkflowRun:
             return dict(meta, parts=list(meta.get("parts", []))), list(blobs)
         answers = await asyncio.gather(*(self._result(p) for p in parents))
         names = ["body"] if len(parents) == 1 else parents
-        parts, out = [], []
-        for name, answer in zip(names, answers):
-            ctype, data = encode_value(decode_answer(*answer))
-            parts.append({"name": name, "ctype": ctype})
-            out.append(data)
+        # sent on with its content type, so the worker decodes it as the node answered it
+        parts = [{"name": name, "ctype": answer[0].get("ctype") or "application/octet-stream"}
+                 for name, answer in zip(names, answers)]
+        out = [payload for _, payload in answers]
         base = {k: v for k, v in meta.items() if k not in ("parts", "params")}
         return dict(base, parts=parts), out
 
