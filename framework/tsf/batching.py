@@ -6,7 +6,10 @@
   behind a busy worker is sent as soon as a worker is idle.
 * The dispatcher takes an idle worker first, then assembles the batch, so a batch never waits
   for a worker while more jobs could have joined it.
-* A job still queued after ``queue_timeout`` fails with 503, so no request waits forever.
+* A job still queued after ``response_timeout`` (or the model's ``clientTimeoutInMills``, when
+  shorter) fails with 503, so no request waits forever.
+* With ``useJobTicket`` a job that no worker is free to take (an idle worker, or room in the
+  batch a worker is waiting to fill) is refused at once with 503 instead of queueing.
 * A job whose client went away (HTTP disconnect, gRPC cancel) leaves the queue at once, so the
   queue limit counts live requests only; if it was already in a batch, its answer is dropped.
 """
@@ -144,7 +147,8 @@ class Batcher:
     def __init__(self, queue: BatchQueue, pool: WorkerPool, *, batch_size: int,
                  max_batch_delay_ms: float, response_timeout: float,
                  on_batch: BatchDone | None = None, on_abandon: Abandoned | None = None,
-                 stage_stamps: bool = False) -> None:
+                 stage_stamps: bool = False, client_timeout_ms: int = 0,
+                 job_ticket: bool = False) -> None:
         self.queue = queue
         self.pool = pool
         self.batch_size = batch_size
@@ -153,6 +157,9 @@ class Batcher:
         self.on_batch = on_batch
         self.on_abandon = on_abandon
         self.stage_stamps = stage_stamps  # ask workers for wall-clock stage times (tracing)
+        self.client_timeout_ms = client_timeout_ms
+        self.job_ticket = job_ticket
+        self._holding = False  # a worker is acquired and waits for its batch to fill
         self._task: asyncio.Task | None = None
         self._inflight: set[asyncio.Task] = set()
         self._stop_error: TsfError = ServiceUnavailable("the model is being removed")
@@ -175,10 +182,24 @@ class Batcher:
             task.cancel()
 
     def submit(self, job: Job) -> None:
+        if self.job_ticket and not self._room_now():
+            raise ServiceUnavailable("no worker is free to take this request and the model uses "
+                                     "useJobTicket (refuse rather than queue); retry later")
         self.queue.put(job)
         loop = asyncio.get_running_loop()
-        job.expiry = loop.call_later(self.response_timeout, _expire, job, self.response_timeout)
+        client = self.client_timeout_ms / 1000.0
+        if client and client < self.response_timeout:
+            why = f"{self.client_timeout_ms} ms (clientTimeoutInMills); the request was dropped"
+            job.expiry = loop.call_later(client, _expire, job, why)
+        else:
+            job.expiry = loop.call_later(self.response_timeout, _expire, job,
+                                         f"{self.response_timeout:g} s (response_timeout)")
         job.future.add_done_callback(functools.partial(self._settled, job))
+
+    def _room_now(self) -> bool:
+        """Whether a worker could take one more job without it waiting for a busy one."""
+        room = self.pool.idle_count * self.batch_size + (self.batch_size if self._holding else 0)
+        return len(self.queue) < room
 
     def _settled(self, job: Job, future: asyncio.Future) -> None:
         """Drop a job whose client went away (cancelled, or failed with ClientGone)."""
@@ -194,7 +215,11 @@ class Batcher:
     async def _run(self) -> None:
         while True:
             worker = await self.pool.acquire()
-            batch = await self.queue.next_batch(self.batch_size, self.max_delay)
+            self._holding = True
+            try:
+                batch = await self.queue.next_batch(self.batch_size, self.max_delay)
+            finally:
+                self._holding = False
             while not worker.alive:
                 worker = await self.pool.acquire()
             batch = [job for job in batch if not job.future.done()]
@@ -262,8 +287,8 @@ def _fail(job: Job, error: TsfError) -> None:
         job.future.set_exception(error)
 
 
-def _expire(job: Job, timeout: float) -> None:
+def _expire(job: Job, within: str) -> None:
     if not job.dispatched and not job.future.done():
         job.future.set_exception(ServiceUnavailable(
-            f"no worker became free for this request within {timeout:g} s "
-            "(response_timeout); the model may be overloaded or restarting"))
+            f"no worker became free for this request within {within}; the model may be "
+            "overloaded or restarting"))

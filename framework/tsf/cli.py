@@ -1,4 +1,5 @@
-"""Command line: ``tsf serve``, ``tsf archive``, ``tsf check-archive`` and ``tsf plugins``."""
+"""Command line: ``tsf serve``, ``tsf archive``, ``tsf workflow-archive``, ``tsf check-archive``
+and ``tsf plugins``."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ def _serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the model server in the foreground")
     p.add_argument("--model-store", help="folder of model archives")
     p.add_argument("--models", nargs="*", help="models to load at start: all, x.mar, name=x.mar")
+    p.add_argument("--workflows", nargs="*",
+                   help="workflows to register at start: all, x.war, name=x.war")
     p.add_argument("--ts-config", "--config", dest="config_file",
                    help="config.properties file (TorchServe keys)")
     p.add_argument("--inference-address")
@@ -71,11 +74,23 @@ def _archive_parser(sub: Any) -> None:
     p.add_argument("-f", "--force", action="store_true")
 
 
+def _workflow_archive_parser(sub: Any) -> None:
+    p = sub.add_parser("workflow-archive",
+                       help="create a workflow archive (torch-workflow-archiver flags)")
+    p.add_argument("--workflow-name", required=True)
+    p.add_argument("--spec-file", required=True, help="the workflow's YAML specification")
+    p.add_argument("--handler", required=True, help="the .py file with the DAG's functions")
+    p.add_argument("--export-path", default=".")
+    p.add_argument("--extra-files", help="comma-separated files or folders to include")
+    p.add_argument("-f", "--force", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tsf", description="tsf model server")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
     _archive_parser(sub)
+    _workflow_archive_parser(sub)
     plugins = sub.add_parser("plugins", help="list installed plugins and their hooks")
     plugins.add_argument("--json", action="store_true")
     check = sub.add_parser("check-archive", help="load an archive's handler in a worker, run "
@@ -121,7 +136,8 @@ def run_serve(args: argparse.Namespace) -> int:
            "auth_token_file": args.auth_token_file,
            "load_models": ",".join(args.models) if args.models else None,
            "enable_model_api": args.enable_model_api,
-           "sagemaker": args.sagemaker or args.container_command == "serve" or None}
+           "sagemaker": args.sagemaker or args.container_command == "serve" or None,
+           "load_workflows": ",".join(args.workflows) if args.workflows else None}
     if args.disable_token_auth:
         cli.update(auth_token_file="", inference_token="", management_token="")
     # TorchServe reads TS_CONFIG_FILE when --ts-config is not given
@@ -171,6 +187,15 @@ def run_archive(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_workflow_archive(args: argparse.Namespace) -> int:
+    from .workflows.war import WarSpec, write_war
+
+    print(write_war(WarSpec(workflow_name=args.workflow_name, spec_file=args.spec_file,
+                            handler=args.handler, export_path=args.export_path,
+                            extra_files=args.extra_files, force=args.force)))
+    return 0
+
+
 def run_plugins(args: argparse.Namespace) -> int:
     from .plugins import FRONTEND_BUILTINS, WORKER_BUILTINS, create_manager, describe_plugins, \
         handler_names
@@ -201,7 +226,7 @@ def run_check_archive(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     runners = {"serve": run_serve, "archive": run_archive, "plugins": run_plugins,
-               "check-archive": run_check_archive}
+               "check-archive": run_check_archive, "workflow-archive": run_workflow_archive}
     try:
         return runners[args.command](args)
     except TsfError as exc:

@@ -20,6 +20,8 @@ from typing import Any, Mapping
 from urllib.parse import urlsplit
 
 from .errors import BadRequest
+from .model_options import ModelOptions, model_options
+from .torchserve_keys import check_torchserve_keys
 
 log = logging.getLogger("tsf")
 
@@ -33,6 +35,7 @@ class ServerConfig:
     metrics_address: str = "http://127.0.0.1:8082"
     model_store: str = ""
     load_models: str = ""
+    load_workflows: str = ""  # .war files of the model store to register at start (or all)
     workspace: str = ""
     default_workers_per_model: int = 1
     job_queue_size: int = 100
@@ -58,6 +61,8 @@ class ServerConfig:
     autoscale_scale_up_after_s: float = 2.0
     autoscale_scale_down_idle_s: float = 30.0
     model_store_poll_seconds: float = 0.0  # > 0: roll out archives changed in the model store
+    install_py_dep_per_model: bool = False  # install archives' requirements files
+    install_py_dep_for_remote_models: bool = False  # ... also for archives from remote URLs
     log_level: str = "INFO"
     log_format: str = "text"
     event_loop: str = "auto"   # auto (uvloop when installed) | asyncio | uvloop
@@ -158,7 +163,9 @@ def load_config(config_file: str | None = None, cli: Mapping[str, Any] | None = 
     """Build the effective configuration from every source, in precedence order."""
     config = ServerConfig()
     if config_file:
-        config = config.with_overrides(read_properties(config_file))
+        values = read_properties(config_file)
+        check_torchserve_keys(values, {f.name for f in dataclasses.fields(ServerConfig)})
+        config = config.with_overrides(values)
     if config.enable_envvars_config:
         config = config.with_overrides(ts_env_values(environ))
     config = config.with_overrides(env_values(environ))
@@ -242,6 +249,7 @@ class ModelSettings:
     max_workers: int
     worker_memory_limit_mb: int = 0
     extra: dict = field(default_factory=dict)
+    options: ModelOptions = field(default_factory=ModelOptions)  # TorchServe's other keys
 
 
 _YAML_KEYS = {
@@ -290,7 +298,7 @@ def model_settings(config: ServerConfig, model_yaml: Mapping[str, Any],
     if values["worker_memory_limit_mb"] < 0:
         raise BadRequest("workerMemoryLimitMb must be >= 0")
     check_worker_cap(config, values["min_workers"])
-    return ModelSettings(**values)
+    return ModelSettings(**values, options=model_options(model_yaml))
 
 
 def check_worker_cap(config: ServerConfig, workers: int) -> None:

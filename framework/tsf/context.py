@@ -7,6 +7,7 @@ API through which handlers record custom metrics that reach ``/metrics`` on the 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
@@ -19,16 +20,39 @@ __all__ = ["Context", "HandlerMetrics", "RequestProcessor", "pick_device"]
 
 
 def pick_device(model_config: dict, worker_index: int) -> str:
-    """Spread workers over the visible GPUs round-robin; CPU without one."""
-    if str(model_config.get("deviceType", "")).lower() == "cpu":
+    """Spread workers round-robin over model-config's ``deviceIds``, else over the visible
+    GPUs; CPU without one or with ``deviceType: cpu``.
+
+    ``deviceType: gpu`` without a visible GPU, or a listed id the worker cannot see, is a
+    ModelLoadError (the model does not load rather than run somewhere it was not meant to).
+    """
+    device_type = str(model_config.get("deviceType", "")).lower()
+    if device_type == "cpu":
         return "cpu"
     import torch
 
-    if torch.cuda.is_available():
-        gpu = worker_index % torch.cuda.device_count()
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    ids = model_config.get("deviceIds") or []
+    if ids or device_type == "gpu":
+        from .errors import ModelLoadError
+
+        unseen = [i for i in ids if not 0 <= i < visible]
+        if not visible or unseen:
+            raise ModelLoadError(
+                f"model-config.yaml asks for GPU(s) {unseen or ids or 'any'} (deviceType "
+                f"{device_type or 'unset'}, deviceIds {ids}) but this worker sees {visible} "
+                f"GPU(s) (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')})")
+    if visible:
+        gpu = ids[worker_index % len(ids)] if ids else worker_index % visible
         torch.cuda.set_device(gpu)
         return f"cuda:{gpu}"
     return "cpu"
+
+
+def placement_requested(model_config: dict) -> bool:
+    """Whether model-config.yaml places the model (``deviceType: gpu`` or ``deviceIds``)."""
+    return str(model_config.get("deviceType", "")).lower() == "gpu" or \
+        bool(model_config.get("deviceIds"))
 
 
 class RequestProcessor:

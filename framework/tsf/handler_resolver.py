@@ -190,6 +190,16 @@ def check_ts_package(path: Path) -> None:
             "--force-reinstall tsf-ts-compat (keep TorchServe in its own environment)")
 
 
+def describe_hook(handler: Any) -> Callable[[], Any] | None:
+    """The handler's ``describe_handle()`` (TorchServe's hook behind ``?customized=true``),
+    on the handler itself or on the TorchServe class it adapts; None if it has none."""
+    for target in (handler, getattr(handler, "instance", None)):
+        hook = getattr(target, "describe_handle", None)
+        if callable(hook):
+            return hook
+    return None
+
+
 def missing_handler_message(name: str) -> str:
     plugin = KNOWN_HANDLER_PLUGINS.get(name)
     if plugin:

@@ -22,11 +22,13 @@ from .archive import Limits, ModelArchive, check_paths, open_archive
 from .autoscale import Autoscaler, autoscale, autoscale_settings, decisions_counter
 from .batching import Batcher, BatchQueue, Job
 from .config import ServerConfig, check_worker_cap, model_settings
-from .errors import (BadRequest, Conflict, ModelLoadError, ServiceUnavailable, TsfError)
+from .errors import (BadRequest, Conflict, Forbidden, ModelLoadError, ServiceUnavailable,
+                     TsfError)
 from .handler_metrics import declared_metrics
 from .health import Health, assess
 from .metrics import ServerMetrics
 from .registry import ModelVersion, Registry
+from .requirements_env import model_environment
 from .shadow import Shadowing, parse_rule
 from .storage import check_allowed, keep_in_cache, parse_sha256, verify_sha256
 from .tracing import Tracing
@@ -62,6 +64,8 @@ class ModelManager:
         self.starting = False
         self.autoscale_decisions = decisions_counter(metrics.registry)
         self.shadowing = Shadowing(metrics.registry)
+        self.owners: dict[str, str] = {}  # model name -> the workflow it belongs to
+        self.shared_models: set[str] = set()  # workflow models that take direct requests too
 
     # --- register ---------------------------------------------------------------------------
     async def _fetch(self, url: str, sha256: str | None = None) -> tuple[Path, Path | None]:
@@ -90,6 +94,11 @@ class ModelManager:
                     fresh.unlink(missing_ok=True)
                 raise
         return path, fresh
+
+    async def fetch_archive(self, url: str) -> tuple[Path, Path | None]:
+        """An archive as register fetches it (allow-list, model store, download cache): its
+        path, and the cached copy this call created, if any (a workflow's ``.war``)."""
+        return await self._fetch(url)
 
     async def register(self, url: str | None, *, model_name: str | None = None,
                        handler: str | None = None, batch_size: Any = None,
@@ -124,6 +133,16 @@ class ModelManager:
                 fresh_download.unlink(missing_ok=True)
             raise
 
+    async def register_unpacked(self, url: str, archive: ModelArchive, *, model_name: str,
+                                loaded_at_startup: bool = False, **rest: Any
+                                ) -> tuple[int, str]:
+        """Register an archive already unpacked whose folder stays with the caller (a
+        workflow's function node); ``rest`` holds model settings (``batch_size``, ...)."""
+        check_paths(archive)
+        return await self._register_archive(url, archive, None, model_name=model_name,
+                                            handler=None, loaded_at_startup=loaded_at_startup,
+                                            synchronous=True, rest=rest)
+
     async def _register_archive(self, url: str, archive: ModelArchive, owned: Path | None, *,
                                 model_name: str | None, handler: str | None,
                                 loaded_at_startup: bool, synchronous: bool,
@@ -147,7 +166,10 @@ class ModelManager:
                                     settings, synchronous)
         self._reserved.add(key)
         try:
+            python_path = await model_environment(archive, url, self.config, self.workspace)
             mv = self._build(name, version, url, archive, settings, owned, loaded_at_startup)
+            if python_path is not None:
+                mv.pool.spec["python_path"] = [str(python_path)]
             self.registry.add(mv)
         finally:
             self._reserved.discard(key)
@@ -244,6 +266,7 @@ class ModelManager:
 
     def _build(self, name: str, version: str, url: str, archive: ModelArchive,
                settings: Any, owned: Path | None, loaded_at_startup: bool) -> ModelVersion:
+        options = settings.options
         spec = {"model_name": name, "model_version": version, "model_dir": str(archive.model_dir),
                 "manifest": archive.manifest, "model_config": archive.model_config,
                 "handler": archive.handler, "batch_size": settings.batch_size,
@@ -254,15 +277,18 @@ class ModelManager:
                           backoff_max=self.config.worker_restart_backoff_max,
                           memory_limit=settings.worker_memory_limit_mb * 2**20,
                           stall_seconds=min(settings.response_timeout,
-                                            self.config.worker_stall_seconds))
-        queue = BatchQueue(self.config.job_queue_size)
+                                            self.config.worker_stall_seconds),
+                          max_retry_seconds=options.max_retry_timeout_s)
+        queue = BatchQueue(options.job_queue_size or self.config.job_queue_size)
         mv_holder: list[ModelVersion] = []
         batcher = Batcher(queue, pool, batch_size=settings.batch_size,
                           max_batch_delay_ms=settings.max_batch_delay,
                           response_timeout=settings.response_timeout,
                           on_batch=lambda *done: self._batch_done(mv_holder[0], *done),
                           on_abandon=self.metrics.abandoned_counter(name, version),
-                          stage_stamps=self.tracing.enabled)
+                          stage_stamps=self.tracing.enabled,
+                          client_timeout_ms=options.client_timeout_ms,
+                          job_ticket=options.use_job_ticket)
         mv = ModelVersion(name=name, version=version, url=url, archive=archive,
                           settings=settings, pool=pool, queue=queue, batcher=batcher,
                           loaded_at_startup=loaded_at_startup, owned_dir=owned, labels=labels)
@@ -378,8 +404,11 @@ class ModelManager:
         self.registry.set_default(name, version)
         return f'Default version successfully updated for model "{name}" to "{version}"'
 
-    async def unregister(self, name: str, version: str | None) -> str:
+    async def unregister(self, name: str, version: str | None, owner: str | None = None) -> str:
         mv = self.registry.get(name, version)
+        if self.owners.get(name, owner) != owner:
+            raise Conflict(f"model {name} belongs to workflow {self.owners[name]}; unregister "
+                           "the workflow instead")
         self.registry.check_removable(name, mv.version)
         if self._loading[mv.name, mv.version] > 0:
             raise Conflict(f"model {name} version {mv.version} is being loaded or scaled; "
@@ -416,8 +445,14 @@ class ModelManager:
 
     # --- requests ---------------------------------------------------------------------------
     def submit(self, name: str, version: str | None, kind: str, meta: dict,
-               blobs: list[bytes], trace: Any = None) -> tuple[ModelVersion, Job]:
+               blobs: list[bytes], trace: Any = None, workflow: str | None = None
+               ) -> tuple[ModelVersion, Job]:
         """Queue one request on the version that serves it (see :meth:`Registry.route`)."""
+        owner = self.owners.get(name)
+        if owner is not None and owner != workflow and name not in self.shared_models \
+                and kind != "describe":
+            raise Forbidden(f"model {name} belongs to workflow {owner}: send requests to "
+                            f"/wfpredict/{owner} (or mark the model shared: true in the spec)")
         mv = self.registry.route(name, version,
                                  header_value(meta.get("headers") or {}, ROUTING_HEADER))
         if mv.pool.target == 0 and mv.pool.live_count == 0:

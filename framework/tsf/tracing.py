@@ -13,7 +13,9 @@ Spans:
   ``traceparent``, with HTTP semantic-convention attributes;
 * ``queue wait``, a child of it, from arrival to dispatch to a worker;
 * ``batch {model}`` per batch, linked to the span of every request in it, with children
-  ``preprocess``, ``inference`` and ``postprocess`` (or ``explain``) timed in the worker.
+  ``preprocess``, ``inference`` and ``postprocess`` (or ``explain``) timed in the worker;
+* ``node {node}`` per workflow node, a child of the ``/wfpredict`` request's span; that node's
+  ``queue wait`` is its child, and its batch links to it.
 """
 
 from __future__ import annotations
@@ -60,6 +62,12 @@ class Tracing:
 
     def trace_id(self, span: Any) -> str:
         return ""
+
+    def start_node(self, parent: Any, workflow: str, node: str) -> Any:
+        return None
+
+    def end_node(self, span: Any, status: int) -> None:
+        pass
 
     def record_batch(self, model: str, version: str, worker_id: str, jobs: list,
                      header: dict, dispatched: float, finished: float) -> None:
@@ -128,6 +136,21 @@ class OtelTracing(Tracing):
         if span is None:
             return ""
         return format(span.get_span_context().trace_id, "032x")
+
+    def start_node(self, parent: Any, workflow: str, node: str) -> Any:
+        """A child span of the workflow request for one node (its queue and batch link here)."""
+        context = self._trace.set_span_in_context(parent) if parent is not None else None
+        return self.tracer.start_span(f"node {node}", context=context,
+                                      attributes={"tsf.workflow.name": workflow,
+                                                  "tsf.workflow.node": node})
+
+    def end_node(self, span: Any, status: int) -> None:
+        if span is None:
+            return
+        span.set_attribute("tsf.status_code", status)
+        if status >= 500:
+            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
+        span.end()
 
     def record_batch(self, model: str, version: str, worker_id: str, jobs: list,
                      header: dict, dispatched: float, finished: float) -> None:

@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 from google.rpc import status_pb2
 
 from ..errors import BadRequest, Forbidden, TsfError, raise_for_answer
-from ..server.management import describe_models, list_models
+from ..server.management import describe_models_customized, list_models
 from .base import GrpcService
 from .status import abort, grpc_code
 
@@ -143,8 +143,9 @@ class ManagementService(GrpcService):
     async def DescribeModel(self, request: Any, context: Any) -> Any:
         async with self.answering(context):
             self.authorize(context)
-            return self._reply(describe_models(self.manager.registry, request.model_name,
-                                               _version(request.model_version)))
+            return self._reply(await describe_models_customized(
+                self.manager, request.model_name, _version(request.model_version),
+                request.customized))
 
     async def ListModels(self, request: Any, context: Any) -> Any:
         async with self.answering(context):

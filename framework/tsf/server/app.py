@@ -23,8 +23,9 @@ from ..plugins import create_manager
 from ..snapshot import register_snapshot_models
 from ..store_watch import ModelStoreWatcher
 from ..tracing import create_tracing
+from ..workflows.manager import WorkflowManager
 from ..auth import load_tokens
-from . import inference, kserve_v1, kserve_v2, management, metrics
+from . import inference, kserve_v1, kserve_v2, management, metrics, workflows
 from .errors import NotFoundHandler
 from .listener import HTTPListener
 
@@ -51,6 +52,7 @@ class TsfServer:
         self.pm.hook.tsf_register_metrics(registry=self.metrics.registry)
         self.tracing = create_tracing()
         self.manager = ModelManager(config, self.pm, self.metrics, self.tracing)
+        self.workflows = WorkflowManager(self.manager)
         self.lifecycle = Lifecycle()
         self.servers: list[tornado.httpserver.HTTPServer] = []
         self.grpc: Any = None  # GrpcServers when enable_grpc is set
@@ -59,15 +61,19 @@ class TsfServer:
 
     def _services(self) -> dict[str, Any]:
         return {"config": self.config, "manager": self.manager, "metrics": self.metrics,
-                "pm": self.pm, "tracing": self.tracing, "tokens": self.tokens}
+                "pm": self.pm, "tracing": self.tracing, "tokens": self.tokens,
+                "workflows": self.workflows}
 
     def _routes(self) -> dict[str, list]:
         services = self._services()
         inference_options = dict(services, api="inference")
+        management_options = dict(services, api="management")
         routes = {
             "inference": inference.routes(inference_options)
-            + kserve_v1.routes(inference_options) + kserve_v2.routes(inference_options),
-            "management": management.routes(dict(services, api="management")),
+            + kserve_v1.routes(inference_options) + kserve_v2.routes(inference_options)
+            + workflows.inference_routes(inference_options),
+            "management": workflows.management_routes(management_options)
+            + management.routes(management_options),
             "metrics": metrics.routes(dict(services, api="metrics")),
         }
         if self.config.sagemaker:  # SageMaker's routes first: its /models is not TorchServe's
@@ -139,7 +145,18 @@ class TsfServer:
             watcher = ModelStoreWatcher(self.manager, self.config.model_store)
             self._store_watch = asyncio.ensure_future(
                 watcher.run(self.config.model_store_poll_seconds))
+        for name, url in startup_workflows(self.config):
+            asyncio.ensure_future(self._register_startup_workflow(name, url))
         self.manager.starting = False
+
+    async def _register_startup_workflow(self, name: str | None, url: str) -> None:
+        """Register a ``load_workflows`` entry in the background; a failure counts in health."""
+        try:
+            await self.workflows.register(url, name, loaded_at_startup=True)
+        except TsfError as exc:
+            log.error("startup workflow %s (%s) not registered: %s", name or url, url,
+                      exc.message)
+            self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
 
     async def drain(self, timeout: float | None = None) -> bool:
         """Graceful stop: not ready at once, listeners closed, open requests finished (each
@@ -176,6 +193,7 @@ class TsfServer:
         if self.grpc is not None:
             await self.grpc.stop()
         await self.manager.shutdown(wait=0)
+        await self.workflows.shutdown()
         await self.lifecycle.requests_finished(1.0)  # let the 503 answers reach their clients
         for server in self.servers:
             await server.close_all_connections()
@@ -197,6 +215,24 @@ def startup_models(config: ServerConfig) -> list[tuple[str | None, str]]:
             return []
         return [(None, p.name) for p in sorted(store.iterdir())
                 if p.name.endswith(ARCHIVE_SUFFIXES) or (p / "MAR-INF").is_dir()]
+    out = []
+    for entry in entries:
+        name, sep, url = entry.partition("=")
+        out.append((name, url) if sep else (None, entry))
+    return out
+
+
+def startup_workflows(config: ServerConfig) -> list[tuple[str | None, str]]:
+    """``[(name or None, url)]`` from ``load_workflows`` (``all``, ``x.war``, ``name=x.war``)."""
+    spec = config.load_workflows.strip()
+    if not spec:
+        return []
+    entries = [e.strip() for e in spec.replace(" ", ",").split(",") if e.strip()]
+    if [e.lower() for e in entries] == ["all"]:
+        store = Path(config.model_store) if config.model_store else None
+        if store is None or not store.is_dir():
+            return []
+        return [(None, p.name) for p in sorted(store.iterdir()) if p.name.endswith(".war")]
     out = []
     for entry in entries:
         name, sep, url = entry.partition("=")

@@ -5,9 +5,10 @@ Parameters and response shapes follow TorchServe's management API.
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
-from ..errors import BadRequest, Forbidden
+from ..errors import BadRequest, Forbidden, raise_for_answer
 from ..json_body import json_object, load_json
 from ..manager import ModelManager
 from ..plugins import describe_plugins
@@ -94,6 +95,22 @@ def describe_models(registry: Registry, name: str, version: str | None) -> list[
     return described
 
 
+async def describe_models_customized(manager: ModelManager, name: str, version: str | None,
+                                     customized: bool) -> list[dict]:
+    """Describe; with ``customized`` (and one version) add what the handler's
+    ``describe_handle()`` answers in a worker, as text: TorchServe's ``customizedMetadata``
+    (left out when the handler has no such hook or it returns None)."""
+    described = describe_models(manager.registry, name, version)
+    if customized and len(described) == 1:
+        meta = {"id": uuid.uuid4().hex, "headers": {}, "parts": []}
+        _, job = manager.submit(name, version, "describe", meta, [])
+        result, payload = await job.future
+        raise_for_answer(result, payload)
+        if payload:
+            described[0]["customizedMetadata"] = payload.decode("utf-8", "replace")
+    return described
+
+
 class ManagementHandler(StreamingBodyHandler):
     @property
     def manager(self) -> ModelManager:
@@ -135,8 +152,9 @@ class ModelsHandler(ManagementHandler):
 class ModelHandler(ManagementHandler):
     """``/models/{m}[/{v}]``: describe (GET), scale (PUT), unregister (DELETE)."""
 
-    def get(self, name: str, version: str | None = None) -> None:
-        self.write_json(describe_models(self.manager.registry, name, version))
+    async def get(self, name: str, version: str | None = None) -> None:
+        self.write_json(await describe_models_customized(
+            self.manager, name, version, _bool(self.arg("customized"), False)))
 
     async def put(self, name: str, version: str | None = None) -> None:
         version = version or self.arg("model_version")

@@ -41,6 +41,7 @@ def _doc(title: str, paths: dict) -> dict:
 
 MODEL = _param("model_name", "path", description="registered model name")
 VERSION = _param("model_version", "path", description="model version")
+WORKFLOW = _param("workflow_name", "path", description="registered workflow name")
 
 
 def inference_spec() -> dict:
@@ -64,6 +65,9 @@ def inference_spec() -> dict:
         "/v1/models/{model_name}:explain": {"post": dict(
             _op("KServe v1 explain: {instances: [...]}", body=True,
                 ok={"description": "{explanations: [...]}"}), parameters=[MODEL])},
+        "/wfpredict/{workflow_name}": {"post": dict(
+            _op("Run a workflow: the answer of its leaf node", body=True,
+                ok={"description": "Workflow output"}), parameters=[WORKFLOW])},
         **_oip_paths(),
     })
 
@@ -107,7 +111,10 @@ def management_spec() -> dict:
             "post": _op("Register a model", register_params),
         },
         "/models/{model_name}": {
-            "get": _op("Describe the default version", [MODEL], describe),
+            "get": _op("Describe the default version", [MODEL, _param(
+                "customized", kind="boolean",
+                description="add the handler's describe_handle() as customizedMetadata")],
+                describe),
             "put": _op("Scale workers", [MODEL] + scale_params),
             "delete": _op("Unregister the default version", [MODEL]),
         },
@@ -130,6 +137,17 @@ def management_spec() -> dict:
                         requestBody={"content": {"application/json": {}}}),
             "delete": _op("Stop the shadow", [MODEL])},
         "/plugins": {"get": _op("Loaded plugins, versions and hooks")},
+        "/workflows": {
+            "get": _op("List workflows", [_param("limit", kind="integer"),
+                                          _param("next_page_token", kind="string")]),
+            "post": _op("Register a workflow (.war)", [
+                _param("url", required=True, description=".war in the model store or an "
+                       "allowed URL"), _param("workflow_name")]),
+        },
+        "/workflows/{workflow_name}": {
+            "get": _op("Describe a workflow", [WORKFLOW], describe),
+            "delete": _op("Unregister a workflow and its models", [WORKFLOW]),
+        },
     })
 
 

@@ -135,9 +135,11 @@ class StreamingBodyHandler(BaseHandler):
             outcome.close(self.services, kind, label_version)
 
     def submit(self, model: str, version: str | None, kind: str, meta: dict,
-               blobs: list[bytes], span: Any = None) -> tuple[Any, Job]:
+               blobs: list[bytes], span: Any = None, workflow: str | None = None
+               ) -> tuple[Any, Job]:
         """Queue one request for a model; it is abandoned if this client disconnects."""
-        mv, job = self.services["manager"].submit(model, version, kind, meta, blobs, span)
+        mv, job = self.services["manager"].submit(model, version, kind, meta, blobs, span,
+                                                  workflow)
         self._jobs.append(job)
         self.set_header(MODEL_VERSION_HEADER, mv.version)
         return mv, job

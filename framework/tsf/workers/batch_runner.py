@@ -2,7 +2,8 @@
 
 Requests arrive as metadata plus raw parts; each part is decoded by its content type (JSON ->
 object, text -> str, anything else -> bytes).  Predictions go preprocess -> inference ->
-postprocess, explanations through ``tsf_explain``.  Stage times are measured here and sent back.
+postprocess, explanations through ``tsf_explain``, describe requests (``?customized=true``) to
+the handler's ``describe_handle()``.  Stage times are measured here and sent back.
 If a batch of several requests fails, each request is retried alone so that one bad input fails
 only itself.  Results are encoded once, here: bytes as they are, str as UTF-8 text, anything else
 as JSON; so are the intermediate answers a streaming handler sends while its batch runs.
@@ -20,6 +21,7 @@ import pluggy
 
 from ..context import Context, PartialSink
 from ..errors import BadRequest, HandlerError, NotImplementedByModel, OutOfResources, TsfError
+from ..handler_resolver import describe_hook
 from ..json_body import load_json
 from ..oip.tensors import (PROTOCOL as OIP, TENSOR_CTYPE, TENSORS_CTYPE, decode_tensor,
                            default_output_name, encode_outputs)
@@ -208,6 +210,10 @@ class BatchRunner:
                         [m.get("params", {}) for m in metas],
                         [m.get("protocol", "torchserve") for m in metas])
         start = time.perf_counter()
+        if kind == "describe":
+            hook = describe_hook(ctx.handler)
+            value = hook() if hook is not None else None
+            return [b"" if value is None else value] * len(requests)
         if kind == "explain":
             results = hook.tsf_explain(context=ctx, requests=requests)
             if results is None:

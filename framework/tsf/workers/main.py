@@ -21,7 +21,7 @@ import threading
 import traceback
 from typing import Any
 
-from ..context import Context
+from ..context import Context, placement_requested
 from ..errors import ModelLoadError, TsfError
 from ..handler import FallbackHandler
 from ..handler_resolver import resolve_handler
@@ -39,12 +39,15 @@ def load(spec: dict, handler: Any = None) -> tuple[Any, Context]:
     """
     # torch (if the handler uses it) takes its thread count from OMP_NUM_THREADS, which the
     # front end sets to cores / workers.
+    sys.path[:0] = [p for p in spec.get("python_path", []) if p not in sys.path]  # requirements
     context = Context(model_name=spec["model_name"], model_version=spec["model_version"],
                       model_dir=spec["model_dir"], manifest=spec["manifest"],
                       model_config=spec.get("model_config") or {},
                       batch_size=int(spec.get("batch_size", 1)), worker_id=spec["worker_id"],
                       worker_index=int(spec.get("worker_index", 0)))
     context.metrics.declare(spec.get("model_metrics") or [])
+    if placement_requested(context.model_config):
+        context.device  # noqa: B018 - choose (and check) the GPU before the handler loads
     pm = create_manager(WORKER_BUILTINS)
     pm.register(FallbackHandler(), name="tsf.fallback")
     if handler is None:

@@ -36,7 +36,7 @@ class WorkerPool:
 
     def __init__(self, spec: dict, *, startup_timeout: float, threads_per_worker: int = 0,
                  backoff_max: float = 30.0, memory_limit: int = 0,
-                 stall_seconds: float = float("inf"),
+                 stall_seconds: float = float("inf"), max_retry_seconds: float = 0,
                  on_change: Callable[[], None] | None = None) -> None:
         self.spec = spec
         self.startup_timeout = startup_timeout
@@ -44,6 +44,9 @@ class WorkerPool:
         self.backoff_max = backoff_max
         self.memory_limit = memory_limit  # bytes of resident memory per worker; 0: no limit
         self.stall_seconds = stall_seconds  # busy longer on one batch: not serving (health)
+        self.max_retry_seconds = max_retry_seconds  # maxRetryTimeoutInSec; 0: no limit
+        self.gave_up = False  # restarts stopped after max_retry_seconds of failures
+        self._failing_since: float | None = None
         self.on_change = on_change or (lambda: None)
         self.on_memory_restart: Callable[[], None] = lambda: None
         self.target = 0
@@ -73,6 +76,10 @@ class WorkerPool:
         """Seconds the longest-idle live worker has been idle (0 when none is idle)."""
         return max((now - self._idle_since.get(w.id, now) for w in self._idle if w.alive),
                    default=0.0)
+
+    @property
+    def idle_count(self) -> int:
+        return sum(1 for w in self._idle if w.alive)
 
     @property
     def starting_count(self) -> int:
@@ -147,7 +154,17 @@ class WorkerPool:
         self._spawn(self._replace())
 
     async def _replace(self) -> None:
+        if self._failing_since is None:
+            self._failing_since = asyncio.get_running_loop().time()
         while not self._closed and self.live_count + self._pending_starts < self.target:
+            failing = asyncio.get_running_loop().time() - self._failing_since
+            if self.max_retry_seconds and failing > self.max_retry_seconds:
+                self.gave_up = True
+                log.error("gave up restarting workers of %s: they kept failing for %.0f s, "
+                          "more than maxRetryTimeoutInSec (%g s); scale the model or "
+                          "register it again", self.spec.get("model_name"), failing,
+                          self.max_retry_seconds)
+                return
             delay = min(self.backoff_max, 0.25 * (2 ** self._failures)) if self._failures else 0
             self._failures += 1
             if delay:
@@ -164,6 +181,7 @@ class WorkerPool:
     async def scale(self, target: int) -> None:
         """Start or stop workers until ``target`` are live; raise ModelLoadError on failure."""
         self.target = target
+        self.gave_up, self._failing_since = False, None
         missing = target - self.live_count - self._pending_starts
         if missing > 0:
             results = await asyncio.gather(*(self._start_one() for _ in range(missing)),
@@ -210,6 +228,7 @@ class WorkerPool:
     def release(self, worker: WorkerProcess, succeeded: bool = False) -> None:
         if succeeded:
             self._failures = 0
+            self._failing_since = None
         if worker.retiring:
             self._spawn(worker.stop("scaled down"))
             return

@@ -1,0 +1,100 @@
+"""Workflow routes: ``/workflows`` on the management API, ``/wfpredict/{w}`` on inference.
+
+Parameters and response shapes follow TorchServe's workflow APIs.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from typing import Any
+
+from ..errors import BadRequest, TsfError, check_response_size
+from ..workflows.manager import WorkflowManager
+from .management import ManagementHandler
+from .request_body import StreamingBodyHandler, request_parts
+
+
+class WorkflowManagementHandler(ManagementHandler):
+    @property
+    def workflows(self) -> WorkflowManager:
+        return self.services["workflows"]
+
+
+class WorkflowsHandler(WorkflowManagementHandler):
+    """``GET /workflows`` (paged list) and ``POST /workflows?url=...`` (register)."""
+
+    def get(self) -> None:
+        try:
+            limit = int(self.arg("limit") or 100)
+            token = int(self.arg("next_page_token") or 0)
+        except ValueError:
+            raise BadRequest("limit and next_page_token must be integers") from None
+        self.write_json(self.workflows.list(limit, token))
+
+    async def post(self) -> None:
+        self.check_model_api()
+        message = await self.workflows.register(self.arg("url"), self.arg("workflow_name"))
+        self.status(200, message)
+
+
+class WorkflowHandler(WorkflowManagementHandler):
+    """``GET /workflows/{w}`` (describe) and ``DELETE /workflows/{w}`` (unregister)."""
+
+    def get(self, name: str) -> None:
+        self.write_json([self.workflows.get(name).describe()])
+
+    async def delete(self, name: str) -> None:
+        self.check_model_api()
+        self.status(200, await self.workflows.unregister(name))
+
+
+class WorkflowPredictHandler(StreamingBodyHandler):
+    """``POST /wfpredict/{workflow}``: the request goes through the workflow's DAG."""
+
+    route = "/wfpredict/{workflow_name}"
+
+    async def post(self, name: str) -> None:
+        workflows: WorkflowManager = self.services["workflows"]
+        started, code = time.perf_counter(), 500
+        tracing = self.services["tracing"]
+        span = None
+        if tracing.enabled:
+            span = tracing.start_request(self.request, self.route, name)
+            self.trace_id = tracing.trace_id(span)
+            self.set_header("X-Trace-Id", self.trace_id)
+        try:
+            meta, blobs = request_parts(self.request, self.body())
+            self.request_id = meta["id"]
+            result, payload = await workflows.predict(
+                name, meta, blobs, functools.partial(self._submit, name), span)
+            check_response_size(len(payload), self.services["config"].max_response_size)
+            code = result["status"]
+            self.set_status(code)
+            self.set_header("Content-Type", result["ctype"])
+            self.set_header("X-Request-Id", meta["id"])
+            self.finish(payload)
+        except TsfError as exc:
+            code = exc.status
+            raise
+        finally:
+            if span is not None:
+                tracing.end_request(span, code)
+            if name in workflows.workflows:
+                workflows.requests.labels(name, str(code)).inc()
+                workflows.request_seconds.labels(name).observe(time.perf_counter() - started)
+
+    def _submit(self, workflow: str, model: str, meta: dict, blobs: list[bytes],
+                span: Any) -> Any:
+        return self.submit(model, None, "predict", meta, blobs, span, workflow)[1]
+
+    put = post
+
+
+def management_routes(options: dict[str, Any]) -> list:
+    return [(r"/workflows", WorkflowsHandler, options),
+            (r"/workflows/([^/]+)", WorkflowHandler, options)]
+
+
+def inference_routes(options: dict[str, Any]) -> list:
+    return [(r"/wfpredict/([^/]+)", WorkflowPredictHandler, options)]

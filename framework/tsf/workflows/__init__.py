@@ -1,0 +1,2 @@
+"""Workflows: pipelines of models and Python functions served as one endpoint (TorchServe's
+``.war`` archives, ``/workflows`` and ``/wfpredict``)."""

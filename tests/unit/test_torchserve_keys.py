@@ -1,0 +1,48 @@
+"""TorchServe's config.properties keys: refused ones stop the server, the rest are documented."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+
+import pytest
+
+from tsf.config import _YAML_KEYS, ServerConfig, load_config
+from tsf.errors import BadRequest
+from tsf.model_options import UNSUPPORTED
+from tsf.torchserve_keys import NOT_APPLICABLE, REFUSED
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+
+
+def _properties(tmp_path, text: str) -> str:
+    path = tmp_path / "config.properties"
+    path.write_text(text)
+    return str(path)
+
+
+def test_refused_keys_stop_the_server_and_harmless_values_pass(tmp_path, caplog):
+    with pytest.raises(BadRequest, match="keystore is not supported by tsf: TLS"):
+        load_config(_properties(tmp_path, "keystore=ks.p12\n"))
+    with pytest.raises(BadRequest, match="metrics_mode"):
+        load_config(_properties(tmp_path, "metrics_mode=log\n"))
+    with caplog.at_level(logging.WARNING, logger="tsf.config"):
+        config = load_config(_properties(
+            tmp_path, "metrics_mode=prometheus\nvmargs=-Xmx1g\nno_such_key=1\njob_queue_size=7\n"))
+    assert config.job_queue_size == 7
+    assert "vmargs is ignored: there is no JVM" in caplog.text
+    assert "no_such_key is unknown" in caplog.text
+
+
+def test_every_key_is_documented_in_configuration_md():
+    text = DOC.read_text()
+    documented = set(re.findall(r"`([A-Za-z_][A-Za-z0-9_]*)`", text))
+    server_keys = {f.name for f in dataclasses.fields(ServerConfig)} - {
+        "inference_token", "management_token"}
+    model_keys = set(_YAML_KEYS) | set(UNSUPPORTED) | {
+        "deviceType", "deviceIds", "clientTimeoutInMills", "useJobTicket",
+        "maxRetryTimeoutInSec", "jobQueueSize"}
+    missing = (server_keys | set(REFUSED) | set(NOT_APPLICABLE) | model_keys) - documented
+    assert not missing, f"not in docs/configuration.md: {sorted(missing)}"
