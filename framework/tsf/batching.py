@@ -37,12 +37,11 @@ TIMER_SLACK = 0.001
 class Job:
     """One request waiting for its result."""
 
-    __slots__ = ("kind", "meta", "blobs", "future", "arrival", "dispatched", "expiry", "trace",
+    __slots__ = ("meta", "blobs", "future", "arrival", "dispatched", "expiry", "trace",
                  "on_partial")
 
-    def __init__(self, kind: str, meta: dict, blobs: list[bytes],
-                 future: asyncio.Future, trace: Any = None) -> None:
-        self.kind = kind
+    def __init__(self, meta: dict, blobs: list[bytes], future: asyncio.Future,
+                 trace: Any = None) -> None:
         self.trace = trace  # the request's tracing span, when tracing is on
         self.meta = meta
         self.blobs = blobs

@@ -54,9 +54,11 @@ def tsf_load_model(context: Any) -> Any:
 def tsf_preprocess(context: Any, requests: list[dict]) -> Any:
     """Turn a batch of requests into model input.
 
-    ``requests`` holds one dict per HTTP request: ``{"body": ...}`` (bytes, parsed JSON or str
-    according to its content type) or one key per multipart/form field.  Headers are available
-    through ``context.get_request_header(index, name)``.  Returns the batch passed to
+    ``requests`` holds one dict per request, whatever protocol brought it (REST, KServe v1,
+    gRPC): ``{"body": ...}`` (bytes, parsed JSON or str according to its content type) or one
+    key per multipart/form field; a KServe v2 / OIP request has one key per input tensor
+    (``context.get_request_protocol(index) == "oip"``).  Headers are available through
+    ``context.get_request_header(index, name)``.  Returns the batch passed to
     :func:`tsf_inference`.
     """
 

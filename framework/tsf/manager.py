@@ -271,7 +271,6 @@ class ModelManager:
                 "manifest": archive.manifest, "model_config": archive.model_config,
                 "handler": archive.handler, "batch_size": settings.batch_size,
                 "model_metrics": declared_metrics(self.config.metrics_config)}
-        labels = {"model_name": name, "model_version": version}
         pool = WorkerPool(spec, startup_timeout=settings.startup_timeout,
                           threads_per_worker=self.config.number_of_threads_per_worker,
                           backoff_max=self.config.worker_restart_backoff_max,
@@ -291,7 +290,7 @@ class ModelManager:
                           job_ticket=options.use_job_ticket)
         mv = ModelVersion(name=name, version=version, url=url, archive=archive,
                           settings=settings, pool=pool, queue=queue, batcher=batcher,
-                          loaded_at_startup=loaded_at_startup, owned_dir=owned, labels=labels)
+                          loaded_at_startup=loaded_at_startup, owned_dir=owned)
         mv_holder.append(mv)
         mv.autoscaler = Autoscaler(settings.extra["autoscale"])
         pool.on_change = lambda: self._workers_changed(mv)
@@ -461,7 +460,7 @@ class ModelManager:
         meta["label_version"] = version or "default"
         if kind != "predict":
             meta["kind"] = kind  # the worker runs each kind through its own hooks
-        job = Job(kind, meta, blobs, asyncio.get_running_loop().create_future(), trace)
+        job = Job(meta, blobs, asyncio.get_running_loop().create_future(), trace)
         mv.batcher.submit(job)
         self.shadowing.mirror(self.registry, mv.version, kind, meta, blobs, job.future, name)
         return mv, job

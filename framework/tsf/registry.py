@@ -4,7 +4,7 @@ traffic split (see :mod:`tsf.traffic`)."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -30,7 +30,6 @@ class ModelVersion:
     batcher: Batcher
     loaded_at_startup: bool = False
     owned_dir: Path | None = None
-    labels: dict = field(default_factory=dict)
     autoscaler: Any = None  # tsf.autoscale.Autoscaler, when min_workers < max_workers
 
     def describe(self) -> dict:

@@ -122,7 +122,7 @@ class Shadowing:
             m.dropped.labels(name, rule.version, "queue_full").inc()
             return
         copy = dict(meta, shadow=True)
-        job = Job(kind, copy, blobs, asyncio.get_running_loop().create_future())
+        job = Job(copy, blobs, asyncio.get_running_loop().create_future())
         try:
             mv.batcher.submit(job)
         except TsfError:

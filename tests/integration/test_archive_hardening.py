@@ -13,7 +13,6 @@ import io
 import json
 import re
 import tarfile
-import textwrap
 import threading
 import time
 import zipfile

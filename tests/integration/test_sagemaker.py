@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import requests
 
 from tsf.testing import LOOPBACK, ServerProcess, assert_error
 

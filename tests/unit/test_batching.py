@@ -12,7 +12,7 @@ from tsf.errors import ServiceUnavailable
 
 
 def _job(loop, arrival=None):
-    job = Job("predict", {}, [], loop.create_future())
+    job = Job({}, [], loop.create_future())
     if arrival is not None:
         job.arrival = arrival
     return job

@@ -26,7 +26,7 @@ class FakeModels:
     def submit(self, model: str, meta: dict, blobs: list[bytes], span) -> Job:
         node = model.split("__", 1)[1]
         self.calls.append((node, meta, blobs))
-        job = Job("predict", meta, blobs, asyncio.get_running_loop().create_future())
+        job = Job(meta, blobs, asyncio.get_running_loop().create_future())
         self.jobs[node] = job
         asyncio.get_running_loop().call_later(self.delay, self._settle, node, job)
         return job

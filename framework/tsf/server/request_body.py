@@ -31,7 +31,6 @@ FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 class StreamingBodyHandler(BaseHandler):
     """A handler whose body is collected under the server's ``max_request_size``."""
 
-    max_size: int = 6553500
     public = False  # health probes set this: never behind the token
 
     def initialize(self, **kwargs: Any) -> None:

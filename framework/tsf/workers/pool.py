@@ -36,8 +36,7 @@ class WorkerPool:
 
     def __init__(self, spec: dict, *, startup_timeout: float, threads_per_worker: int = 0,
                  backoff_max: float = 30.0, memory_limit: int = 0,
-                 stall_seconds: float = float("inf"), max_retry_seconds: float = 0,
-                 on_change: Callable[[], None] | None = None) -> None:
+                 stall_seconds: float = float("inf"), max_retry_seconds: float = 0) -> None:
         self.spec = spec
         self.startup_timeout = startup_timeout
         self.threads_per_worker = threads_per_worker
@@ -47,7 +46,7 @@ class WorkerPool:
         self.max_retry_seconds = max_retry_seconds  # maxRetryTimeoutInSec; 0: no limit
         self.gave_up = False  # restarts stopped after max_retry_seconds of failures
         self._failing_since: float | None = None
-        self.on_change = on_change or (lambda: None)
+        self.on_change: Callable[[], None] = lambda: None  # the manager's metrics update
         self.on_memory_restart: Callable[[], None] = lambda: None
         self.target = 0
         self.workers: dict[str, WorkerProcess] = {}

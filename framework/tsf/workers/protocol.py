@@ -21,7 +21,8 @@ PREFIX = struct.Struct("!BII")
 MAX_HEADER = 64 * 1024 * 1024
 MAX_BLOBS = (1 << 32) - 1
 
-READY = 1        # worker -> front end: model loaded; header has pid
+READY = 1        # worker -> front end: model loaded; header has pid, device and the handler's
+                 # OIP signature (if it declares one)
 LOAD_ERROR = 2   # worker -> front end: model failed to load; header has error
 BATCH = 3        # front end -> worker: a batch of requests
 RESULT = 4       # worker -> front end: one result per request, timings, metrics
