@@ -494,9 +494,9 @@ def test_module_level_handle_wins_over_a_class(server):
 
 def test_prediction_exception_answers_its_code_and_message(server):
     r = server.post("/predictions/errors", data="teapot")
-    assert_error(r, 418, "PredictionException", "I am a teapot, not a model")
+    assert_error(r, 418, "InternalServerException", "I am a teapot, not a model")
     r = server.post("/predictions/errors", data="odd-code")
-    assert_error(r, 500, "PredictionException", "an odd code")
+    assert_error(r, 500, "InternalServerException", "an odd code")
     v1 = server.post("/v1/models/errors:predict", json={"instances": ["teapot"]})
     assert_error(v1, 418, None, "I am a teapot")
     assert server.post("/predictions/errors", data="fine").status_code == 200
