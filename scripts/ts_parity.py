@@ -265,7 +265,9 @@ def serve(work: Path, server: str, ts_venv: Path | None, models: list[str]) -> N
                "--disable-token-auth", "--model-store", str(work / "store"),
                "--ts-config", str(conf), "--models", *model_args]
     else:
-        env["PYTHONPATH"] = f"{ROOT / 'framework'}:{ROOT / 'plugins' / 'tsf-ts-compat'}"
+        # this checkout's framework and plugins (built-in handlers too) before installed ones
+        env["PYTHONPATH"] = ":".join([str(ROOT / "framework"), *sorted(
+            str(d) for d in (ROOT / "plugins").iterdir() if (d / "pyproject.toml").exists())])
         cmd = [sys.executable, "-m", "tsf.cli", "serve", "--model-store", str(work / "store"),
                "--ts-config", str(conf), "--workspace", str(run / "workspace"),
                "--models", *model_args]
