@@ -13,6 +13,7 @@ Every recorded value is also passed to ``tsf_record_metric`` when a plugin imple
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from typing import Any, Callable, Iterable
 
@@ -61,6 +62,51 @@ class TorchServeCounters:
                 metric.add_sample(name, {"uuid": self.uuid, "model_name": model,
                                          "model_version": version}, value)
             yield metric
+
+
+class _NamedCounter:
+    """A handler's counter exposed under exactly the name the handler gave, as TorchServe does.
+
+    ``prometheus_client.Counter("InferenceRequestCount")`` would expose
+    ``InferenceRequestCount_total``, a name no TorchServe dashboard queries. A name that ends in
+    ``_total`` is exposed as a counter; any other as untyped (a counter without the suffix is
+    invalid in Prometheus' format), like ``ts_inference_latency_microseconds``.
+    """
+
+    def __init__(self, name: str, doc: str, label_names: tuple[str, ...]) -> None:
+        self.name, self.doc, self.label_names = name, doc, label_names
+        self.values: dict[tuple[str, ...], float] = {}
+        self.lock = threading.Lock()
+
+    def labels(self, **labels: Any) -> "_NamedCounter._Child":
+        return self._Child(self, tuple(str(labels[n]) for n in self.label_names))
+
+    class _Child:
+        def __init__(self, parent: "_NamedCounter", key: tuple[str, ...]) -> None:
+            self.parent, self.key = parent, key
+
+        def inc(self, amount: float = 1.0) -> None:
+            if amount < 0:
+                raise ValueError("counters can only be incremented by non-negative amounts")
+            with self.parent.lock:
+                self.parent.values[self.key] = self.parent.values.get(self.key, 0.0) + amount
+
+    def _family(self) -> Metric:
+        counter = self.name.endswith("_total")
+        return Metric(self.name[:-len("_total")] if counter else self.name, self.doc,
+                      "counter" if counter else "untyped")
+
+    def describe(self):
+        """Lets the registry refuse a name that another metric already uses."""
+        return [self._family()]
+
+    def collect(self):
+        metric = self._family()
+        with self.lock:
+            values = sorted(self.values.items())
+        for key, value in values:
+            metric.add_sample(self.name, dict(zip(self.label_names, key)), value)
+        yield metric
 
 
 class WorkerCollector:
@@ -198,9 +244,14 @@ class ServerMetrics:
             if existing[1] != label_names:
                 raise ValueError(f"labels {label_names} differ from the first use {existing[1]}")
             return
-        cls = {"counter": Counter, "gauge": Gauge, "histogram": Histogram}.get(kind)
+        doc = f"Custom metric {name} recorded by a handler"
+        if kind == "counter":
+            metric = _NamedCounter(name, doc, label_names)
+            self.registry.register(metric)
+            self._custom[name] = (metric, label_names)
+            return
+        cls = {"gauge": Gauge, "histogram": Histogram}.get(kind)
         if cls is None:
             raise ValueError(f"unknown metric kind {kind!r}")
-        metric = cls(name, f"Custom metric {name} recorded by a handler", label_names,
-                     registry=self.registry)
+        metric = cls(name, doc, label_names, registry=self.registry)
         self._custom[name] = (metric, label_names)

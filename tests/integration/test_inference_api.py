@@ -170,7 +170,7 @@ def test_metrics_count_requests_with_torchserve_names(served):
 def test_custom_handler_metrics_reach_the_front_end(served):
     served.post("/predictions/echo", json=[1])
     text = served.scrape()
-    line = next(l for l in text.splitlines() if l.startswith("echo_items_total{"))
+    line = next(l for l in text.splitlines() if l.startswith("echo_items{"))
     assert 'kind="x"' in line and 'model_name="echo"' in line
     assert float(line.rsplit(" ", 1)[1]) >= 1
 

@@ -474,9 +474,11 @@ def test_context_metrics_request_processor_and_status(server):
         assert body["batch_size"] == 1 and body["gpu_id"] is None and body["model_dir_ok"]
         assert body["yaml"] == {"colour": "teal"}
     text = server.scrape()
-    assert _sample(text, "ts_rows_total", 'color="red"') == 6
-    assert _sample(text, "ts_rows_total", 'color="blue"') == 3
-    assert _sample(text, "ts_requests_total", 'color="red"') == 2
+    # counters keep the handler's name, as on TorchServe (no ``_total`` added)
+    assert _sample(text, "ts_rows", 'color="red"') == 6
+    assert _sample(text, "ts_rows", 'color="blue"') == 3
+    assert _sample(text, "ts_requests", 'color="red"') == 2
+    assert "# TYPE ts_rows untyped" in text and "ts_rows_total" not in text
     assert _sample(text, "ts_payload", 'color="blue"') == 1.5
     assert _sample(text, "ts_share", 'model_name="metrics"') == 50.0
     assert _sample(text, "ts_latency_count", 'color="red"') == 2
@@ -492,9 +494,9 @@ def test_module_level_handle_wins_over_a_class(server):
 
 def test_prediction_exception_answers_its_code_and_message(server):
     r = server.post("/predictions/errors", data="teapot")
-    assert_error(r, 418, "PredictionException", "I am a teapot, not a model")
+    assert_error(r, 418, "InternalServerException", "I am a teapot, not a model")
     r = server.post("/predictions/errors", data="odd-code")
-    assert_error(r, 500, "PredictionException", "an odd code")
+    assert_error(r, 500, "InternalServerException", "an odd code")
     v1 = server.post("/v1/models/errors:predict", json={"instances": ["teapot"]})
     assert_error(v1, 418, None, "I am a teapot")
     assert server.post("/predictions/errors", data="fine").status_code == 200

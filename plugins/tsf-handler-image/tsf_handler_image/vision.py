@@ -25,6 +25,25 @@ IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
 
+class _ImageTransform:
+    """The handler's transform. A decoded ``uint8 C x H x W`` image is resized and cropped as a
+    PIL image, as TorchServe's transforms do: a tensor resize (even antialiased) gives other
+    grey levels, which moves probabilities and can flip a near-tied class; the uint8 tensor
+    round-trips through PIL exactly. Float tensors and batches (the Captum explainer maps
+    ``[0, 1]`` pixels through it, with gradients) take the tensor path."""
+
+    def __init__(self, tensor: Any, decoded: Any) -> None:
+        self.tensor, self.decoded = tensor, decoded
+
+    def __call__(self, image: Any) -> Any:
+        import torch
+
+        if (self.decoded is not None and image.dtype == torch.uint8 and image.dim() == 3
+                and image.shape[0] in (1, 3)):
+            return self.decoded(image)
+        return self.tensor(image)
+
+
 class VisionHandler(BaseHandler):
     """Base for image handlers: model loading from BaseHandler, image decoding, transforms."""
 
@@ -47,15 +66,18 @@ class VisionHandler(BaseHandler):
         import torch
         from torchvision.transforms import v2
 
-        steps: list = []
+        tensor_steps: list = []
         if options.get("resize"):
-            steps.append(v2.Resize(options["resize"], antialias=True))
+            tensor_steps.append(v2.Resize(options["resize"], antialias=True))
         if options.get("crop"):
-            steps.append(v2.CenterCrop(options["crop"]))
-        steps.append(v2.ToDtype(torch.float32, scale=True))
+            tensor_steps.append(v2.CenterCrop(options["crop"]))
+        geometry = len(tensor_steps)
+        tensor_steps.append(v2.ToDtype(torch.float32, scale=True))
         if options.get("mean") and options.get("std"):
-            steps.append(v2.Normalize(options["mean"], options["std"]))
-        return v2.Compose(steps)
+            tensor_steps.append(v2.Normalize(options["mean"], options["std"]))
+        return _ImageTransform(v2.Compose(tensor_steps), v2.Compose(
+            [v2.ToPILImage(), *tensor_steps[:geometry], v2.PILToTensor(),
+             *tensor_steps[geometry:]]) if geometry else None)
 
     def image_bytes(self, context: Any, request: dict, index: int) -> Any:
         value = request.get("data", request.get("body"))

@@ -43,7 +43,8 @@ def test_the_ts_package_is_tsf_compat():
 def test_prediction_exception_carries_its_status():
     exc = PredictionException("busy", 429)
     assert isinstance(exc, TsfError) and exc.status == 429 and exc.error_code == 429
-    assert exc.to_dict() == {"code": 429, "type": "PredictionException", "message": "busy"}
+    assert exc.to_dict() == {"code": 429, "type": "InternalServerException",
+                             "message": "busy"}
     assert str(exc) == "busy : 429"
     assert PredictionException("x", 200).status == 500
     assert PredictionException("x", "nonsense").status == 500

@@ -44,7 +44,8 @@ class PT2Backend(str, enum.Enum):
 class PredictionException(TsfError):
     """Raise it from a handler to answer with ``error_code`` and ``message``.
 
-    tsf answers ``{"code": error_code, "type": "PredictionException", "message": message}``; a
+    tsf answers ``{"code": error_code, "type": "InternalServerException", "message": message}``,
+    the body TorchServe 0.12 sends for it (the type is its front end's, not the exception's); a
     code outside 400-599 answers 500.
     """
 
@@ -55,7 +56,7 @@ class PredictionException(TsfError):
         except (TypeError, ValueError):
             status = 500
         super().__init__(str(message), status=status if 400 <= status <= 599 else 500,
-                         type="PredictionException")
+                         type="InternalServerException")
 
     def __str__(self) -> str:
         return f"{self.message} : {self.error_code}"
