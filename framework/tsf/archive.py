@@ -236,7 +236,7 @@ def extract(path: Path, workspace: Path, limits: Limits) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _read_metadata(path: Path, name: str) -> str:
+def read_metadata(path: Path, name: str) -> str:
     """A manifest or config file's text, bounded in size."""
     if not path.is_file():
         raise InvalidArchive(f"{name} is not a regular file")
@@ -266,7 +266,7 @@ def read_manifest(model_dir: Path) -> dict:
     manifest_file = model_dir / MANIFEST_PATH
     if manifest_file.exists():
         try:
-            manifest = json.loads(_read_metadata(manifest_file, MANIFEST_PATH))
+            manifest = json.loads(read_metadata(manifest_file, MANIFEST_PATH))
         except ValueError as exc:
             raise InvalidArchive(f"{MANIFEST_PATH} is not valid JSON: {exc}") from None
         except RecursionError:
@@ -292,19 +292,25 @@ def read_model_config(model_dir: Path, manifest: dict) -> dict:
     cfg_path = confined_path(model_dir, str(name), "configFile", InvalidArchive)
     if not cfg_path.exists():
         raise InvalidArchive(f"config file {name!r} named in the manifest is not in the archive")
+    data = read_yaml(cfg_path, str(name)) or {}
+    if not isinstance(data, dict):
+        raise InvalidArchive(f"{name} must hold a mapping at top level")
+    return data
+
+
+def read_yaml(path: Path, name: str) -> Any:
+    """An archive's YAML file (model-config.yaml, a workflow spec), parsed with its size and
+    alias expansion bounded; InvalidArchive naming the file for anything wrong with it."""
     from .bounded_yaml import YamlTooLarge, load_bounded  # only needed when an archive has one
 
     try:
-        data = load_bounded(_read_metadata(cfg_path, str(name))) or {}
+        return load_bounded(read_metadata(path, name))
     except YamlTooLarge as exc:
         raise InvalidArchive(f"{name}: {exc}") from None
     except RecursionError:
         raise InvalidArchive(f"{name} is nested too deeply") from None
     except Exception as exc:  # yaml.YAMLError, or a value PyYAML cannot build
         raise InvalidArchive(f"{name} is not valid YAML: {exc}") from None
-    if not isinstance(data, dict):
-        raise InvalidArchive(f"{name} must hold a mapping at top level")
-    return data
 
 
 def confined_path(model_dir: Path | str, name: str, field_name: str,

@@ -8,7 +8,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import tornado.httpserver
 import tornado.netutil
@@ -205,35 +205,30 @@ class TsfServer:
 
 def startup_models(config: ServerConfig) -> list[tuple[str | None, str]]:
     """``[(name or None, url)]`` from ``load_models`` (``all``, ``x.mar``, ``name=x.mar``)."""
-    spec = config.load_models.strip()
-    if not spec or spec.lower() == "standalone":
+    if config.load_models.strip().lower() == "standalone":
         return []
-    entries = [e.strip() for e in spec.replace(" ", ",").split(",") if e.strip()]
-    if [e.lower() for e in entries] == ["all"]:
-        store = Path(config.model_store) if config.model_store else None
-        if store is None or not store.is_dir():
-            return []
-        return [(None, p.name) for p in sorted(store.iterdir())
-                if p.name.endswith(ARCHIVE_SUFFIXES) or (p / "MAR-INF").is_dir()]
-    out = []
-    for entry in entries:
-        name, sep, url = entry.partition("=")
-        out.append((name, url) if sep else (None, entry))
-    return out
+    return _startup_entries(config.load_models, config.model_store,
+                            lambda p: p.name.endswith(ARCHIVE_SUFFIXES) or
+                            (p / "MAR-INF").is_dir())
 
 
 def startup_workflows(config: ServerConfig) -> list[tuple[str | None, str]]:
     """``[(name or None, url)]`` from ``load_workflows`` (``all``, ``x.war``, ``name=x.war``)."""
-    spec = config.load_workflows.strip()
-    if not spec:
-        return []
-    entries = [e.strip() for e in spec.replace(" ", ",").split(",") if e.strip()]
+    return _startup_entries(config.load_workflows, config.model_store,
+                            lambda p: p.name.endswith(".war"))
+
+
+def _startup_entries(spec: str, model_store: str, in_store: Callable[[Path], bool]
+                     ) -> list[tuple[str | None, str]]:
+    """A comma- or space-separated list of ``url`` or ``name=url``; ``all``: every entry of the
+    model store that ``in_store`` accepts."""
+    entries = [e.strip() for e in spec.strip().replace(" ", ",").split(",") if e.strip()]
     if [e.lower() for e in entries] == ["all"]:
-        store = Path(config.model_store) if config.model_store else None
+        store = Path(model_store) if model_store else None
         if store is None or not store.is_dir():
             return []
-        return [(None, p.name) for p in sorted(store.iterdir()) if p.name.endswith(".war")]
-    out = []
+        return [(None, p.name) for p in sorted(store.iterdir()) if in_store(p)]
+    out: list[tuple[str | None, str]] = []
     for entry in entries:
         name, sep, url = entry.partition("=")
         out.append((name, url) if sep else (None, entry))

@@ -123,6 +123,13 @@ class ManagementHandler(StreamingBodyHandler):
     def status(self, code: int, message: str) -> None:
         self.write_json({"status": message}, status=code)
 
+    def page(self) -> tuple[int, int]:
+        """``limit`` and ``next_page_token`` of a paged list (TorchServe's parameters)."""
+        try:
+            return int(self.arg("limit") or 100), int(self.arg("next_page_token") or 0)
+        except ValueError:
+            raise BadRequest("limit and next_page_token must be integers") from None
+
     def check_model_api(self) -> None:
         if not self.services["config"].enable_model_api:
             raise Forbidden("model registration is disabled on this server (enable_model_api)")
@@ -132,12 +139,7 @@ class ModelsHandler(ManagementHandler):
     """``GET /models`` (paged list) and ``POST /models`` (register)."""
 
     def get(self) -> None:
-        try:
-            limit = int(self.arg("limit") or 100)
-            token = int(self.arg("next_page_token") or 0)
-        except ValueError:
-            raise BadRequest("limit and next_page_token must be integers") from None
-        self.write_json(list_models(self.manager.registry, limit, token))
+        self.write_json(list_models(self.manager.registry, *self.page()))
 
     async def post(self) -> None:
         self.check_model_api()

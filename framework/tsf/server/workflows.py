@@ -9,7 +9,7 @@ import functools
 import time
 from typing import Any
 
-from ..errors import BadRequest, TsfError, check_response_size
+from ..errors import TsfError, check_response_size
 from ..workflows.manager import WorkflowManager
 from .management import ManagementHandler
 from .request_body import StreamingBodyHandler, request_parts
@@ -25,12 +25,7 @@ class WorkflowsHandler(WorkflowManagementHandler):
     """``GET /workflows`` (paged list) and ``POST /workflows?url=...`` (register)."""
 
     def get(self) -> None:
-        try:
-            limit = int(self.arg("limit") or 100)
-            token = int(self.arg("next_page_token") or 0)
-        except ValueError:
-            raise BadRequest("limit and next_page_token must be integers") from None
-        self.write_json(self.workflows.list(limit, token))
+        self.write_json(self.workflows.list(*self.page()))
 
     async def post(self) -> None:
         self.check_model_api()

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..archive import MAX_METADATA_BYTES, Limits, confined_path, extract
-from ..bounded_yaml import YamlTooLarge, load_bounded
+from ..archive import Limits, confined_path, extract, read_metadata, read_yaml
 from ..errors import BadRequest, InvalidArchive
 from .spec import WorkflowSpec, handler_functions, parse_spec
 
@@ -41,14 +40,7 @@ class WorkflowArchive:
 
 
 def _text(path: Path, what: str) -> str:
-    if not path.is_file():
-        raise InvalidArchive(f"workflow archive: {what} is missing")
-    if path.stat().st_size > MAX_METADATA_BYTES:
-        raise InvalidArchive(f"workflow archive: {what} is over {MAX_METADATA_BYTES} bytes")
-    try:
-        return path.read_text()
-    except UnicodeDecodeError as exc:
-        raise InvalidArchive(f"workflow archive: {what} is not UTF-8 text: {exc}") from None
+    return read_metadata(path, f"workflow archive: {what}")
 
 
 def _manifest(folder: Path) -> dict:
@@ -72,14 +64,7 @@ def read_workflow(folder: Path, owned: bool) -> WorkflowArchive:
     handler_path = confined_path(folder, workflow["handler"], "handler")
     if handler_path.suffix != ".py":
         raise InvalidArchive(f"workflow handler {workflow['handler']!r} must be a .py file")
-    try:
-        document = load_bounded(_text(spec_path, workflow["specFile"]))
-    except YamlTooLarge as exc:
-        raise InvalidArchive(f"{workflow['specFile']}: {exc}") from None
-    except RecursionError:
-        raise InvalidArchive(f"{workflow['specFile']} is nested too deeply") from None
-    except Exception as exc:  # yaml.YAMLError, or a value PyYAML cannot build
-        raise InvalidArchive(f"{workflow['specFile']} is not valid YAML: {exc}") from None
+    document = read_yaml(spec_path, workflow["specFile"])
     functions = handler_functions(_text(handler_path, workflow["handler"]))
     spec = parse_spec(document, functions)
     return WorkflowArchive(folder=folder, name=workflow["workflowName"], spec=spec,
