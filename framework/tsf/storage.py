@@ -28,7 +28,8 @@ PROGRESS_STEPS = 10
 ARCHIVE_SUFFIXES = (".mar", ".tar", ".gz", ".tgz", ".zip")
 
 
-def _inside(path: Path, folder: Path) -> bool:
+def inside(path: Path, folder: Path) -> bool:
+    """Whether ``path`` resolves (links followed) to somewhere inside ``folder``."""
     try:
         path.resolve().relative_to(folder.resolve())
         return True
@@ -42,7 +43,7 @@ def check_allowed(url: str, config: Any) -> None:
     if not scheme:
         return
     if scheme == "file" and config.model_store and \
-            _inside(Path(unquote(urlsplit(url).path)), Path(config.model_store)):
+            inside(Path(unquote(urlsplit(url).path)), Path(config.model_store)):
         return
     if any(re.fullmatch(pattern, url) for pattern in config.allowed_url_patterns):
         return
@@ -55,7 +56,7 @@ def _from_model_store(name: str, config: Any) -> Path:
         raise ModelNotFound(f"no model store is configured to look up {name!r}")
     store = Path(config.model_store)
     candidate = store / name
-    if Path(name).is_absolute() or ".." in Path(name).parts or not _inside(candidate, store):
+    if Path(name).is_absolute() or ".." in Path(name).parts or not inside(candidate, store):
         raise BadRequest(f"model file name {name!r} must stay inside the model store")
     if not _exists(candidate, name):
         raise ModelNotFound(f"model archive {name!r} is not in the model store")

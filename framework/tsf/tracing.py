@@ -125,9 +125,13 @@ class OtelTracing(Tracing):
                         "tsf.model.name": model})
 
     def end_request(self, span: Any, status: int) -> None:
+        self._end(span, "http.response.status_code", status)
+
+    def _end(self, span: Any, attribute: str, status: int) -> None:
+        """End ``span`` with its HTTP-equivalent ``status``; 5xx marks it an error."""
         if span is None:
             return
-        span.set_attribute("http.response.status_code", status)
+        span.set_attribute(attribute, status)
         if status >= 500:
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
         span.end()
@@ -145,12 +149,7 @@ class OtelTracing(Tracing):
                                                   "tsf.workflow.node": node})
 
     def end_node(self, span: Any, status: int) -> None:
-        if span is None:
-            return
-        span.set_attribute("tsf.status_code", status)
-        if status >= 500:
-            span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
-        span.end()
+        self._end(span, "tsf.status_code", status)
 
     def record_batch(self, model: str, version: str, worker_id: str, jobs: list,
                      header: dict, dispatched: float, finished: float) -> None:

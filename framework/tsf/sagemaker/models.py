@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest, Forbidden, ModelLoadError, ModelNotFound, TsfError
+from ..storage import inside
 
 log = logging.getLogger("tsf")
 
@@ -66,14 +67,6 @@ async def install_requirements(folder: Path, config: Any) -> None:
         raise ModelLoadError(f"installing {requirements} failed (pip exit {process.returncode})"
                              f": {tail}")
     log.info("installed %s: %s", requirements, text.splitlines()[-1] if text else "done")
-
-
-def inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
 
 
 async def register_folder(manager: Any, config: Any, name: str, folder: Path,
