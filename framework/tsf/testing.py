@@ -81,6 +81,18 @@ def fixed_port() -> int:
     return free_port()
 
 
+def wait_for(condition: Any, timeout: float, what: str, step: float = 0.05) -> Any:
+    """Poll ``condition()`` until it returns something true (returned), or fail the test with
+    ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        assert time.monotonic() < deadline, what
+        time.sleep(step)
+
+
 def stop_process(proc: subprocess.Popen, grace: float = 10.0) -> None:
     """SIGTERM ``proc``, and SIGKILL it if it has not exited after ``grace`` seconds."""
     if proc.poll() is not None:

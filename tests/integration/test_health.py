@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tsf.testing import ServerProcess
+from tsf.testing import ServerProcess, wait_for
 
 
 def _ping(server: ServerProcess) -> tuple[int, dict]:
@@ -19,16 +19,6 @@ def _ping(server: ServerProcess) -> tuple[int, dict]:
 
 def _model(body: dict, name: str) -> dict:
     return next(m for m in body["models"] if m["modelName"] == name)
-
-
-def _wait_for(condition, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, what
-        time.sleep(step)
 
 
 def _sleep_in_background(server: ServerProcess, model: str, seconds: float) -> threading.Thread:
@@ -57,7 +47,7 @@ def test_one_of_two_workers_lost_is_degraded_not_down(model_store):
             seen.append(_ping(server))
             return seen[-1][1]["status"] == "Degraded"
 
-        _wait_for(degraded, 20, f"never Degraded: {seen[-3:]}", step=0.01)
+        wait_for(degraded, 20, f"never Degraded: {seen[-3:]}", step=0.01)
         code, body = seen[-1]
         assert code == 200 and _model(body, "fn")["servingWorkers"] == 1, body
         assert "fn 1.0: 1 of 2 workers serving" in body["message"]
@@ -65,7 +55,7 @@ def test_one_of_two_workers_lost_is_degraded_not_down(model_store):
         assert server.get("/v2/health/ready").status_code == 200
         assert server.get("/v2/models/fn/ready").status_code == 200
         assert server.post("/predictions/fn", data=b"x").status_code == 200
-        _wait_for(lambda: _ping(server)[1]["status"] == "Healthy", 60, "not restored")
+        wait_for(lambda: _ping(server)[1]["status"] == "Healthy", 60, "not restored")
     finally:
         server.stop()
 
@@ -77,19 +67,19 @@ def test_workers_stalled_on_a_batch_stop_counting_as_serving(model_store):
         assert server.register("sleepy.mar", initial_workers=2,
                                response_timeout=60).status_code == 200
         _sleep_in_background(server, "sleepy", 12)
-        _wait_for(lambda: _ping(server)[1]["status"] == "Degraded", 10, "one stalled: Degraded")
+        wait_for(lambda: _ping(server)[1]["status"] == "Degraded", 10, "one stalled: Degraded")
         code, body = _ping(server)
         assert code == 200 and _model(body, "sleepy")["servingWorkers"] == 1, body
         assert _model(body, "sleepy")["liveWorkers"] == 2
         _sleep_in_background(server, "sleepy", 12)
-        _wait_for(lambda: _ping(server)[0] == 503, 10, "both stalled: Unhealthy")
+        wait_for(lambda: _ping(server)[0] == 503, 10, "both stalled: Unhealthy")
         code, body = _ping(server)
         assert body["status"] == "Unhealthy" and body["code"] == 503, body
         assert _model(body, "sleepy")["state"] == "Unavailable"
         assert server.get("/v2/health/ready").status_code == 503
         assert server.get("/v2/models/sleepy/ready").status_code == 503
         assert server.get("/v1/models/sleepy").json()["ready"] is False
-        _wait_for(lambda: _ping(server)[1]["status"] == "Healthy", 30, "not Healthy after")
+        wait_for(lambda: _ping(server)[1]["status"] == "Healthy", 30, "not Healthy after")
         assert server.get("/v2/models/sleepy/ready").status_code == 200
     finally:
         server.stop()
@@ -104,7 +94,7 @@ def test_a_failed_startup_model_keeps_the_server_unhealthy(model_store):
             loaded = any(m["state"] == "Ready" for m in body["models"])
             return body if loaded and "broken" in body["failedStartupModels"] else None
 
-        body = _wait_for(settled, 60, "startup models never settled")
+        body = wait_for(settled, 60, "startup models never settled")
         assert body["status"] == "Unhealthy" and body["code"] == 503, body
         assert "startup model broken failed to load" in body["message"]
         assert server.get("/v2/health/ready").status_code == 503

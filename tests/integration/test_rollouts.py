@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tsf.archiver import ArchiveSpec, write_archive
-from tsf.testing import ServerProcess, assert_error
+from tsf.testing import ServerProcess, assert_error, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -50,16 +50,6 @@ def build(store: Path, src: Path, name: str, version: str, handler: str = VERSIO
                               export_path=str(store), force=True,
                               config_file=str(config_file) if config_file else None))
     return f"{name}.mar"
-
-
-def wait_for(condition, timeout: float, what: str, step: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, what
-        time.sleep(step)
 
 
 def predict(server: ServerProcess, model: str, body: str = "x", version: str | None = None,

@@ -17,7 +17,7 @@ import psutil
 import pytest
 
 from tsf.archiver import ArchiveSpec, write_archive
-from tsf.testing import ServerProcess, assert_error
+from tsf.testing import ServerProcess, assert_error, wait_for
 
 HANDLERS = {
     # prints one line of as many bytes as the body says, on stdout and on stderr
@@ -98,16 +98,6 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _wait_for(condition, timeout: float, what: str, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, what
-        time.sleep(step)
-
-
 # --- item 3: output --------------------------------------------------------------------------
 
 @pytest.mark.slow
@@ -140,7 +130,7 @@ def test_a_noisy_handler_does_not_stall_and_its_excess_output_is_counted(tmp_pat
             assert response.status_code == 200, response.text
         assert time.monotonic() - started < 30
         assert server.get("/ping", timeout=5).status_code == 200
-        _wait_for(lambda: re.search(r"\d+ lines of output not logged: over 1000 lines/s",
+        wait_for(lambda: re.search(r"\d+ lines of output not logged: over 1000 lines/s",
                                     server.log()), 10, "dropped lines were not reported")
     finally:
         server.stop()
@@ -157,12 +147,12 @@ def test_workers_exit_when_the_front_end_is_killed_mid_batch(model_store):
         busy = threading.Thread(target=lambda: _quiet(_text, server, "sleepy", "60"),
                                 daemon=True)
         busy.start()
-        _wait_for(lambda: any(w["status"] == "BUSY" for w in _workers(server, "sleepy")),
+        wait_for(lambda: any(w["status"] == "BUSY" for w in _workers(server, "sleepy")),
                   20, "the worker never got busy")
         os.kill(server.proc.pid, signal.SIGKILL)
         server.proc.wait(10)
         killed = time.monotonic()
-        _wait_for(lambda: all(_gone(pid) for pid in pids), 10, f"workers {pids} still alive")
+        wait_for(lambda: all(_gone(pid) for pid in pids), 10, f"workers {pids} still alive")
         assert time.monotonic() - killed < 2.5
     finally:
         for pid in pids:
@@ -186,7 +176,7 @@ def test_a_signal_to_the_process_group_stops_cleanly_without_restarts(model_stor
         pids = [w["pid"] for w in _workers(server, "fn")]
         os.killpg(server.proc.pid, sig)  # the server runs in its own session
         assert server.proc.wait(30) == 0
-        _wait_for(lambda: all(_gone(pid) for pid in pids), 10, "workers outlived the server")
+        wait_for(lambda: all(_gone(pid) for pid in pids), 10, "workers outlived the server")
         log = server.log()
         assert "restarting" not in log and "KeyboardInterrupt" not in log, log[-3000:]
     finally:
@@ -243,7 +233,7 @@ def test_the_log_says_why_a_worker_was_killed_and_tracebacks_are_errors(tmp_path
             return [json.loads(line) for line in server.log().splitlines()
                     if line.startswith("{")]
 
-        _wait_for(lambda: any("restarting" in r["message"] for r in records()), 20,
+        wait_for(lambda: any("restarting" in r["message"] for r in records()), 20,
                   "no restart was logged")
         logged = records()
     finally:
@@ -268,7 +258,7 @@ def test_a_worker_over_its_memory_limit_is_restarted_after_its_batch(tmp_path):
         assert first.status_code == 200
         pid = first.json()["pid"]
         assert _text(server, "hog", "500").json()["pid"] == pid  # the batch itself succeeds
-        _wait_for(lambda: [w["pid"] for w in _workers(server, "hog")
+        wait_for(lambda: [w["pid"] for w in _workers(server, "hog")
                            if w["status"] == "READY" and w["pid"] != pid], 30, "no restart")
         assert _gone(pid)
         assert _text(server, "hog", "0").status_code == 200
