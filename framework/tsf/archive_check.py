@@ -12,6 +12,7 @@ from typing import Any
 
 from .archive import Limits, open_archive
 from .errors import ModelLoadError, TsfError
+from .workers.messages import Batch, Part, Request
 from .workers.process import WorkerProcess
 
 _MISSING_MODULE = re.compile(r"No module named '([^']+)'")
@@ -64,13 +65,10 @@ async def check_archive(path: str | Path, data: bytes | None = None,
         report["loaded"] = True
         report["device"] = worker.device
         if data is not None:
-            header = {"id": "check", "requests": [{
-                "id": "check-0", "kind": "predict", "headers": {}, "params": {},
-                "parts": [{"name": "body", "ctype": content_type}]}]}
-            result, blobs = await worker.run_batch(header, [data], timeout)
-            meta = result["results"][0]
-            report["response"] = {"status": meta["status"], "content_type": meta["ctype"],
-                                  "body": blobs[0][:2000].decode("utf-8", "replace")}
+            batch = Batch([Request("check-0", [Part("body", data, content_type)])])
+            [answer] = (await worker.run_batch(batch, timeout)).answers
+            report["response"] = {"status": answer.status, "content_type": answer.ctype,
+                                  "body": answer.body[:2000].decode("utf-8", "replace")}
         return report
     except TsfError as exc:
         report["error"] = exc.message

@@ -24,6 +24,8 @@ import time
 from typing import Any, Callable
 
 from .errors import ClientGone, ServiceUnavailable, TsfError
+from .traffic import ROUTING_HEADER, header_value
+from .workers.messages import Answer, Batch, BatchResult, Request
 from .workers.pool import WorkerPool
 
 log = logging.getLogger("tsf.batching")
@@ -35,22 +37,28 @@ TIMER_SLACK = 0.001
 
 
 class Job:
-    """One request waiting for its result."""
+    """One request waiting for its answer: the message a worker gets, and the front end's
+    bookkeeping of it, which is never sent."""
 
-    __slots__ = ("meta", "blobs", "future", "arrival", "dispatched", "expiry", "trace",
-                 "on_partial")
+    __slots__ = ("request", "future", "arrival", "dispatched", "expiry", "trace",
+                 "on_partial", "label_version")
 
-    def __init__(self, meta: dict, blobs: list[bytes], future: asyncio.Future,
-                 trace: Any = None) -> None:
+    def __init__(self, request: Request, future: asyncio.Future, trace: Any = None,
+                 label_version: str = "default") -> None:
+        self.request = request
+        self.future = future  # resolves to the worker's Answer
         self.trace = trace  # the request's tracing span, when tracing is on
-        self.meta = meta
-        self.blobs = blobs
-        self.future = future
+        self.label_version = label_version  # the version the client named, for metrics
         self.arrival = time.monotonic()
         self.dispatched = 0.0
         self.expiry: asyncio.TimerHandle | None = None
-        # called with (meta, body) for each intermediate answer a streaming handler sends
-        self.on_partial: Callable[[dict, bytes], None] | None = None
+        # called with each intermediate answer a streaming handler sends
+        self.on_partial: Callable[[Answer], None] | None = None
+
+    @property
+    def routing_key(self) -> str | None:
+        """The request's routing header (a traffic split's sticky key), if it has one."""
+        return header_value(self.request.headers, ROUTING_HEADER)
 
     def abandon(self, reason: str = "the client closed the connection before the answer was "
                 "ready") -> None:
@@ -134,8 +142,8 @@ def _settle(future: asyncio.Future) -> None:
         future.set_result(None)
 
 
-# (jobs, result header, dispatched at, finished at, worker id), times from time.monotonic()
-BatchDone = Callable[[list[Job], dict, float, float, str], None]
+# (jobs, the worker's result, dispatched at, finished at, worker id), times from time.monotonic()
+BatchDone = Callable[[list[Job], BatchResult, float, float, str], None]
 # where an abandoned job was: "queued" (dropped before any worker saw it) or "running"
 Abandoned = Callable[[str], None]
 
@@ -231,19 +239,15 @@ class Batcher:
 
     async def _dispatch(self, worker: Any, batch: list[Job]) -> None:
         now = time.monotonic()
-        metas, blobs = [], []
         for job in batch:
             if job.expiry is not None:
                 job.expiry.cancel()
             job.dispatched = now
-            metas.append(job.meta)
-            blobs.extend(job.blobs)
         succeeded = False
         try:
-            request = {"requests": metas, "stamps": True} if self.stage_stamps else \
-                {"requests": metas}
-            header, results = await worker.run_batch(request, blobs, self.response_timeout,
-                                                     _partials_to(batch))
+            result = await worker.run_batch(Batch([job.request for job in batch],
+                                                  self.stage_stamps),
+                                            self.response_timeout, _partials_to(batch))
             succeeded = True
         except TsfError as error:
             for job in batch:
@@ -255,24 +259,24 @@ class Batcher:
             raise
         finally:
             self.pool.release(worker, succeeded)
-        for job, meta, body in zip(batch, header["results"], results):
+        for job, answer in zip(batch, result.answers):
             if not job.future.done():
-                job.future.set_result((meta, body))
+                job.future.set_result(answer)
         if self.on_batch is not None:
-            self.on_batch(batch, header, now, time.monotonic(), worker.id)
+            self.on_batch(batch, result, now, time.monotonic(), worker.id)
 
 
-def _partials_to(batch: list[Job]) -> Callable[[dict, bytes], None]:
+def _partials_to(batch: list[Job]) -> Callable[[Answer], None]:
     """Hands each intermediate answer to the job it belongs to, while that job still waits."""
 
-    def deliver(meta: dict, body: bytes) -> None:
-        index = meta.get("index", -1)
+    def deliver(answer: Answer) -> None:
+        index = -1 if answer.index is None else answer.index
         if not 0 <= index < len(batch):
             return
         job = batch[index]
         if job.on_partial is not None and not job.future.done():
             try:
-                job.on_partial(meta, body)
+                job.on_partial(answer)
             except Exception:  # one client's stream must not break the worker's batch
                 log.exception("could not pass an intermediate answer to its request")
 

@@ -7,8 +7,6 @@ the front end can raise the same class again.
 
 from __future__ import annotations
 
-import json
-
 
 class TsfError(Exception):
     """Base class: an error with an HTTP status code and a type name."""
@@ -132,25 +130,6 @@ def from_dict(data: dict) -> TsfError:
     cls = _BY_TYPE.get(data.get("type", ""), TsfError)
     return cls(str(data.get("message", "")), status=int(data.get("code", 500)),
                type=str(data.get("type", "InternalServerException")))
-
-
-def raise_for_answer(meta: dict, payload: bytes) -> None:
-    """Raise the error a worker's answer carries, if any.
-
-    An error the worker sent (``to_dict()`` JSON) is rebuilt as it was; a handler's own
-    non-2xx answer (``context.set_response_status``) becomes an error with its status and body.
-    """
-    status = meta["status"]
-    if not meta.get("error") and status < 400:
-        return
-    try:
-        document = json.loads(payload)
-    except ValueError:
-        document = None
-    if isinstance(document, dict) and "message" in document:
-        raise from_dict(document)
-    raise TsfError(payload.decode("utf-8", "replace")[:1000] or f"handler answered {status}",
-                   status=status)
 
 
 def check_response_size(size: int, limit: int) -> None:

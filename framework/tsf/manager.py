@@ -32,7 +32,8 @@ from .requirements_env import model_environment
 from .shadow import Shadowing, parse_rule
 from .storage import check_allowed, keep_in_cache, parse_sha256, verify_sha256
 from .tracing import Tracing
-from .traffic import ROUTING_HEADER, TrafficSplit, header_value, parse_weights
+from .traffic import ROUTING_HEADER, TrafficSplit, parse_weights
+from .workers.messages import DESCRIBE, BatchResult, Request
 from .workers.pool import WorkerPool
 
 log = logging.getLogger(__name__)
@@ -307,19 +308,18 @@ class ModelManager:
         self.metrics.workers_alive.labels(mv.name, mv.version).set(current.pool.live_count)
         self.metrics.worker_restarts.labels(mv.name, mv.version).set(current.pool.restarts)
 
-    def _batch_done(self, mv: ModelVersion, batch: list[Job], header: dict,
+    def _batch_done(self, mv: ModelVersion, batch: list[Job], result: BatchResult,
                     dispatched: float, finished: float, worker_id: str) -> None:
         m = self.metrics
         for job in batch:
             mv.autoscaler.observe_wait(dispatched - job.arrival)
-            m.record_queue(mv.name, mv.version, job.meta.get("label_version", mv.version),
-                           dispatched - job.arrival)
-        m.record_batch(mv.name, mv.version, len(batch), header.get("timings", {}))
-        if header.get("metrics"):
-            m.record_custom(mv.name, mv.version, header["metrics"])
+            m.record_queue(mv.name, mv.version, job.label_version, dispatched - job.arrival)
+        m.record_batch(mv.name, mv.version, len(batch), result.timings)
+        if result.metrics:
+            m.record_custom(mv.name, mv.version, result.metrics)
         m.queue_depth.labels(mv.name, mv.version).set(len(mv.queue))
         if self.tracing.enabled:
-            self.tracing.record_batch(mv.name, mv.version, worker_id, batch, header, dispatched,
+            self.tracing.record_batch(mv.name, mv.version, worker_id, batch, result, dispatched,
                                       finished)
 
     # --- scale / default / unregister -------------------------------------------------------
@@ -443,26 +443,22 @@ class ModelManager:
                 worker.kill()
 
     # --- requests ---------------------------------------------------------------------------
-    def submit(self, name: str, version: str | None, kind: str, meta: dict,
-               blobs: list[bytes], trace: Any = None, workflow: str | None = None
-               ) -> tuple[ModelVersion, Job]:
+    def submit(self, name: str, version: str | None, request: Request, trace: Any = None,
+               workflow: str | None = None) -> tuple[ModelVersion, Job]:
         """Queue one request on the version that serves it (see :meth:`Registry.route`)."""
         owner = self.owners.get(name)
         if owner is not None and owner != workflow and name not in self.shared_models \
-                and kind != "describe":
+                and request.kind != DESCRIBE:
             raise Forbidden(f"model {name} belongs to workflow {owner}: send requests to "
                             f"/wfpredict/{owner} (or mark the model shared: true in the spec)")
-        mv = self.registry.route(name, version,
-                                 header_value(meta.get("headers") or {}, ROUTING_HEADER))
+        job = Job(request, asyncio.get_running_loop().create_future(), trace,
+                  label_version=version or "default")
+        mv = self.registry.route(name, version, job.routing_key)
         if mv.pool.target == 0 and mv.pool.live_count == 0:
             raise ServiceUnavailable(
                 f"model {name} has no workers; add some with PUT /models/{name}?min_worker=1")
-        meta["label_version"] = version or "default"
-        if kind != "predict":
-            meta["kind"] = kind  # the worker runs each kind through its own hooks
-        job = Job(meta, blobs, asyncio.get_running_loop().create_future(), trace)
         mv.batcher.submit(job)
-        self.shadowing.mirror(self.registry, mv.version, kind, meta, blobs, job.future, name)
+        self.shadowing.mirror(self.registry, mv.version, job, name)
         return mv, job
 
     def _live_workers(self):

@@ -96,21 +96,19 @@ class Shadowing:
             del self.rules[name]
             log.info("shadow traffic of model %s to version %s stopped", name, rule.version)
 
-    def mirror(self, registry: Any, live_version: str, kind: str, meta: dict,
-               blobs: list[bytes], live: asyncio.Future, name: str) -> None:
-        """Maybe queue a copy of a live request on the model's shadow version; never raises
-        and never waits."""
+    def mirror(self, registry: Any, live_version: str, live: Job, name: str) -> None:
+        """Maybe queue a copy of a live job on the model's shadow version; never raises and
+        never waits."""
         rule = self.rules.get(name)
         if rule is None or rule.version == live_version or \
                 random.random() * 100.0 >= rule.percent:
             return
         try:
-            self._send(registry, rule, kind, meta, blobs, live, name)
+            self._send(registry, rule, live, name)
         except Exception:  # the live request must not notice
             log.exception("shadow copy of a request to %s failed", name)
 
-    def _send(self, registry: Any, rule: ShadowRule, kind: str, meta: dict,
-              blobs: list[bytes], live: asyncio.Future, name: str) -> None:
+    def _send(self, registry: Any, rule: ShadowRule, live: Job, name: str) -> None:
         m = self.metrics
         if not registry.exists(name, rule.version):
             return
@@ -121,8 +119,9 @@ class Shadowing:
         if len(mv.queue) >= max(1, mv.queue.maxsize // 2):
             m.dropped.labels(name, rule.version, "queue_full").inc()
             return
-        copy = dict(meta, shadow=True)
-        job = Job(copy, blobs, asyncio.get_running_loop().create_future())
+        # the same message: nothing on the way to a worker changes it
+        job = Job(live.request, asyncio.get_running_loop().create_future(),
+                  label_version=live.label_version)
         try:
             mv.batcher.submit(job)
         except TsfError:
@@ -130,7 +129,7 @@ class Shadowing:
             return
         started = time.monotonic()
         job.future.add_done_callback(
-            lambda shadow: self._answered(name, rule.version, started, shadow, live))
+            lambda shadow: self._answered(name, rule.version, started, shadow, live.future))
 
     def _answered(self, name: str, version: str, started: float, shadow: asyncio.Future,
                   live: asyncio.Future) -> None:
@@ -143,15 +142,14 @@ class Shadowing:
             code = error.status if isinstance(error, TsfError) else 500
             m.requests.labels(name, version, str(code)).inc()
             return
-        result, payload = shadow.result()
-        m.requests.labels(name, version, str(result.get("status", 200))).inc()
+        answer = shadow.result()
+        m.requests.labels(name, version, str(answer.status)).inc()
         if live.done():
-            self._compare(name, version, payload, live)
+            self._compare(name, version, answer.body, live)
         else:
-            live.add_done_callback(lambda done: self._compare(name, version, payload, done))
+            live.add_done_callback(lambda done: self._compare(name, version, answer.body, done))
 
-    def _compare(self, name: str, version: str, payload: bytes, live: asyncio.Future) -> None:
+    def _compare(self, name: str, version: str, body: bytes, live: asyncio.Future) -> None:
         if live.cancelled() or live.exception() is not None:
             return  # the live request failed or its client left: nothing to compare
-        _, live_payload = live.result()
-        self.metrics.compared(name, version, bytes(payload) == bytes(live_payload))
+        self.metrics.compared(name, version, bytes(body) == bytes(live.result().body))

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
+from .workers.messages import PREDICT, Answer, Batch, Part, Request
+
 LOOPBACK = "http://127.0.0.1:0"
 
 
@@ -237,11 +239,11 @@ if pytest is not None:
 class HarnessAnswer:
     """One request's answer from :class:`HandlerHarness`: status, content type, headers, body."""
 
-    def __init__(self, meta: dict, body: bytes) -> None:
-        self.status: int = meta["status"]
-        self.content_type: str = meta["ctype"]
-        self.headers: dict[str, str] = meta.get("headers", {})
-        self.body = body
+    def __init__(self, answer: Answer) -> None:
+        self.status: int = answer.status
+        self.content_type: str = answer.ctype
+        self.headers: dict[str, str] = answer.headers
+        self.body = answer.body
 
     @property
     def text(self) -> str:
@@ -256,14 +258,14 @@ class HarnessAnswer:
 
 def harness_request(body: Any, content_type: str | None = None,
                     headers: dict[str, str] | None = None,
-                    params: dict[str, str] | None = None) -> tuple[dict, list[bytes]]:
+                    params: dict[str, str] | None = None, request_id: str = "harness",
+                    kind: str = PREDICT) -> Request:
     """The worker-side message of one request: bytes as they are, str as text, anything else as
     a JSON body; ``body`` may also be ``{part name: bytes}`` for a multipart-style request."""
     if isinstance(body, dict) and body and all(isinstance(v, (bytes, bytearray))
                                                   for v in body.values()):
-        parts = [{"name": name, "ctype": content_type or "application/octet-stream"}
-                 for name in body]
-        blobs = [bytes(v) for v in body.values()]
+        parts = [Part(name, bytes(value), content_type or "application/octet-stream")
+                 for name, value in body.items()]
     else:
         if isinstance(body, (bytes, bytearray)):
             data, default = bytes(body), "application/octet-stream"
@@ -271,11 +273,8 @@ def harness_request(body: Any, content_type: str | None = None,
             data, default = body.encode(), "text/plain"
         else:
             data, default = json.dumps(body).encode(), "application/json"
-        parts, blobs = [{"name": "body", "ctype": content_type or default}], [data]
-    meta: dict[str, Any] = {"headers": dict(headers or {}), "parts": parts}
-    if params:
-        meta["params"] = dict(params)
-    return meta, blobs
+        parts = [Part("body", data, content_type or default)]
+    return Request(request_id, parts, dict(headers or {}), dict(params or {}), kind)
 
 
 class HandlerHarness:
@@ -326,14 +325,10 @@ class HandlerHarness:
             content_type: str | None = None, headers: dict[str, str] | None = None,
             params: dict[str, str] | None = None) -> list[HarnessAnswer]:
         """One batch of requests (see :func:`harness_request` for what a body may be)."""
-        metas, blobs = [], []
+        requests = []
         for body in bodies:
-            meta, parts = harness_request(body, content_type, headers, params)
             self._ids += 1
-            meta["id"] = f"harness-{self._ids}"
-            if kind != "predict":
-                meta["kind"] = kind
-            metas.append(meta)
-            blobs.extend(parts)
-        header, results = self.runner.run({"requests": metas}, blobs)
-        return [HarnessAnswer(meta, body) for meta, body in zip(header["results"], results)]
+            requests.append(harness_request(body, content_type, headers, params,
+                                            f"harness-{self._ids}", kind))
+        result = self.runner.run(Batch(requests))
+        return [HarnessAnswer(answer) for answer in result.answers]

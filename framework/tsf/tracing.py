@@ -25,6 +25,8 @@ import os
 import time
 from typing import Any
 
+from .workers.messages import BatchResult
+
 log = logging.getLogger(__name__)
 
 # monotonic seconds -> wall-clock nanoseconds (queue and batch times are kept monotonic)
@@ -70,7 +72,7 @@ class Tracing:
         pass
 
     def record_batch(self, model: str, version: str, worker_id: str, jobs: list,
-                     header: dict, dispatched: float, finished: float) -> None:
+                     result: BatchResult, dispatched: float, finished: float) -> None:
         pass
 
     def shutdown(self) -> None:
@@ -152,7 +154,7 @@ class OtelTracing(Tracing):
         self._end(span, "tsf.status_code", status)
 
     def record_batch(self, model: str, version: str, worker_id: str, jobs: list,
-                     header: dict, dispatched: float, finished: float) -> None:
+                     result: BatchResult, dispatched: float, finished: float) -> None:
         trace = self._trace
         attributes = {"tsf.model.name": model, "tsf.model.version": version,
                       "tsf.worker.id": worker_id}
@@ -170,7 +172,7 @@ class OtelTracing(Tracing):
             f"batch {model}", context=None, links=links, start_time=wall_ns(dispatched),
             attributes=dict(attributes, **{"tsf.batch.size": len(jobs)}))
         parent = trace.set_span_in_context(batch)
-        for stage, start_ns, end_ns in header.get("stamps", []):
+        for stage, start_ns, end_ns in result.stamps or ():
             child = self.tracer.start_span(stage, context=parent, start_time=int(start_ns),
                                            attributes=attributes)
             child.end(end_time=int(end_ns))

@@ -9,10 +9,11 @@ import pytest
 
 from tsf.batching import BatchQueue, Job
 from tsf.errors import ServiceUnavailable
+from tsf.workers.messages import Request
 
 
 def _job(loop, arrival=None):
-    job = Job({}, [], loop.create_future())
+    job = Job(Request("r", []), loop.create_future())
     if arrival is not None:
         job.arrival = arrival
     return job

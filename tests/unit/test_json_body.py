@@ -12,6 +12,7 @@ from tsf.errors import BadRequest
 from tsf.json_body import MAX_JSON_DEPTH, json_depth, json_object, load_json
 from tsf.workers import batch_runner
 from tsf.workers.batch_runner import BatchRunner
+from tsf.workers.messages import Batch, Part, Request
 
 
 @pytest.mark.parametrize("text, depth", [
@@ -65,31 +66,30 @@ def _runner() -> BatchRunner:
 
 @pytest.mark.parametrize("error", [RecursionError("deep"), MemoryError(), ValueError("odd")])
 def test_any_decoding_failure_fails_that_request_alone(monkeypatch, error):
-    def decode(part, data):
-        if data == b"bad":
+    def decode(part):
+        if part.data == b"bad":
             raise error
-        return data
+        return part.data
 
     monkeypatch.setattr(batch_runner, "decode_part", decode)
     runner = _runner()
 
-    def stages(kind, requests, metas, clock):
-        runner.context.begin_batch([m["id"] for m in metas], [{}] * len(metas),
-                                   [{}] * len(metas), ["torchserve"] * len(metas))
+    def stages(kind, requests, messages, clock):
+        runner.context.begin_batch([m.id for m in messages], [{}] * len(messages),
+                                   [{}] * len(messages), ["torchserve"] * len(messages))
         return [r["body"] for r in requests]
 
     runner._stages = stages
-    header = {"id": 1, "requests": [{"id": "a", "parts": [{"name": "body", "ctype": "x"}]},
-                                    {"id": "b", "parts": [{"name": "body", "ctype": "x"}]}]}
-    out, blobs = runner.run(header, [b"good", b"bad"])
-    assert out["results"][0]["status"] == 200 and blobs[0] == b"good"
-    assert out["results"][1]["status"] == 400
-    assert "request b" in json.loads(blobs[1])["message"]
+    good, bad = runner.run(Batch([Request(i, [Part("body", data, "x")])
+                                  for i, data in (("a", b"good"), ("b", b"bad"))])).answers
+    assert good.status == 200 and good.body == b"good"
+    assert bad.status == 400
+    assert "request b" in json.loads(bad.body)["message"]
 
 
 def test_deep_json_part_is_bad_request_in_the_worker():
     with pytest.raises(BadRequest, match="nested"):
-        batch_runner.decode_part({"ctype": "application/json"}, b"[" * 1000)
+        batch_runner.decode_part(Part("body", b"[" * 1000, "application/json"))
 
 
 @pytest.mark.parametrize("error, status", [(RecursionError("deep"), 500), (MemoryError(), 507),
@@ -97,18 +97,17 @@ def test_deep_json_part_is_bad_request_in_the_worker():
 def test_any_exception_while_running_one_request_fails_that_request_alone(error, status):
     runner = _runner()
 
-    def stages(kind, requests, metas, clock):
-        runner.context.begin_batch([m["id"] for m in metas], [{}] * len(metas),
-                                   [{}] * len(metas), ["torchserve"] * len(metas))
+    def stages(kind, requests, messages, clock):
+        runner.context.begin_batch([m.id for m in messages], [{}] * len(messages),
+                                   [{}] * len(messages), ["torchserve"] * len(messages))
         if any(r["body"] == b"bad" for r in requests):
             raise error
         return [r["body"] for r in requests]
 
     runner._stages = stages
-    header = {"id": 1, "requests": [{"id": i, "parts": [{"name": "body", "ctype": "x"}]}
-                                    for i in "abc"]}
-    out, blobs = runner.run(header, [b"good", b"bad", b"fine"])
-    assert [r["status"] for r in out["results"]] == [200, status, 200]  # 507: as TorchServe
-    assert blobs[0] == b"good" and blobs[2] == b"fine"
-    assert json.loads(blobs[1])["type"] == ("OutOfResourcesException" if status == 507
-                                            else "HandlerException")
+    answers = runner.run(Batch([Request(i, [Part("body", data, "x")])
+                                for i, data in zip("abc", (b"good", b"bad", b"fine"))])).answers
+    assert [a.status for a in answers] == [200, status, 200]  # 507: as TorchServe
+    assert answers[0].body == b"good" and answers[2].body == b"fine"
+    assert json.loads(answers[1].body)["type"] == ("OutOfResourcesException" if status == 507
+                                                   else "HandlerException")

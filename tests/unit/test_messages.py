@@ -1,10 +1,14 @@
-"""The worker messages: their wire form, round trips through real frames, one raise_for_error."""
+"""The worker messages: their wire form, round trips through real frames, one raise_for_error,
+and the batcher handing each job its answer."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from tsf.errors import BadRequest, TsfError
+from tsf.batching import Batcher, BatchQueue, Job
+from tsf.errors import BadRequest, ServiceUnavailable, TsfError
 from tsf.workers import protocol
 from tsf.workers.messages import (DESCRIBE, TORCHSERVE_GRPC, Answer, Batch, BatchResult, Part,
                                   Request)
@@ -97,3 +101,79 @@ def test_raise_for_error():
     with pytest.raises(TsfError) as info:
         Answer(500, "application/octet-stream", b"\xff\xfe").raise_for_error()
     assert info.value.status == 500
+
+
+def test_the_job_keeps_front_end_bookkeeping_off_the_message():
+    async def main():
+        request = Request("r", [], {"x-routing-key": "user-7"})
+        job = Job(request, asyncio.get_running_loop().create_future(), label_version="2.0")
+        assert job.routing_key == "user-7" and job.label_version == "2.0"
+        assert Job(Request("s", []), job.future).routing_key is None
+        assert "label_version" not in request.to_wire()[0]
+    asyncio.run(main())
+
+
+class EchoWorker:
+    """Streams one partial per request, then answers each with its body, through frames."""
+
+    id = "w1"
+    alive = True
+
+    def __init__(self) -> None:
+        self.batches: list[Batch] = []
+
+    async def run_batch(self, batch: Batch, timeout: float, on_partial) -> BatchResult:
+        batch = Batch.from_wire(*through_frame(protocol.BATCH, *batch.to_wire()))
+        self.batches.append(batch)
+        for index, request in enumerate(batch.requests):
+            partial = Answer(200, "text/plain", b"partial-" + request.id.encode(), index=index)
+            on_partial(Answer.from_wire(*through_frame(protocol.PARTIAL, *partial.to_wire())))
+        result = BatchResult([Answer(200, "text/plain", r.parts[0].data) for r in batch.requests],
+                             timings={"inference": 0.1})
+        return BatchResult.from_wire(*through_frame(protocol.RESULT, *result.to_wire()))
+
+
+class OneWorkerPool:
+    def __init__(self, worker: EchoWorker) -> None:
+        self.idle: asyncio.Queue = asyncio.Queue()
+        self.idle.put_nowait(worker)
+
+    @property
+    def idle_count(self) -> int:
+        return self.idle.qsize()
+
+    async def acquire(self) -> EchoWorker:
+        return await self.idle.get()
+
+    def release(self, worker: EchoWorker, succeeded: bool = True) -> None:
+        self.idle.put_nowait(worker)
+
+
+def test_the_batcher_hands_each_job_its_answer_and_partials():
+    async def main():
+        loop = asyncio.get_running_loop()
+        worker = EchoWorker()
+        done: list[tuple[list[Job], BatchResult]] = []
+        batcher = Batcher(BatchQueue(10), OneWorkerPool(worker), batch_size=2,
+                          max_batch_delay_ms=200, response_timeout=10,
+                          on_batch=lambda jobs, result, *_: done.append((jobs, result)))
+        batcher.start()
+        partials: dict[str, list[bytes]] = {"a": [], "b": []}
+        jobs = []
+        for name in ("a", "b"):
+            job = Job(Request(name, [Part("body", name.encode() * 3)], kind="explain"),
+                      loop.create_future())
+            job.on_partial = lambda answer, name=name: partials[name].append(answer.body)
+            batcher.submit(job)
+            jobs.append(job)
+        answers = await asyncio.gather(*(job.future for job in jobs))
+        await batcher.stop(ServiceUnavailable("test over"))
+        return worker, done, jobs, answers, partials
+
+    worker, done, jobs, answers, partials = asyncio.run(main())
+    assert [len(b.requests) for b in worker.batches] == [2]
+    assert [r.kind for r in worker.batches[0].requests] == ["explain", "explain"]
+    assert answers == [Answer(200, "text/plain", b"aaa"), Answer(200, "text/plain", b"bbb")]
+    assert partials == {"a": [b"partial-a"], "b": [b"partial-b"]}
+    [(batch_jobs, result)] = done
+    assert batch_jobs == jobs and result.timings == {"inference": 0.1}

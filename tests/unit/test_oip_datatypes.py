@@ -52,9 +52,9 @@ def test_binary_inputs_are_cut_from_the_body_in_order():
             b'"outputs":[{"name":"y","parameters":{"binary_data":true}},{"name":"z"}]}')
     body = head + struct.pack("<2i", 7, -7) + join_bytes_elements([b"hi"])
     request = parse_http(body, str(len(head)))
-    assert [p["name"] for p in request.parts] == ["a", "b", "c"]
-    assert [p["encoding"] for p in request.parts] == ["raw", "raw", "json"]
-    assert request.blobs[0] == struct.pack("<2i", 7, -7) and request.blobs[2] == b"[2.5]"
+    assert [p.name for p in request.parts] == ["a", "b", "c"]
+    assert [p.encoding for p in request.parts] == ["raw", "raw", "json"]
+    assert request.parts[0].data == struct.pack("<2i", 7, -7) and request.parts[2].data == b"[2.5]"
     assert [(o.name, o.binary) for o in request.outputs] == [("y", True), ("z", False)]
     with pytest.raises(BadRequest, match="belong to no input"):
         parse_http(body + b"extra", str(len(head)))

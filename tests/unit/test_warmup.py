@@ -34,7 +34,8 @@ def test_a_bad_declaration_fails_the_load_with_the_reason(tmp_path, declared, te
 
 
 def test_strings_are_text_and_other_values_json():
-    assert request_of(0, "hi")[0]["parts"][0]["ctype"] == "text/plain"
-    meta, body = request_of(2, {"a": [1]})
-    assert meta["parts"][0]["ctype"] == "application/json" and body == b'{"a": [1]}'
-    assert meta["id"] == "warmup-2"
+    assert request_of(0, "hi").parts[0].ctype == "text/plain"
+    request = request_of(2, {"a": [1]})
+    [part] = request.parts
+    assert part.ctype == "application/json" and part.data == b'{"a": [1]}'
+    assert request.id == "warmup-2"

@@ -10,23 +10,24 @@ import pytest
 from tsf.batching import Job
 from tsf.errors import BadRequest, ServiceUnavailable
 from tsf.tracing import Tracing
+from tsf.workers.messages import Answer, Part, Request
 from tsf.workflows.executor import NodeFailed, WorkflowRun
 from tsf.workflows.spec import parse_spec
 
 
 class FakeModels:
-    """Answers a node's job with ``answer(node, meta, blobs)``: (ctype, bytes) or an error."""
+    """Answers a node's job with ``answer(node, request)``: (ctype, bytes) or an error."""
 
     def __init__(self, answer, delay: float = 0.0) -> None:
         self.answer = answer
         self.delay = delay
-        self.calls: list[tuple[str, dict, list[bytes]]] = []
+        self.calls: list[tuple[str, Request]] = []
         self.jobs: dict[str, Job] = {}
 
-    def submit(self, model: str, meta: dict, blobs: list[bytes], span) -> Job:
+    def submit(self, model: str, request: Request, span) -> Job:
         node = model.split("__", 1)[1]
-        self.calls.append((node, meta, blobs))
-        job = Job(meta, blobs, asyncio.get_running_loop().create_future())
+        self.calls.append((node, request))
+        job = Job(request, asyncio.get_running_loop().create_future())
         self.jobs[node] = job
         asyncio.get_running_loop().call_later(self.delay, self._settle, node, job)
         return job
@@ -35,11 +36,11 @@ class FakeModels:
         if job.future.done():
             return
         try:
-            ctype, body = self.answer(node, job.meta, job.blobs)
+            ctype, body = self.answer(node, job.request)
         except Exception as exc:
             job.future.set_exception(exc)
             return
-        job.future.set_result(({"status": 200, "ctype": ctype}, body))
+        job.future.set_result(Answer(200, ctype, body))
 
 
 def run(spec_doc: dict, functions: set[str], models: FakeModels, body: bytes = b"[1]"):
@@ -47,59 +48,59 @@ def run(spec_doc: dict, functions: set[str], models: FakeModels, body: bytes = b
     seen: list[tuple[str, int]] = []
     flow = WorkflowRun("wf", spec, models.submit, tracing=Tracing(), span=None,
                        observe=lambda node, seconds, status: seen.append((node, status)))
-    meta = {"id": "r1", "headers": {}, "parts": [{"name": "body", "ctype": "application/json"}],
-            "params": {"a": "1"}}
-    return asyncio.run(flow.run(meta, [body])), seen
+    request = Request("r1", [Part("body", body, "application/json")], params={"a": "1"})
+    return asyncio.run(flow.run(request)), seen
 
 
 def test_values_flow_as_json_text_and_bytes_and_leaves_merge():
-    def answer(node, meta, blobs):
+    def answer(node, request):
         if node == "pre":
-            assert meta["params"] == {"a": "1"} and blobs == [b"[1]"]
+            assert request.params == {"a": "1"}
+            assert [p.data for p in request.parts] == [b"[1]"]
             return "application/json", b'{"x": 1}'
         if node == "text":
-            assert meta["parts"] == [{"name": "body", "ctype": "application/json"}]
-            assert blobs == [b'{"x": 1}']
-            assert "params" not in meta
+            assert request.parts == [Part("body", b'{"x": 1}', "application/json")]
+            assert request.params == {} and request.id == "r1"
             return "text/plain; charset=utf-8", "h\u00e9".encode()
         assert node == "raw"
         return "application/octet-stream", b"\xff\x00"
 
     doc = {"dag": {"pre": ["text", "raw"]}}
-    (meta, body), seen = run(doc, {"pre", "text", "raw"}, FakeModels(answer))
-    assert meta["ctype"] == "application/json"
-    assert json.loads(body) == {"text": "h\u00e9", "raw": "/wA="}
+    answer, seen = run(doc, {"pre", "text", "raw"}, FakeModels(answer))
+    assert answer.ctype == "application/json"
+    assert json.loads(answer.body) == {"text": "h\u00e9", "raw": "/wA="}
     assert sorted(seen) == [("pre", 200), ("raw", 200), ("text", 200)]
 
 
 def test_a_join_gets_one_part_per_parent():
-    def answer(node, meta, blobs):
+    def answer(node, request):
         if node == "join":
-            assert [p["name"] for p in meta["parts"]] == ["a", "b"]
-            assert [p["ctype"] for p in meta["parts"]] == ["application/json", "image/png"]
-            return "application/json", json.dumps([json.loads(blobs[0]), len(blobs[1])]).encode()
+            a, b = request.parts
+            assert (a.name, b.name) == ("a", "b")
+            assert (a.ctype, b.ctype) == ("application/json", "image/png")
+            return "application/json", json.dumps([json.loads(a.data), len(b.data)]).encode()
         return ("application/json", b"7") if node == "a" else ("image/png", b"12345")
 
     doc = {"dag": {"pre": ["a", "b"], "a": ["join"], "b": ["join"]}}
-    (meta, body), _ = run(doc, {"pre", "a", "b", "join"}, FakeModels(answer))
-    assert json.loads(body) == [7, 5]
+    answer, _ = run(doc, {"pre", "a", "b", "join"}, FakeModels(answer))
+    assert json.loads(answer.body) == [7, 5]
 
 
 def test_transient_errors_are_retried_and_others_fail_naming_the_node():
     attempts = []
 
-    def flaky(node, meta, blobs):
+    def flaky(node, request):
         attempts.append(node)
         if node == "m" and attempts.count("m") == 1:
             raise ServiceUnavailable("worker died")
         return "application/json", b"1"
 
     doc = {"models": {"retry-attempts": 1, "m": {"url": "m.mar"}}, "dag": {"pre": ["m"]}}
-    (meta, body), seen = run(doc, {"pre"}, FakeModels(flaky))
-    assert attempts == ["pre", "m", "m"] and body == b"1"
+    answer, seen = run(doc, {"pre"}, FakeModels(flaky))
+    assert attempts == ["pre", "m", "m"] and answer.body == b"1"
     assert ("m", 503) in seen and ("m", 200) in seen
 
-    def bad_answer(node, meta, blobs):
+    def bad_answer(node, request):
         if node == "m":
             raise BadRequest("numbers must be numbers")
         return "application/json", b"1"
@@ -118,7 +119,7 @@ class NeverAnswers(FakeModels):
 
 
 def test_a_failing_branch_cancels_the_nodes_still_waiting():
-    def answer(node, meta, blobs):
+    def answer(node, request):
         if node == "fast":
             raise BadRequest("fast branch failed")
         return "application/json", b"1"

@@ -63,11 +63,10 @@ class OipService(GrpcService):
                                   method="ModelInfer") as outcome:
             headers = self.authorize(context)
             parsed = parse_grpc(request)
-            meta = parsed.meta(headers.get("x-request-id") or request.id or
-                               self.request_id(headers), headers, {})
+            message = parsed.message(headers.get("x-request-id") or request.id or
+                                     self.request_id(headers), headers, {})
             outcome.model_version, job = self.manager.submit(
-                request.model_name, request.model_version or None, "predict", meta,
-                parsed.blobs, outcome.span)
+                request.model_name, request.model_version or None, message, outcome.span)
             outputs = outputs_of(await job.future, parsed)
             mv = outcome.model_version
             raw = [o.raw for o in outputs]

@@ -16,8 +16,9 @@ from typing import Any, AsyncIterator
 
 from google.rpc import status_pb2
 
-from ..errors import BadRequest, Forbidden, TsfError, raise_for_answer
+from ..errors import BadRequest, Forbidden, TsfError
 from ..server.management import describe_models_customized, list_models
+from ..workers.messages import TORCHSERVE_GRPC, Part, Request
 from .base import GrpcService
 from .status import abort, grpc_code
 
@@ -45,18 +46,16 @@ class InferenceService(GrpcService):
         """The final answer; intermediate answers go to ``partials`` when given."""
         if not request.model_name:
             raise BadRequest("model_name is required")
-        parts = [{"name": key, "ctype": ""} for key in request.input]
-        meta = {"id": self.request_id(headers), "headers": headers, "parts": parts,
-                "protocol": "torchserve-grpc"}
+        parts = [Part(key, request.input[key]) for key in request.input]
+        message = Request(self.request_id(headers), parts, headers, protocol=TORCHSERVE_GRPC)
         mv, job = self.manager.submit(request.model_name, _version(request.model_version),
-                                      "predict", meta, [request.input[p["name"]] for p in parts],
-                                      span)
+                                      message, span)
         if partials is not None:
-            job.on_partial = lambda result, payload: partials.put_nowait(payload)
-        result, payload = await job.future
-        raise_for_answer(result, payload)
-        self.check_size(payload)
-        return mv, payload
+            job.on_partial = lambda answer: partials.put_nowait(answer.body)
+        answer = await job.future
+        answer.raise_for_error()
+        self.check_size(answer.body)
+        return mv, answer.body
 
     async def _answer(self, request: Any, context: Any, method: str) -> Any:
         async with self.answering(context, request.model_name, method=method) as outcome:

@@ -13,8 +13,9 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import BadRequest, TsfError, raise_for_answer
+from ..errors import BadRequest, TsfError
 from ..json_body import json_object
+from ..workers.messages import Answer, Part, Request
 from .datatypes import check_datatype, check_shape, element_count, item_size, raw_to_list
 from .tensors import PROTOCOL, TENSOR_CTYPE, TENSORS_CTYPE
 
@@ -31,8 +32,7 @@ class InferRequest:
 
     id: str | None = None
     parameters: dict = field(default_factory=dict)
-    parts: list[dict] = field(default_factory=list)
-    blobs: list[bytes] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
     outputs: list[RequestedOutput] | None = None  # None: every output
     binary_default: bool = False
 
@@ -46,15 +46,14 @@ class InferRequest:
             if size is not None and len(blob) != element_count(shape) * size:
                 raise BadRequest(f"input {name!r}: {len(blob)} bytes of binary data, but shape "
                                  f"{shape} of {datatype} needs {element_count(shape) * size}")
-        self.parts.append({"name": name, "ctype": TENSOR_CTYPE, "datatype": datatype,
-                           "shape": shape, "encoding": encoding})
-        self.blobs.append(blob)
+        self.parts.append(Part(name, blob, TENSOR_CTYPE, datatype=datatype, shape=shape,
+                               encoding=encoding))
 
-    def meta(self, request_id: str, headers: dict, params: dict) -> dict:
-        meta = {"id": request_id, "headers": headers, "parts": self.parts, "protocol": PROTOCOL}
-        if params or self.parameters:
-            meta["params"] = {**{k: str(v) for k, v in self.parameters.items()}, **params}
-        return meta
+    def message(self, request_id: str, headers: dict, params: dict) -> Request:
+        """The message a worker gets: the request parameters and then the URL's as params."""
+        merged = {**{k: str(v) for k, v in self.parameters.items()}, **params} \
+            if params or self.parameters else {}
+        return Request(request_id, self.parts, headers, merged, protocol=PROTOCOL)
 
 
 def parse_http(body: bytes, header_length: str | None) -> InferRequest:
@@ -135,16 +134,13 @@ class OutputTensor:
         return out
 
 
-def outputs_of(result: Any, request: InferRequest) -> list[OutputTensor]:
+def outputs_of(answer: Answer, request: InferRequest) -> list[OutputTensor]:
     """The worker's answer as output tensors, filtered to those requested."""
-    if isinstance(result, BaseException):
-        raise result
-    meta, payload = result
-    raise_for_answer(meta, payload)
-    if meta.get("ctype") != TENSORS_CTYPE:
+    answer.raise_for_error()
+    if answer.ctype != TENSORS_CTYPE or answer.tensors is None:
         raise TsfError("the handler's answer was not converted to tensors")
-    produced, offset = {}, 0
-    for d in meta["tensors"]:
+    produced, offset, payload = {}, 0, answer.body
+    for d in answer.tensors:
         produced[d["name"]] = OutputTensor(d["name"], d["datatype"], d["shape"],
                                            payload[offset:offset + d["size"]],
                                            request.binary_default)

@@ -15,10 +15,11 @@ from typing import Any
 
 from ..errors import BadRequest, HandlerError
 from ..json_body import load_json
+from ..workers.messages import Part
 from .datatypes import (check_datatype, element_count, item_size, join_bytes_elements,
                         split_bytes_elements)
 
-PROTOCOL = "oip"  # the request meta's ``protocol``, and ``context.get_request_protocol(i)``
+PROTOCOL = "oip"  # the request message's ``protocol``, and ``context.get_request_protocol(i)``
 TENSOR_CTYPE = "application/x-tsf-tensor"
 TENSORS_CTYPE = "application/x-tsf-tensors"
 
@@ -59,15 +60,15 @@ def _flatten(value: Any) -> list:
     return out
 
 
-def decode_tensor(part: dict, blob: bytes) -> Any:
+def decode_tensor(part: Part) -> Any:
     """The tensor one OIP input part carries, checked against its declared shape."""
     import torch
 
-    name = part.get("name", "")
-    datatype = check_datatype(part.get("datatype"))
-    shape = list(part.get("shape", []))
+    name, blob = part.name, part.data
+    datatype = check_datatype(part.datatype)
+    shape = list(part.shape or [])
     count = element_count(shape)
-    if part.get("encoding") == "json":
+    if part.encoding == "json":
         data = load_json(blob, f"input {name!r}")
         if datatype == "BYTES":
             flat = [item.encode() if isinstance(item, str) else item

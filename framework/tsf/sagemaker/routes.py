@@ -15,9 +15,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ..errors import (BadRequest, MethodNotAllowed, ServiceUnavailable, check_response_size,
-                      raise_for_answer)
+from ..errors import BadRequest, MethodNotAllowed, ServiceUnavailable, check_response_size
 from ..server.request_body import StreamingBodyHandler
+from ..workers.messages import Part, Request
 from .models import SINGLE_MODEL_NAME, register_folder
 
 PAGE_LIMIT = 100
@@ -36,20 +36,19 @@ class SageMakerRequestHandler(StreamingBodyHandler):
             request_id = (self.request.headers.get("X-Amzn-SageMaker-Inference-Id")
                           or self.request.headers.get("X-Request-Id") or uuid.uuid4().hex)
             self.request_id = request_id
-            meta = {"id": request_id, "headers": dict(self.request.headers.get_all()),
-                    "parts": [{"name": "body", "ctype": "application/octet-stream"}]}
-            outcome.model_version, job = self.submit(model, None, "predict", meta, [body],
-                                                     outcome.span)
-            result, payload = await job.future
-            raise_for_answer(result, payload)
-            check_response_size(len(payload), self.services["config"].max_response_size)
-            outcome.code = result["status"]
-            self.set_status(result["status"])
-            self.set_header("Content-Type", result["ctype"])
+            message = Request(request_id, [Part("body", body, "application/octet-stream")],
+                              dict(self.request.headers.get_all()))
+            outcome.model_version, job = self.submit(model, None, message, outcome.span)
+            answer = await job.future
+            answer.raise_for_error()
+            check_response_size(len(answer.body), self.services["config"].max_response_size)
+            outcome.code = answer.status
+            self.set_status(answer.status)
+            self.set_header("Content-Type", answer.ctype)
             self.set_header("X-Request-Id", request_id)
-            for key, value in result.get("headers", {}).items():
+            for key, value in answer.headers.items():
                 self.set_header(key, value)
-            self.finish(payload)
+            self.finish(answer.body)
 
 
 class SageMakerPingHandler(SageMakerRequestHandler):

@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from ..errors import TsfError, check_response_size
+from ..workers.messages import Answer
 from .openapi import InferenceOpenAPIHandler
 from .request_body import StreamingBodyHandler, request_parts
 
@@ -60,26 +61,26 @@ class PredictionHandler(StreamingBodyHandler):
     async def post(self, model: str, version: str | None = None) -> None:
         route = self.route + ("/{model_version}" if version else "")
         with self.observed(route, model, self.kind, version or "default") as outcome:
-            meta, blobs = request_parts(self.request, self.body())
-            self.request_id = meta["id"]
-            outcome.model_version, job = self.submit(model, version, self.kind, meta, blobs,
-                                                     outcome.span)
+            message = request_parts(self.request, self.body(), self.kind)
+            self.request_id = message.id
+            outcome.model_version, job = self.submit(model, version, message, outcome.span)
             job.on_partial = self.send_partial
             try:
-                result, payload = await job.future
+                answer = await job.future
             except TsfError as error:
                 if not self.streaming:
                     raise
                 outcome.code = error.status  # too late for a status: the error is the last chunk
                 self.finish(json.dumps(error.to_dict()))
                 return
-            outcome.code = self.stream_status if self.streaming else result["status"]
-            self.respond(meta["id"], result, payload)
+            outcome.code = self.stream_status if self.streaming else answer.status
+            self.respond(message.id, answer)
 
-    def send_partial(self, result: dict, payload: bytes) -> None:
+    def send_partial(self, answer: Answer) -> None:
         """Flush one intermediate answer as a chunk (the first one with the head)."""
         if self.stream_broken:
             return
+        payload = answer.body
         limit = self.services["config"].max_response_size
         if self.streamed + len(payload) > limit:
             log.warning("request %s: streamed answer exceeds max_response_size (%d bytes); "
@@ -89,8 +90,8 @@ class PredictionHandler(StreamingBodyHandler):
             return
         if not self.streaming:
             self.streaming = True
-            self.stream_status = result["status"]
-            self._head(self.request_id, result)
+            self.stream_status = answer.status
+            self._head(self.request_id, answer)
             self.set_header("ts_stream_next", "true")
         self.streamed += len(payload)
         self.write(payload)
@@ -100,15 +101,16 @@ class PredictionHandler(StreamingBodyHandler):
         if future.exception() is not None:
             self.stream_broken = True
 
-    def _head(self, request_id: str, result: dict) -> None:
-        self.set_status(result["status"])
-        self.set_header("Content-Type", result["ctype"])
+    def _head(self, request_id: str, answer: Answer) -> None:
+        self.set_status(answer.status)
+        self.set_header("Content-Type", answer.ctype)
         self.set_header("X-Request-Id", request_id)
-        for key, value in result.get("headers", {}).items():
+        for key, value in answer.headers.items():
             self.set_header(key, value)
 
-    def respond(self, request_id: str, result: dict, payload: bytes) -> None:
+    def respond(self, request_id: str, answer: Answer) -> None:
         limit = self.services["config"].max_response_size
+        payload = answer.body
         if self.streaming:  # the head went with the first chunk; this is the last one
             if self.streamed + len(payload) > limit:
                 self.request.connection.close()
@@ -116,7 +118,7 @@ class PredictionHandler(StreamingBodyHandler):
             self.finish(payload)
             return
         check_response_size(len(payload), limit)
-        self._head(request_id, result)
+        self._head(request_id, answer)
         self.finish(payload)
 
     put = post

@@ -16,8 +16,9 @@ import json
 import uuid
 from typing import Any
 
-from ..errors import BadRequest, ResourceNotFound, check_response_size, raise_for_answer
+from ..errors import BadRequest, ResourceNotFound, check_response_size
 from ..json_body import load_json
+from ..workers.messages import EXPLAIN, PREDICT, Answer, Part, Request
 from .request_body import StreamingBodyHandler, query_params
 
 
@@ -32,7 +33,7 @@ class KServeModelHandler(StreamingBodyHandler):
         if verb is None:
             raise ResourceNotFound(f"POST /v1/models/{model} needs a verb: "
                                    f"/v1/models/{model}:predict or :explain")
-        kind = "explain" if verb == "explain" else "predict"
+        kind = EXPLAIN if verb == "explain" else PREDICT
         request_id = self.request.headers.get("X-Request-Id") or uuid.uuid4().hex
         self.request_id = request_id
         headers = dict(self.request.headers.get_all())
@@ -42,15 +43,14 @@ class KServeModelHandler(StreamingBodyHandler):
             jobs = []
             version = None  # every instance goes to the version the first one was routed to
             for i, instance in enumerate(_instances(self.body())):
-                meta = {"id": f"{request_id}-{i}", "headers": headers, "params": params,
-                        "parts": [{"name": "body", "ctype": "application/json"}]}
-                outcome.model_version, job = self.submit(
-                    model, version, kind, meta, [json.dumps(instance).encode()], outcome.span)
+                message = Request(f"{request_id}-{i}", [Part("body", json.dumps(
+                    instance).encode(), "application/json")], headers, params, kind)
+                outcome.model_version, job = self.submit(model, version, message, outcome.span)
                 version = outcome.model_version.version
                 jobs.append(job)
             results = await asyncio.gather(*(job.future for job in jobs), return_exceptions=True)
             answers = [_answer(result) for result in results]
-            key = "explanations" if kind == "explain" else "predictions"
+            key = "explanations" if kind == EXPLAIN else "predictions"
             body = json.dumps({key: answers}).encode()
             check_response_size(len(body), self.services["config"].max_response_size)
             outcome.code = 200
@@ -67,17 +67,16 @@ def _instances(body: bytes) -> list:
     return instances
 
 
-def _answer(outcome: Any) -> Any:
+def _answer(outcome: Answer | BaseException) -> Any:
     if isinstance(outcome, BaseException):
         raise outcome
-    result, payload = outcome
-    raise_for_answer(result, payload)
-    ctype = result["ctype"].split(";", 1)[0]
+    outcome.raise_for_error()
+    ctype = outcome.ctype.split(";", 1)[0]
     if ctype == "application/json":
-        return json.loads(payload)
+        return json.loads(outcome.body)
     if ctype.startswith("text/"):
-        return payload.decode("utf-8", "replace")
-    return {"b64": base64.b64encode(payload).decode()}
+        return outcome.body.decode("utf-8", "replace")
+    return {"b64": base64.b64encode(outcome.body).decode()}
 
 
 def routes(options: dict[str, Any]) -> list:

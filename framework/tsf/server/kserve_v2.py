@@ -94,10 +94,9 @@ class InferHandler(OipHandler):
             request_id = self.request.headers.get("X-Request-Id") or request.id or \
                 uuid.uuid4().hex
             self.request_id = request_id
-            meta = request.meta(request_id, dict(self.request.headers.get_all()),
-                                query_params(self.request))
-            outcome.model_version, job = self.submit(name, version, "predict", meta,
-                                                     request.blobs, outcome.span)
+            message = request.message(request_id, dict(self.request.headers.get_all()),
+                                      query_params(self.request))
+            outcome.model_version, job = self.submit(name, version, message, outcome.span)
             outputs = outputs_of(await job.future, request)
             mv = outcome.model_version
             body, header_length = http_reply(mv.name, mv.version, request, outputs)

@@ -8,11 +8,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from ..errors import BadRequest, Forbidden, raise_for_answer
+from ..errors import BadRequest, Forbidden
 from ..json_body import json_object, load_json
 from ..manager import ModelManager
 from ..plugins import describe_plugins
 from ..registry import Registry
+from ..workers.messages import DESCRIBE, Request
 from .openapi import ManagementOpenAPIHandler
 from .request_body import StreamingBodyHandler
 
@@ -102,12 +103,11 @@ async def describe_models_customized(manager: ModelManager, name: str, version: 
     (left out when the handler has no such hook or it returns None)."""
     described = describe_models(manager.registry, name, version)
     if customized and len(described) == 1:
-        meta = {"id": uuid.uuid4().hex, "headers": {}, "parts": []}
-        _, job = manager.submit(name, version, "describe", meta, [])
-        result, payload = await job.future
-        raise_for_answer(result, payload)
-        if payload:
-            described[0]["customizedMetadata"] = payload.decode("utf-8", "replace")
+        _, job = manager.submit(name, version, Request(uuid.uuid4().hex, [], kind=DESCRIBE))
+        answer = await job.future
+        answer.raise_for_error()
+        if answer.body:
+            described[0]["customizedMetadata"] = answer.body.decode("utf-8", "replace")
     return described
 
 

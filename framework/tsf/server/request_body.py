@@ -1,4 +1,5 @@
-"""Reading request bodies under ``max_request_size`` and splitting them into worker parts.
+"""Reading request bodies under ``max_request_size`` and splitting them into worker parts
+(a :class:`tsf.workers.messages.Request`).
 
 Bodies are streamed, and nothing is read before the request is known to be acceptable: the
 token, the method and a declared ``Content-Length`` over the limit are checked first.  A chunked
@@ -22,6 +23,7 @@ from ..batching import Job
 from ..errors import BadRequest, PayloadTooLarge, RequestTimeout, TsfError
 from ..outcome import Outcome
 from ..traffic import MODEL_VERSION_HEADER
+from ..workers.messages import PREDICT, Part, Request
 from .errors import BaseHandler
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
@@ -133,12 +135,10 @@ class StreamingBodyHandler(BaseHandler):
         finally:
             outcome.close(self.services, kind, label_version)
 
-    def submit(self, model: str, version: str | None, kind: str, meta: dict,
-               blobs: list[bytes], span: Any = None, workflow: str | None = None
-               ) -> tuple[Any, Job]:
+    def submit(self, model: str, version: str | None, request: Request, span: Any = None,
+               workflow: str | None = None) -> tuple[Any, Job]:
         """Queue one request for a model; it is abandoned if this client disconnects."""
-        mv, job = self.services["manager"].submit(model, version, kind, meta, blobs, span,
-                                                  workflow)
+        mv, job = self.services["manager"].submit(model, version, request, span, workflow)
         self._jobs.append(job)
         self.set_header(MODEL_VERSION_HEADER, mv.version)
         return mv, job
@@ -155,13 +155,13 @@ class StreamingBodyHandler(BaseHandler):
         return b"".join(self._chunks)
 
 
-def request_parts(request: tornado.httputil.HTTPServerRequest, body: bytes
-                  ) -> tuple[dict, list[bytes]]:
-    """Request metadata for the worker and the raw parts, one blob per part."""
+def request_parts(request: tornado.httputil.HTTPServerRequest, body: bytes,
+                  kind: str = PREDICT) -> Request:
+    """The message a worker gets for an HTTP request: a form's fields and files as parts,
+    any other body as one part named ``body``."""
     ctype = request.headers.get("Content-Type", "")
     media = ctype.split(";", 1)[0].strip().lower()
-    parts: list[dict] = []
-    blobs: list[bytes] = []
+    parts: list[Part] = []
     if media in FORM_TYPES:
         args: dict[str, list[bytes]] = {}
         files: dict[str, list[tornado.httputil.HTTPFile]] = {}
@@ -173,21 +173,17 @@ def request_parts(request: tornado.httputil.HTTPServerRequest, body: bytes
             raise BadRequest(f"malformed {media} body")
         for name, values in args.items():
             for value in values:
-                parts.append({"name": name, "ctype": "text/plain"})
-                blobs.append(value)
+                parts.append(Part(name, value, "text/plain"))
         for name, uploads in files.items():
             for upload in uploads:
-                parts.append({"name": name, "ctype": upload.content_type or
-                              "application/octet-stream", "filename": upload.filename})
-                blobs.append(upload.body)
+                parts.append(Part(name, upload.body,
+                                  upload.content_type or "application/octet-stream",
+                                  upload.filename))
     else:
-        parts.append({"name": "body", "ctype": ctype})
-        blobs.append(body)
+        parts.append(Part("body", body, ctype))
     request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-    meta = {"id": request_id, "headers": dict(request.headers.get_all()), "parts": parts}
-    if request.query_arguments:
-        meta["params"] = query_params(request)
-    return meta, blobs
+    return Request(request_id, parts, dict(request.headers.get_all()),
+                   query_params(request) if request.query_arguments else {}, kind)
 
 
 def query_params(request: tornado.httputil.HTTPServerRequest) -> dict[str, str]:

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 from ..errors import TsfError, check_response_size
+from ..workers.messages import Request
 from ..workflows.manager import WorkflowManager
 from .management import ManagementHandler
 from .request_body import StreamingBodyHandler, request_parts
@@ -59,16 +60,16 @@ class WorkflowPredictHandler(StreamingBodyHandler):
             self.trace_id = tracing.trace_id(span)
             self.set_header("X-Trace-Id", self.trace_id)
         try:
-            meta, blobs = request_parts(self.request, self.body())
-            self.request_id = meta["id"]
-            result, payload = await workflows.predict(
-                name, meta, blobs, functools.partial(self._submit, name), span)
-            check_response_size(len(payload), self.services["config"].max_response_size)
-            code = result["status"]
+            message = request_parts(self.request, self.body())
+            self.request_id = message.id
+            answer = await workflows.predict(name, message,
+                                             functools.partial(self._submit, name), span)
+            check_response_size(len(answer.body), self.services["config"].max_response_size)
+            code = answer.status
             self.set_status(code)
-            self.set_header("Content-Type", result["ctype"])
-            self.set_header("X-Request-Id", meta["id"])
-            self.finish(payload)
+            self.set_header("Content-Type", answer.ctype)
+            self.set_header("X-Request-Id", message.id)
+            self.finish(answer.body)
         except TsfError as exc:
             code = exc.status
             raise
@@ -79,9 +80,8 @@ class WorkflowPredictHandler(StreamingBodyHandler):
                 workflows.requests.labels(name, str(code)).inc()
                 workflows.request_seconds.labels(name).observe(time.perf_counter() - started)
 
-    def _submit(self, workflow: str, model: str, meta: dict, blobs: list[bytes],
-                span: Any) -> Any:
-        return self.submit(model, None, "predict", meta, blobs, span, workflow)[1]
+    def _submit(self, workflow: str, model: str, request: Request, span: Any) -> Any:
+        return self.submit(model, None, request, span, workflow)[1]
 
     put = post
 

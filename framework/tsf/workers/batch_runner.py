@@ -1,12 +1,14 @@
 """Running one batch through the stage hooks inside a worker.
 
-Requests arrive as metadata plus raw parts; each part is decoded by its content type (JSON ->
-object, text -> str, anything else -> bytes).  Predictions go preprocess -> inference ->
-postprocess, explanations through ``tsf_explain``, describe requests (``?customized=true``) to
-the handler's ``describe_handle()``.  Stage times are measured here and sent back.
+A batch of request messages comes in (see :mod:`tsf.workers.messages`); each request part is
+decoded by its content type (JSON -> object, text -> str, anything else -> bytes).  Predictions
+go preprocess -> inference -> postprocess, explanations through ``tsf_explain``, describe
+requests (``?customized=true``) to the handler's ``describe_handle()``.  Stage times are
+measured here and sent back.
 If a batch of several requests fails, each request is retried alone so that one bad input fails
-only itself.  Results are encoded once, here: bytes as they are, str as UTF-8 text, anything else
-as JSON; so are the intermediate answers a streaming handler sends while its batch runs.
+only itself.  Results are encoded once, here, as answer messages: bytes as they are, str as
+UTF-8 text, anything else as JSON; so are the intermediate answers a streaming handler sends
+while its batch runs.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ..handler_resolver import describe_hook
 from ..json_body import load_json
 from ..oip.tensors import (PROTOCOL as OIP, TENSOR_CTYPE, TENSORS_CTYPE, decode_tensor,
                            default_output_name, encode_outputs)
+from .messages import Answer, Batch, BatchResult, Part, Request
 
 log = logging.getLogger("tsf.worker")
 
@@ -49,14 +52,14 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-def decode_part(part: dict, data: bytes) -> Any:
+def decode_part(part: Part) -> Any:
     """A request part as a handler receives it, decided by its content type (as TorchServe).
 
     OIP tensor parts become tensors (see :mod:`tsf.oip.tensors`).
     """
-    ctype = part.get("ctype", "")
+    ctype, data = part.ctype, part.data
     if ctype == TENSOR_CTYPE:
-        return decode_tensor(part, data)
+        return decode_tensor(part)
     media = ctype.split(";", 1)[0].strip().lower()
     if media == "application/json":
         return load_json(data, "body")
@@ -68,22 +71,20 @@ def decode_part(part: dict, data: bytes) -> Any:
     return data
 
 
-def encode_result(value: Any, settings: dict) -> tuple[dict, bytes]:
+def encode_result(value: Any, settings: dict) -> Answer:
     if isinstance(value, (bytes, bytearray, memoryview)):
         body, ctype = bytes(value), "application/octet-stream"
     elif isinstance(value, str):
         body, ctype = value.encode(), "text/plain; charset=utf-8"
     else:
         body, ctype = _dumps(value), "application/json"
-    meta = {"status": settings["status"], "ctype": settings["content_type"] or ctype}
-    if settings["headers"]:
-        meta["headers"] = settings["headers"]
-    return meta, body
+    return Answer(settings["status"], settings["content_type"] or ctype, body,
+                  settings["headers"])
 
 
-def error_result(error: TsfError) -> tuple[dict, bytes]:
-    return {"status": error.status, "ctype": "application/json", "error": True}, \
-        json.dumps(error.to_dict()).encode()
+def error_result(error: TsfError) -> Answer:
+    return Answer(error.status, "application/json", json.dumps(error.to_dict()).encode(),
+                  error=True)
 
 
 class StageClock:
@@ -104,8 +105,8 @@ class StageClock:
         return self._wall0 + int((perf - self._perf0) * 1e9)
 
 
-# (frame header, body) -> None: sends one PARTIAL frame to the front end
-PartialSender = Callable[[dict, bytes], None]
+# sends one intermediate answer (its index set) to the front end as a PARTIAL frame
+PartialSender = Callable[[Answer], None]
 
 
 class BatchRunner:
@@ -117,59 +118,52 @@ class BatchRunner:
         self.context = context
         self.send_partial = send_partial
 
-    def run(self, header: dict, blobs: list[bytes]) -> tuple[dict, list[bytes]]:
-        metas: list[dict] = header["requests"]
-        results: list[tuple[dict, bytes] | None] = [None] * len(metas)
+    def run(self, batch: Batch) -> BatchResult:
+        messages = batch.requests
+        answers: list[Answer | None] = [None] * len(messages)
         decoded: dict[str, list[tuple[int, dict]]] = {}
-        cursor = 0
-        for index, meta in enumerate(metas):
-            parts = meta.get("parts", [])
-            first, cursor = cursor, cursor + len(parts)
+        for index, message in enumerate(messages):
             request: dict[str, Any] = {}
             try:
-                for offset, part in enumerate(parts):
-                    request[part["name"]] = decode_part(part, blobs[first + offset])
+                for part in message.parts:
+                    request[part.name] = decode_part(part)
             except TsfError as exc:
-                results[index] = error_result(
-                    type(exc)(f"request {meta.get('id', index)}: {exc.message}"))
+                answers[index] = error_result(
+                    type(exc)(f"request {message.id}: {exc.message}"))
                 continue
             except Exception as exc:  # any failure to decode input fails that request alone
-                results[index] = error_result(BadRequest(
-                    f"request {meta.get('id', index)}: cannot decode its input "
+                answers[index] = error_result(BadRequest(
+                    f"request {message.id}: cannot decode its input "
                     f"({type(exc).__name__}: {exc})"))
                 continue
-            decoded.setdefault(meta.get("kind", "predict"), []).append((index, request))
-        clock = StageClock(bool(header.get("stamps")))
+            decoded.setdefault(message.kind, []).append((index, request))
+        clock = StageClock(batch.stamps)
         for kind, items in decoded.items():
-            for index, result in self._run_group(kind, items, metas, clock):
-                results[index] = result
-        out_meta = [r[0] for r in results]  # type: ignore[index]
-        out_blobs = [r[1] for r in results]  # type: ignore[index]
-        out = {"id": header.get("id"), "results": out_meta, "timings": clock.timings,
-               "metrics": self.context.metrics.drain()}
+            for index, answer in self._run_group(kind, items, messages, clock):
+                answers[index] = answer
+        result = BatchResult(answers, clock.timings,  # type: ignore[arg-type]
+                             self.context.metrics.drain(), clock.stamps)
         self.context.request_ids = {}  # log lines between batches belong to no request
-        if clock.stamps is not None:
-            out["stamps"] = clock.stamps
-        return out, out_blobs
+        return result
 
-    def _run_group(self, kind: str, items: list[tuple[int, dict]], metas: list[dict],
-                   clock: StageClock) -> list[tuple[int, tuple[dict, bytes]]]:
+    def _run_group(self, kind: str, items: list[tuple[int, dict]], messages: list[Request],
+                   clock: StageClock) -> list[tuple[int, Answer]]:
         if self.send_partial is not None:
-            self.context.partial_sink = self._partial_sink([i for i, _ in items], metas)
+            self.context.partial_sink = self._partial_sink([i for i, _ in items])
         try:
-            values = self._stages(kind, [r for _, r in items], [metas[i] for i, _ in items],
-                                  clock)
-            return [(index, self._encode(v, metas[index], j))
+            values = self._stages(kind, [r for _, r in items],
+                                  [messages[i] for i, _ in items], clock)
+            return [(index, self._encode(v, messages[index], j))
                     for j, ((index, _), v) in enumerate(zip(items, values))]
         except Exception as exc:
             if len(items) > 1:  # isolate the failing request(s)
                 return [pair for item in items
-                        for pair in self._run_group(kind, [item], metas, clock)]
+                        for pair in self._run_group(kind, [item], messages, clock)]
             return [(items[0][0], error_result(self._as_error(exc)))]
         finally:
             self.context.partial_sink = None
 
-    def _partial_sink(self, positions: list[int], metas: list[dict]) -> PartialSink:
+    def _partial_sink(self, positions: list[int]) -> PartialSink:
         """Sends a handler's intermediate answer for its request ``idx`` of this group;
         ``positions`` maps the group's indexes to the batch's."""
         send = self.send_partial
@@ -182,17 +176,17 @@ class BatchRunner:
             settings = dict(self.context.response_settings(idx))
             if settings["status"] == 200:
                 settings["status"] = code
-            meta, body = encode_result(value, settings)
-            position = positions[idx]
-            send({"index": position, "id": metas[position].get("id", request_id), **meta}, body)
+            answer = encode_result(value, settings)
+            answer.index = positions[idx]
+            send(answer)
 
         return sink
 
-    def _encode(self, value: Any, meta: dict, position: int) -> tuple[dict, bytes]:
+    def _encode(self, value: Any, message: Request, position: int) -> Answer:
         settings = self.context.response_settings(position)
-        if meta.get("protocol") == OIP and settings["status"] < 400:
+        if message.protocol == OIP and settings["status"] < 400:
             tensors, body = encode_outputs(value, default_output_name(self.context))
-            return {"status": 200, "ctype": TENSORS_CTYPE, "tensors": tensors}, body
+            return Answer(200, TENSORS_CTYPE, body, tensors=tensors)
         return encode_result(value, settings)
 
     def _as_error(self, exc: Exception) -> TsfError:
@@ -203,12 +197,11 @@ class BatchRunner:
             return OutOfResources(f"out of resources: {type(exc).__name__}: {exc}")
         return HandlerError(f"{type(exc).__name__}: {exc}")
 
-    def _stages(self, kind: str, requests: list[dict], metas: list[dict],
+    def _stages(self, kind: str, requests: list[dict], messages: list[Request],
                 clock: StageClock) -> list:
         ctx, hook = self.context, self.pm.hook
-        ctx.begin_batch([m.get("id", "") for m in metas], [m.get("headers", {}) for m in metas],
-                        [m.get("params", {}) for m in metas],
-                        [m.get("protocol", "torchserve") for m in metas])
+        ctx.begin_batch([m.id for m in messages], [m.headers for m in messages],
+                        [m.params for m in messages], [m.protocol for m in messages])
         start = time.perf_counter()
         if kind == "describe":
             hook = describe_hook(ctx.handler)

@@ -28,6 +28,7 @@ from ..handler_resolver import resolve_handler
 from ..plugins import WORKER_BUILTINS, create_manager
 from . import lifeline, protocol
 from .batch_runner import BatchRunner
+from .messages import Answer, Batch
 from .warmup import run_warmup
 
 
@@ -93,9 +94,9 @@ def serve(sock: socket.socket, spec: dict) -> int:
     REQUEST_IDS.context = context
     sending = threading.Lock()  # a handler may stream from threads of its own
 
-    def send_partial(partial: dict, body: bytes) -> None:
+    def send_partial(answer: Answer) -> None:
         with sending:
-            protocol.send_frame(sock, protocol.PARTIAL, partial, [body])
+            protocol.send_frame(sock, protocol.PARTIAL, *answer.to_wire())
 
     runner.send_partial = send_partial  # not during warm-up: nobody listens before READY
     while True:
@@ -106,9 +107,9 @@ def serve(sock: socket.socket, spec: dict) -> int:
         if kind != protocol.BATCH:
             print(f"unexpected frame kind {kind}", file=sys.stderr)
             continue
-        result_header, result_blobs = runner.run(header, blobs)
+        result = runner.run(Batch.from_wire(header, blobs))
         with sending:
-            protocol.send_frame(sock, protocol.RESULT, result_header, result_blobs)
+            protocol.send_frame(sock, protocol.RESULT, *result.to_wire())
 
 
 def receive_spec(sock: socket.socket) -> dict:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 from ..errors import ModelLoadError, TsfError, WorkerDied, WorkerTimeout, from_dict
 from . import protocol
+from .messages import Answer, Batch, BatchResult
 from .output import CHUNK, LevelReader, LineBudget, LineSplitter
 
 log = logging.getLogger("tsf.worker")
@@ -200,9 +201,8 @@ class WorkerProcess:
         self._timed_out = True
         self.kill(f"no answer within response_timeout of {timeout:g} s")
 
-    async def run_batch(self, header: dict, blobs: list[bytes], timeout: float,
-                        on_partial: Callable[[dict, bytes], None] | None = None
-                        ) -> tuple[dict, list[bytes]]:
+    async def run_batch(self, batch: Batch, timeout: float,
+                        on_partial: Callable[[Answer], None] | None = None) -> BatchResult:
         """Send one batch and wait for its results; a timeout kills the worker.
 
         Intermediate answers a streaming handler sends before the results go to ``on_partial``
@@ -214,14 +214,14 @@ class WorkerProcess:
         loop = asyncio.get_running_loop()
         timer = loop.call_later(timeout, self._on_timeout, timeout)
         try:
-            protocol.write_frame(self._writer, protocol.BATCH, header, blobs)
+            protocol.write_frame(self._writer, protocol.BATCH, *batch.to_wire())
             await self._writer.drain()
             kind, result, result_blobs = await protocol.read_frame(self._reader)
             while kind == protocol.PARTIAL:
                 timer.cancel()
                 timer = loop.call_later(timeout, self._on_timeout)
                 if on_partial is not None:
-                    on_partial(result, result_blobs[0] if result_blobs else b"")
+                    on_partial(Answer.from_wire(result, result_blobs))
                 kind, result, result_blobs = await protocol.read_frame(self._reader)
         except (EOFError, ConnectionError, protocol.ProtocolError) as exc:
             await self._reap()
@@ -239,7 +239,7 @@ class WorkerProcess:
         if kind != protocol.RESULT:
             raise TsfError(f"worker {self.id} sent an unexpected frame kind {kind}")
         self.status = "READY"
-        return result, result_blobs
+        return BatchResult.from_wire(result, result_blobs)
 
     async def stop(self, reason: str = "", grace: float = 5.0) -> None:
         """Close the socket (the worker exits on EOF); kill it if it lingers."""

@@ -6,7 +6,8 @@ A frame is::
 
 The header is a small JSON object; ``header["blobs"]`` lists the sizes of the binary blobs that
 follow it back to back.  Request bodies and response payloads travel as blobs, as they are: they
-are never JSON- or base64-encoded.
+are never JSON- or base64-encoded.  The headers of BATCH, RESULT and PARTIAL frames are the
+messages of :mod:`tsf.workers.messages`, whose docstring gives their schema.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ LOAD_ERROR = 2   # worker -> front end: model failed to load; header has error
 BATCH = 3        # front end -> worker: a batch of requests
 RESULT = 4       # worker -> front end: one result per request, timings, metrics
 PARTIAL = 5      # worker -> front end, before RESULT: one intermediate answer of one request;
-                 # header has index (in the batch), id, status, ctype, headers; one blob
+                 # header has index (in the batch), status, ctype, headers; one blob
 SPEC = 10        # front end -> worker, first frame: the model to serve and the worker's settings
 
 

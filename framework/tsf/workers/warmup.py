@@ -24,6 +24,7 @@ from typing import Any
 from ..archive import confined_path
 from ..errors import ModelLoadError
 from ..json_body import load_json
+from .messages import Batch, Part, Request
 
 log = logging.getLogger("tsf.worker")
 
@@ -66,15 +67,13 @@ def warmup_inputs(model_config: dict, model_dir: str) -> tuple[list[Any], int]:
     return inputs, iterations
 
 
-def request_of(index: int, value: Any) -> tuple[dict, bytes]:
-    """One warm-up input as a request's metadata and body."""
+def request_of(index: int, value: Any) -> Request:
+    """One warm-up input as a request message."""
     if isinstance(value, str):
         ctype, body = "text/plain", value.encode()
     else:
         ctype, body = "application/json", json.dumps(value).encode()
-    meta = {"id": f"warmup-{index}", "headers": {}, "warmup": True,
-            "parts": [{"name": "body", "ctype": ctype}]}
-    return meta, body
+    return Request(f"warmup-{index}", [Part("body", body, ctype)])
 
 
 def run_warmup(runner: Any, model_config: dict, model_dir: str) -> int:
@@ -86,13 +85,11 @@ def run_warmup(runner: Any, model_config: dict, model_dir: str) -> int:
     started = time.monotonic()
     for _ in range(iterations):
         for index, value in enumerate(inputs):
-            meta, body = request_of(index, value)
-            header, blobs = runner.run({"requests": [meta]}, [body])
-            result = header["results"][0]
-            if result.get("status", 200) >= 400:
-                detail = blobs[0].decode("utf-8", "replace")[:500]
+            [answer] = runner.run(Batch([request_of(index, value)])).answers
+            if answer.status >= 400:
+                detail = answer.body.decode("utf-8", "replace")[:500]
                 raise ModelLoadError(f"warm-up input {index} was answered with status "
-                                     f"{result['status']}: {detail}")
+                                     f"{answer.status}: {detail}")
     runs = len(inputs) * iterations
     if runs:
         log.info("warm-up: %d requests in %.3f s", runs, time.monotonic() - started)

@@ -17,18 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import time
 from typing import Any, Callable
 
 from ..batching import Job
-from ..errors import TsfError, raise_for_answer
+from ..errors import TsfError
 from ..json_body import load_json
+from ..workers.messages import Answer, Part, Request
 from .spec import WorkflowSpec
 
 RETRIED_STATUSES = (503, 504)  # a worker died, was restarting or timed out: worth a retry
-Submit = Callable[[str, dict, list[bytes], Any], Job]
-Answer = tuple[dict, bytes]
+Submit = Callable[[str, Request, Any], Job]
 
 
 def node_model_name(workflow: str, node: str) -> str:
@@ -36,9 +37,10 @@ def node_model_name(workflow: str, node: str) -> str:
     return f"{workflow}__{node}"
 
 
-def decode_answer(meta: dict, payload: bytes) -> Any:
+def decode_answer(answer: Answer) -> Any:
     """A node's answer as a value: JSON decoded, text as str, anything else bytes."""
-    media = str(meta.get("ctype", "")).split(";", 1)[0].strip().lower()
+    payload = answer.body
+    media = answer.ctype.split(";", 1)[0].strip().lower()
     if media == "application/json":
         return load_json(payload, "a node's answer")
     if media.startswith("text/"):
@@ -74,10 +76,10 @@ class WorkflowRun:
         self.span = span
         self.observe = observe  # (node, seconds, status) for the node latency metric
         self._tasks: dict[str, asyncio.Task] = {}
-        self._request: tuple[dict, list[bytes]] = ({}, [])
+        self._request = Request("", [])
 
-    async def run(self, meta: dict, blobs: list[bytes]) -> Answer:
-        self._request = (meta, blobs)
+    async def run(self, request: Request) -> Answer:
+        self._request = request
         try:
             leaves = self.spec.leaves
             answers = await asyncio.gather(*(self._result(leaf) for leaf in leaves))
@@ -86,9 +88,9 @@ class WorkflowRun:
                 task.cancel()
         if len(leaves) == 1:
             return answers[0]
-        merged = {leaf: _jsonable(decode_answer(*answer)) for leaf, answer in
+        merged = {leaf: _jsonable(decode_answer(answer)) for leaf, answer in
                   zip(leaves, answers)}
-        return {"status": 200, "ctype": "application/json"}, json.dumps(merged).encode()
+        return Answer(200, "application/json", json.dumps(merged).encode())
 
     def _result(self, node: str) -> asyncio.Task:
         task = self._tasks.get(node)
@@ -96,39 +98,37 @@ class WorkflowRun:
             task = self._tasks[node] = asyncio.ensure_future(self._run_node(node))
         return task
 
-    async def _inputs(self, node: str) -> tuple[dict, list[bytes]]:
-        meta, blobs = self._request
+    async def _inputs(self, node: str) -> Request:
+        request = self._request
         parents = self.spec.parents[node]
         if not parents:
-            return dict(meta, parts=list(meta.get("parts", []))), list(blobs)
+            return request
         answers = await asyncio.gather(*(self._result(p) for p in parents))
         names = ["body"] if len(parents) == 1 else parents
         # sent on with its content type, so the worker decodes it as the node answered it
-        parts = [{"name": name, "ctype": answer[0].get("ctype") or "application/octet-stream"}
+        parts = [Part(name, answer.body, answer.ctype or "application/octet-stream")
                  for name, answer in zip(names, answers)]
-        out = [payload for _, payload in answers]
-        base = {k: v for k, v in meta.items() if k not in ("parts", "params")}
-        return dict(base, parts=parts), out
+        return dataclasses.replace(request, parts=parts, params={})
 
     async def _run_node(self, node: str) -> Answer:
-        meta, blobs = await self._inputs(node)
+        request = await self._inputs(node)
         tries = 1 + self.spec.nodes[node].settings.retry_attempts
         for attempt in range(tries):
             try:
-                return await self._call(node, meta, blobs)
+                return await self._call(node, request)
             except NodeFailed as exc:
                 if exc.status not in RETRIED_STATUSES or attempt + 1 == tries:
                     raise
         raise AssertionError("unreachable")
 
-    async def _call(self, node: str, meta: dict, blobs: list[bytes]) -> Answer:
+    async def _call(self, node: str, request: Request) -> Answer:
         span = self.tracing.start_node(self.span, self.workflow, node)
         started, status = time.perf_counter(), 500
         try:
-            job = self.submit(node_model_name(self.workflow, node), dict(meta), blobs, span)
+            job = self.submit(node_model_name(self.workflow, node), request, span)
             answer = await job.future
-            raise_for_answer(*answer)
-            status = answer[0]["status"]
+            answer.raise_for_error()
+            status = answer.status
             return answer
         except TsfError as exc:
             status = exc.status

@@ -21,13 +21,14 @@ from ..batching import Job
 from ..errors import BadRequest, Conflict, ResourceNotFound, TsfError
 from ..manager import MODEL_NAME, ModelManager
 from ..metrics import LATENCY_BUCKETS
-from .executor import Answer, WorkflowRun, node_model_name
+from ..workers.messages import Answer, Request
+from .executor import WorkflowRun, node_model_name
 from .spec import Node
 from .war import WorkflowArchive, open_war
 
 log = logging.getLogger(__name__)
 
-SubmitJob = Callable[[str, dict, list[bytes], Any], Job]
+SubmitJob = Callable[[str, Request, Any], Job]
 
 
 @dataclass
@@ -200,7 +201,7 @@ class WorkflowManager:
         self.workflows.clear()
 
     # --- predict ----------------------------------------------------------------------------
-    async def predict(self, name: str, meta: dict, blobs: list[bytes], submit: SubmitJob,
+    async def predict(self, name: str, request: Request, submit: SubmitJob,
                       span: Any = None) -> Answer:
         workflow = self.get(name)
         if name in self._busy:
@@ -208,4 +209,4 @@ class WorkflowManager:
         run = WorkflowRun(name, workflow.archive.spec, submit, tracing=self.models.tracing,
                           span=span, observe=lambda node, seconds, status:
                           self.node_seconds.labels(name, node).observe(seconds))
-        return await run.run(meta, blobs)
+        return await run.run(request)
