@@ -43,8 +43,8 @@ class KServeModelHandler(StreamingBodyHandler):
             jobs = []
             version = None  # every instance goes to the version the first one was routed to
             for i, instance in enumerate(_instances(self.body())):
-                message = Request(f"{request_id}-{i}", [Part("body", json.dumps(
-                    instance).encode(), "application/json")], headers, params, kind)
+                part = Part("body", json.dumps(instance).encode(), "application/json")
+                message = Request(f"{request_id}-{i}", [part], headers, params, kind)
                 outcome.model_version, job = self.submit(model, version, message, outcome.span)
                 version = outcome.model_version.version
                 jobs.append(job)
