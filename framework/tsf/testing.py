@@ -238,6 +238,7 @@ class HarnessAnswer:
     """One request's answer from :class:`HandlerHarness`: status, content type, headers, body."""
 
     def __init__(self, meta: dict, body: bytes) -> None:
+        self.meta = meta
         self.status: int = meta["status"]
         self.content_type: str = meta["ctype"]
         self.headers: dict[str, str] = meta.get("headers", {})
@@ -249,6 +250,21 @@ class HarnessAnswer:
 
     def json(self) -> Any:
         return json.loads(self.body)
+
+    def tensors(self) -> dict[str, Any]:
+        """A KServe v2 / OIP answer's output tensors by name (``torch.Tensor``, or nested lists
+        of ``bytes`` for ``BYTES`` outputs)."""
+        from .oip.tensors import TENSORS_CTYPE, decode_tensor
+
+        if self.content_type != TENSORS_CTYPE:
+            raise ValueError(f"not an OIP tensor answer: {self!r}")
+        out, offset = {}, 0
+        for descriptor in self.meta["tensors"]:
+            end = offset + descriptor["size"]
+            out[descriptor["name"]] = decode_tensor({**descriptor, "encoding": "raw"},
+                                                    self.body[offset:end])
+            offset = end
+        return out
 
     def __repr__(self) -> str:
         return f"HarnessAnswer({self.status}, {self.content_type!r}, {self.body[:80]!r})"
@@ -278,6 +294,25 @@ def harness_request(body: Any, content_type: str | None = None,
     return meta, blobs
 
 
+def oip_request(inputs: dict[str, Any], headers: dict[str, str] | None = None,
+                params: dict[str, str] | None = None) -> tuple[dict, list[bytes]]:
+    """The worker-side message of one KServe v2 / OIP request: ``{input name: tensor}`` (a
+    ``torch.Tensor``, anything ``torch.as_tensor`` takes, or lists of str/bytes for ``BYTES``),
+    each input passed as binary data as the front end passes it."""
+    from .oip.tensors import PROTOCOL, TENSOR_CTYPE, encode_outputs
+
+    parts, blobs = [], []
+    for name, value in inputs.items():
+        [descriptor], raw = encode_outputs({name: value}, name)
+        parts.append({"name": name, "ctype": TENSOR_CTYPE, "datatype": descriptor["datatype"],
+                      "shape": descriptor["shape"], "encoding": "raw"})
+        blobs.append(raw)
+    meta: dict[str, Any] = {"headers": dict(headers or {}), "parts": parts, "protocol": PROTOCOL}
+    if params:
+        meta["params"] = dict(params)
+    return meta, blobs
+
+
 class HandlerHarness:
     """Runs a handler's batches in this process, through the worker's own loading code and
     ``BatchRunner`` (the same decode, stage hooks, one-bad-request isolation and encoding as a
@@ -288,7 +323,8 @@ class HandlerHarness:
         assert answer.status == 200 and answer.json()[0] in range(10)
 
     ``handler`` is a name (``"base"``, a plugin's handler, ``"file.py"`` in ``model_dir``) or a
-    handler instance.  Each ``run`` is one batch.
+    handler instance.  Each ``run`` (``run_oip`` for KServe v2 / OIP tensors, ``run_requests``
+    for a mix) is one batch.
     """
 
     def __init__(self, model_dir: str | os.PathLike, handler: Any = "", *,
@@ -326,11 +362,22 @@ class HandlerHarness:
             content_type: str | None = None, headers: dict[str, str] | None = None,
             params: dict[str, str] | None = None) -> list[HarnessAnswer]:
         """One batch of requests (see :func:`harness_request` for what a body may be)."""
+        return self.run_requests([harness_request(body, content_type, headers, params)
+                                  for body in bodies], kind)
+
+    def run_oip(self, inputs: list[dict[str, Any]], headers: dict[str, str] | None = None,
+                params: dict[str, str] | None = None) -> list[HarnessAnswer]:
+        """One batch of KServe v2 / OIP requests, each ``{input name: tensor}`` (see
+        :func:`oip_request`); :meth:`HarnessAnswer.tensors` reads the answers."""
+        return self.run_requests([oip_request(request, headers, params) for request in inputs])
+
+    def run_requests(self, requests: list[tuple[dict, list[bytes]]],
+                     kind: str = "predict") -> list[HarnessAnswer]:
+        """One batch of requests made by :func:`harness_request` or :func:`oip_request`."""
         metas, blobs = [], []
-        for body in bodies:
-            meta, parts = harness_request(body, content_type, headers, params)
+        for meta, parts in requests:
             self._ids += 1
-            meta["id"] = f"harness-{self._ids}"
+            meta = {**meta, "id": f"harness-{self._ids}"}
             if kind != "predict":
                 meta["kind"] = kind
             metas.append(meta)
