@@ -1,5 +1,5 @@
-"""Model lifecycle: register, roll out a new archive, scale (and autoscale), set default,
-traffic split and shadow, unregister, and submitting requests.
+"""Model lifecycle: register (archives from :mod:`tsf.sources`), roll out a new archive, scale
+(and autoscale), set default, traffic split and shadow, unregister, and submitting requests.
 
 Responses mirror TorchServe's management API: ``(http_status, status_message)``.
 """
@@ -30,7 +30,7 @@ from .metrics import ServerMetrics
 from .registry import ModelVersion, Registry
 from .requirements_env import model_environment
 from .shadow import Shadowing, parse_rule
-from .storage import check_allowed, keep_in_cache, parse_sha256, verify_sha256
+from .sources import ArchiveSources
 from .tracing import Tracing
 from .traffic import ROUTING_HEADER, TrafficSplit, header_value, parse_weights
 from .workers.pool import WorkerPool
@@ -54,6 +54,7 @@ class ModelManager:
         root = Path(config.workspace) if config.workspace else \
             Path(tempfile.mkdtemp(prefix="tsf-workspace-"))
         self.workspace = root
+        self.sources = ArchiveSources(config, pm, root)
         self.limits = Limits(max_bytes=config.max_archive_size,
                              max_files=config.max_archive_files)
         self._reserved: set[tuple[str, str]] = set()
@@ -68,38 +69,6 @@ class ModelManager:
         self.shared_models: set[str] = set()  # workflow models that take direct requests too
 
     # --- register ---------------------------------------------------------------------------
-    async def _fetch(self, url: str, sha256: str | None = None) -> tuple[Path, Path | None]:
-        """The archive behind ``url``: allowed, fetched, cached by content, digest checked.
-
-        Also returns the cached copy this call created (to delete if the archive is refused).
-        """
-        check_allowed(url, self.config)
-        wanted = parse_sha256(sha256) if sha256 else None
-        downloads = self.workspace / "downloads"
-        downloads.mkdir(parents=True, exist_ok=True)
-        path = await asyncio.to_thread(self.pm.hook.tsf_fetch_archive, url=url,
-                                       dest=str(downloads), config=self.config)
-        if path is None:
-            raise BadRequest(f"no storage plugin handles the URL {url!r}")
-        path, digest, fresh = Path(path), None, None
-        if path.is_file() and path.resolve().parent == downloads.resolve():
-            path, digest, created = await asyncio.to_thread(keep_in_cache, path,
-                                                            self.workspace / "cache")
-            fresh = path if created else None
-        if wanted:
-            try:
-                await asyncio.to_thread(verify_sha256, path, wanted, digest)
-            except BaseException:
-                if fresh is not None:
-                    fresh.unlink(missing_ok=True)
-                raise
-        return path, fresh
-
-    async def fetch_archive(self, url: str) -> tuple[Path, Path | None]:
-        """An archive as register fetches it (allow-list, model store, download cache): its
-        path, and the cached copy this call created, if any (a workflow's ``.war``)."""
-        return await self._fetch(url)
-
     async def register(self, url: str | None, *, model_name: str | None = None,
                        handler: str | None = None, batch_size: Any = None,
                        max_batch_delay: Any = None, initial_workers: Any = None,
@@ -110,15 +79,14 @@ class ModelManager:
         already registered replaces it by a rolling update (see :meth:`_roll`)."""
         if not url:
             raise BadRequest("Parameter url is required.")
-        source, fresh_download = await self._fetch(url, sha256)
+        fetched = await self.sources.fetch(url, sha256)
         try:
             archive: ModelArchive = await asyncio.to_thread(
-                open_archive, source, self.workspace / "models", self.limits)
+                open_archive, fetched.path, self.workspace / "models", self.limits)
         except BaseException:
-            if fresh_download is not None:
-                fresh_download.unlink(missing_ok=True)
+            fetched.discard_fresh()
             raise
-        owned = archive.model_dir if archive.model_dir != source else None
+        owned = archive.model_dir if archive.model_dir != fetched.path else None
         try:
             return await self._register_archive(
                 url, archive, owned, model_name=model_name, handler=handler,
@@ -129,8 +97,7 @@ class ModelManager:
         except BaseException:
             if owned is not None and not any(mv.owned_dir == owned for mv in self.registry):
                 shutil.rmtree(owned, ignore_errors=True)
-            if fresh_download is not None:
-                fresh_download.unlink(missing_ok=True)
+            fetched.discard_fresh()
             raise
 
     async def register_unpacked(self, url: str, archive: ModelArchive, *, model_name: str,

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest, Forbidden, ModelLoadError, ModelNotFound, TsfError
-from ..storage import inside
+from ..sources import inside
 
 log = logging.getLogger("tsf")
 

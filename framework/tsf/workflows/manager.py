@@ -78,13 +78,12 @@ class WorkflowManager:
                        loaded_at_startup: bool = False) -> str:
         if not url:
             raise BadRequest("Parameter url is required.")
-        source, fresh = await self.models.fetch_archive(url)
+        fetched = await self.models.sources.fetch(url)
         try:
-            archive = await asyncio.to_thread(open_war, source, self.models.workspace /
+            archive = await asyncio.to_thread(open_war, fetched.path, self.models.workspace /
                                               "workflows", self.models.limits)
         finally:
-            if fresh is not None:  # the .war is unpacked; the cached download is not needed
-                fresh.unlink(missing_ok=True)
+            fetched.discard_fresh()  # the .war is unpacked; the cached download is not needed
         name = workflow_name or archive.name
         try:
             if not MODEL_NAME.fullmatch(name):
