@@ -7,6 +7,7 @@ Responses mirror TorchServe's management API: ``(http_status, status_message)``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import shutil
@@ -27,6 +28,7 @@ from .errors import (BadRequest, Conflict, Forbidden, ModelLoadError, ServiceUna
 from .handler_metrics import declared_metrics
 from .health import Health, assess
 from .metrics import ServerMetrics
+from .observer import VersionObserver, live_workers
 from .registry import ModelVersion, Registry
 from .requirements_env import model_environment
 from .shadow import Shadowing, parse_rule
@@ -49,8 +51,8 @@ class ModelManager:
         self.pm = pm
         self.metrics = metrics
         self.tracing = tracing or Tracing()
-        metrics.worker_figures.workers = self._live_workers
         self.registry = Registry()
+        metrics.worker_figures.workers = functools.partial(live_workers, self.registry)
         root = Path(config.workspace) if config.workspace else \
             Path(tempfile.mkdtemp(prefix="tsf-workspace-"))
         self.workspace = root
@@ -195,7 +197,7 @@ class ModelManager:
                                          f"{exc.message}") from None
                 return
             self.registry.replace(mv)  # from here on, requests are queued on the new workers
-            self._workers_changed(mv)
+            mv.pool.on_change()  # its figures are now the version's
             log.info("model %s version %s: %d new workers serving %s; retiring the old ones",
                      mv.name, mv.version, workers, mv.url)
         finally:
@@ -246,48 +248,26 @@ class ModelManager:
                                             self.config.worker_stall_seconds),
                           max_retry_seconds=options.max_retry_timeout_s)
         queue = BatchQueue(options.job_queue_size or self.config.job_queue_size)
-        mv_holder: list[ModelVersion] = []
+        autoscaler = Autoscaler(settings.extra["autoscale"])
+        observer = VersionObserver(name, version, queue=queue, pool=pool, autoscaler=autoscaler,
+                                   registry=self.registry, metrics=self.metrics,
+                                   tracing=self.tracing)
+        pool.on_change = observer.workers_changed
+        pool.on_memory_restart = observer.memory_restart
         batcher = Batcher(queue, pool, batch_size=settings.batch_size,
                           max_batch_delay_ms=settings.max_batch_delay,
-                          response_timeout=settings.response_timeout,
-                          on_batch=lambda *done: self._batch_done(mv_holder[0], *done),
-                          on_abandon=self.metrics.abandoned_counter(name, version),
+                          response_timeout=settings.response_timeout, observer=observer,
                           stage_stamps=self.tracing.enabled,
                           client_timeout_ms=options.client_timeout_ms,
                           job_ticket=options.use_job_ticket)
         mv = ModelVersion(name=name, version=version, url=url, archive=archive,
                           settings=settings, pool=pool, queue=queue, batcher=batcher,
-                          loaded_at_startup=loaded_at_startup, owned_dir=owned)
-        mv_holder.append(mv)
-        mv.autoscaler = Autoscaler(settings.extra["autoscale"])
-        pool.on_change = lambda: self._workers_changed(mv)
-        pool.on_memory_restart = \
-            lambda: self.metrics.worker_memory_restarts.labels(name, version).inc()
+                          loaded_at_startup=loaded_at_startup, owned_dir=owned,
+                          autoscaler=autoscaler)
         batcher.start()
         pool.spawn(autoscale(mv, self.config, self.autoscale_decisions,
                              paused=lambda: self._loading[name, version] > 0))
         return mv
-
-    def _workers_changed(self, mv: ModelVersion) -> None:
-        # during a rolling update two pools share the labels: report the registered one's
-        current = self.registry.get_exact(mv.name, mv.version) or mv
-        self.metrics.workers_alive.labels(mv.name, mv.version).set(current.pool.live_count)
-        self.metrics.worker_restarts.labels(mv.name, mv.version).set(current.pool.restarts)
-
-    def _batch_done(self, mv: ModelVersion, batch: list[Job], header: dict,
-                    dispatched: float, finished: float, worker_id: str) -> None:
-        m = self.metrics
-        for job in batch:
-            mv.autoscaler.observe_wait(dispatched - job.arrival)
-            m.record_queue(mv.name, mv.version, job.meta.get("label_version", mv.version),
-                           dispatched - job.arrival)
-        m.record_batch(mv.name, mv.version, len(batch), header.get("timings", {}))
-        if header.get("metrics"):
-            m.record_custom(mv.name, mv.version, header["metrics"])
-        m.queue_depth.labels(mv.name, mv.version).set(len(mv.queue))
-        if self.tracing.enabled:
-            self.tracing.record_batch(mv.name, mv.version, worker_id, batch, header, dispatched,
-                                      finished)
 
     # --- scale / default / unregister -------------------------------------------------------
     async def scale(self, name: str, version: str | None, min_worker: Any, max_worker: Any,
@@ -431,12 +411,6 @@ class ModelManager:
         mv.batcher.submit(job)
         self.shadowing.mirror(self.registry, mv.version, kind, meta, blobs, job.future, name)
         return mv, job
-
-    def _live_workers(self):
-        for mv in list(self.registry):
-            for worker in list(mv.pool.workers.values()):
-                if worker.alive or worker.status == "BUSY":
-                    yield mv.name, mv.version, worker
 
     def startup_failed(self, name: str, reason: str) -> None:
         """Remember that startup model ``name`` did not load (health reports it)."""
