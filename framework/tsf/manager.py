@@ -1,7 +1,8 @@
 """Model lifecycle: register (archives from :mod:`tsf.sources`), roll out a new archive, scale
 (and autoscale), set default, traffic split and shadow, unregister, and submitting requests.
 
-Responses mirror TorchServe's management API: ``(http_status, status_message)``.
+Changes take typed values and answer a :class:`~tsf.manager_types.ManagerResult`: the status
+and message of TorchServe's management API.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from .errors import (BadRequest, Conflict, Forbidden, ModelLoadError, ServiceUna
                      TsfError)
 from .handler_metrics import declared_metrics
 from .health import Health, assess
+from .manager_types import ManagerResult, RegisterRequest
 from .metrics import ServerMetrics
 from .observer import VersionObserver, live_workers
 from .registry import ModelVersion, Registry
@@ -40,6 +42,7 @@ from .workers.pool import WorkerPool
 log = logging.getLogger(__name__)
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+PROCESSING = "Processing worker updates..."  # an asynchronous change's answer (202)
 
 
 class ModelManager:
@@ -71,17 +74,13 @@ class ModelManager:
         self.shared_models: set[str] = set()  # workflow models that take direct requests too
 
     # --- register ---------------------------------------------------------------------------
-    async def register(self, url: str | None, *, model_name: str | None = None,
-                       handler: str | None = None, batch_size: Any = None,
-                       max_batch_delay: Any = None, initial_workers: Any = None,
-                       synchronous: bool = True, response_timeout: Any = None,
-                       startup_timeout: Any = None, loaded_at_startup: bool = False,
-                       sha256: str | None = None, replace: bool = False) -> tuple[int, str]:
-        """Register the archive at ``url``; with ``replace``, an archive for a version that is
-        already registered replaces it by a rolling update (see :meth:`_roll`)."""
-        if not url:
+    async def register(self, request: RegisterRequest, *, loaded_at_startup: bool = False
+                       ) -> ManagerResult:
+        """Register the archive at ``request.url``; with ``replace``, an archive for a version
+        that is already registered replaces it by a rolling update (see :meth:`_roll`)."""
+        if not request.url:
             raise BadRequest("Parameter url is required.")
-        fetched = await self.sources.fetch(url, sha256)
+        fetched = await self.sources.fetch(request.url, request.sha256)
         try:
             archive: ModelArchive = await asyncio.to_thread(
                 open_archive, fetched.path, self.workspace / "models", self.limits)
@@ -90,33 +89,24 @@ class ModelManager:
             raise
         owned = archive.model_dir if archive.model_dir != fetched.path else None
         try:
-            return await self._register_archive(
-                url, archive, owned, model_name=model_name, handler=handler,
-                loaded_at_startup=loaded_at_startup, synchronous=synchronous, replace=replace,
-                rest={"batch_size": batch_size, "max_batch_delay": max_batch_delay,
-                      "min_workers": initial_workers, "response_timeout": response_timeout,
-                      "startup_timeout": startup_timeout})
+            return await self._register_archive(request, archive, owned, loaded_at_startup)
         except BaseException:
             if owned is not None and not any(mv.owned_dir == owned for mv in self.registry):
                 shutil.rmtree(owned, ignore_errors=True)
             fetched.discard_fresh()
             raise
 
-    async def register_unpacked(self, url: str, archive: ModelArchive, *, model_name: str,
-                                loaded_at_startup: bool = False, **rest: Any
-                                ) -> tuple[int, str]:
+    async def register_unpacked(self, request: RegisterRequest, archive: ModelArchive, *,
+                                loaded_at_startup: bool = False) -> ManagerResult:
         """Register an archive already unpacked whose folder stays with the caller (a
-        workflow's function node); ``rest`` holds model settings (``batch_size``, ...)."""
+        workflow's function node); ``request.url`` only names it."""
         check_paths(archive)
-        return await self._register_archive(url, archive, None, model_name=model_name,
-                                            handler=None, loaded_at_startup=loaded_at_startup,
-                                            synchronous=True, rest=rest)
+        return await self._register_archive(request, archive, None, loaded_at_startup)
 
-    async def _register_archive(self, url: str, archive: ModelArchive, owned: Path | None, *,
-                                model_name: str | None, handler: str | None,
-                                loaded_at_startup: bool, synchronous: bool,
-                                rest: dict, replace: bool = False) -> tuple[int, str]:
-        name = model_name or archive.model_name or Path(url).name.split(".")[0]
+    async def _register_archive(self, request: RegisterRequest, archive: ModelArchive,
+                                owned: Path | None, loaded_at_startup: bool) -> ManagerResult:
+        url, handler = request.url, request.handler
+        name = request.model_name or archive.model_name or Path(url).name.split(".")[0]
         if not MODEL_NAME.fullmatch(name):
             raise BadRequest(f"invalid model name {name!r}: use letters, digits, '_', '-', '.'")
         version = archive.model_version
@@ -124,15 +114,15 @@ class ModelManager:
             archive.model["handler"] = handler
             check_paths(archive)
         key = (name, version)
-        if key in self._reserved or (self.registry.exists(name, version) and not replace):
+        if key in self._reserved or (self.registry.exists(name, version) and not request.replace):
             raise Conflict(f"Model version {version} is already registered for model {name}"
                            + ("" if key in self._reserved else
                               "; add replace=true to roll the new archive out in its place"))
-        settings = model_settings(self.config, archive.model_config, rest)
+        settings = model_settings(self.config, archive.model_config, request.settings())
         settings.extra["autoscale"] = autoscale_settings(self.config, archive.model_config)
         if self.registry.exists(name, version):
             return await self._roll(self.registry.get(name, version), url, archive, owned,
-                                    settings, synchronous)
+                                    settings, request.synchronous)
         self._reserved.add(key)
         try:
             python_path = await model_environment(archive, url, self.config, self.workspace)
@@ -144,18 +134,20 @@ class ModelManager:
             self._reserved.discard(key)
         workers = settings.min_workers
         if workers <= 0:
-            return 200, (f'Model "{name}" Version: {version} registered with 0 initial workers. '
-                         "Use scale workers API to add workers for the model.")
+            return ManagerResult(200, f'Model "{name}" Version: {version} registered with 0 '
+                                 "initial workers. Use scale workers API to add workers for the "
+                                 "model.")
         self._loading[key] += 1  # before any await: an unregister from now on gets 409
-        if not synchronous:
+        if not request.synchronous:
             asyncio.ensure_future(self._scale_or_unregister(mv, workers))
-            return 202, "Processing worker updates..."
+            return ManagerResult(202, PROCESSING)
         await self._scale_or_unregister(mv, workers, raise_errors=True)
-        return 200, f'Model "{name}" Version: {version} registered with {workers} initial workers'
+        return ManagerResult(200, f'Model "{name}" Version: {version} registered with {workers} '
+                             "initial workers")
 
     # --- rolling update -----------------------------------------------------------------------
     async def _roll(self, old: ModelVersion, url: str, archive: ModelArchive,
-                    owned: Path | None, settings: Any, synchronous: bool) -> tuple[int, str]:
+                    owned: Path | None, settings: Any, synchronous: bool) -> ManagerResult:
         """Replace a serving version's archive: new workers start (and warm up) beside the old
         ones; once they are ready, requests go to them and the old workers finish what they
         were given, then stop.  If the new workers fail to load, the old ones keep serving."""
@@ -173,10 +165,10 @@ class ModelManager:
         self._loading[key] += 1
         if not synchronous:
             asyncio.ensure_future(self._roll_out(old, mv, workers, raise_errors=False))
-            return 202, "Processing worker updates..."
+            return ManagerResult(202, PROCESSING)
         await self._roll_out(old, mv, workers)
-        return 200, (f'Model "{old.name}" Version: {old.version} updated to {url} with '
-                     f"{workers} workers")
+        return ManagerResult(200, f'Model "{old.name}" Version: {old.version} updated to {url} '
+                             f"with {workers} workers")
 
     async def _roll_out(self, old: ModelVersion, mv: ModelVersion, workers: int,
                         raise_errors: bool = True) -> None:
@@ -270,13 +262,12 @@ class ModelManager:
         return mv
 
     # --- scale / default / unregister -------------------------------------------------------
-    async def scale(self, name: str, version: str | None, min_worker: Any, max_worker: Any,
-                    synchronous: bool) -> tuple[int, str]:
-        try:
-            low = int(min_worker) if min_worker not in (None, "") else 1
-            high = int(max_worker) if max_worker not in (None, "") else low
-        except ValueError:
-            raise BadRequest("min_worker and max_worker must be integers") from None
+    async def scale(self, name: str, version: str | None, min_worker: int | None,
+                    max_worker: int | None, synchronous: bool) -> ManagerResult:
+        """Set the version's worker range and start or stop workers to reach ``min_worker``
+        (1 when ``None``); ``max_worker`` (``min_worker`` when ``None``) bounds autoscaling."""
+        low = 1 if min_worker is None else min_worker
+        high = low if max_worker is None else max_worker
         if low < 0:
             raise BadRequest("min_worker must be >= 0")
         if high < low:
@@ -287,7 +278,7 @@ class ModelManager:
         self._loading[mv.name, mv.version] += 1
         if not synchronous:
             asyncio.ensure_future(self._scale_logged(mv, low))
-            return 202, "Processing worker updates..."
+            return ManagerResult(202, PROCESSING)
         try:
             await mv.pool.scale(low)
         except ModelLoadError as exc:
@@ -297,7 +288,7 @@ class ModelManager:
         message = f"Workers scaled to {low} for model: {name}"
         if version is not None:
             message += f", version: {version}"
-        return 200, message
+        return ManagerResult(200, message)
 
     async def _scale_logged(self, mv: ModelVersion, target: int) -> None:
         try:
@@ -307,17 +298,17 @@ class ModelManager:
         finally:
             self._loading -= Counter([(mv.name, mv.version)])
 
-    def set_traffic(self, name: str, document: Any) -> dict:
+    def set_traffic(self, name: str, document: Any) -> ManagerResult:
         """Set the model's traffic split from a ``{"version": weight}`` object."""
         versions = [mv.version for mv in self.registry.versions(name)]
         self.registry.set_split(name, TrafficSplit(parse_weights(document, versions)))
         log.info("traffic split of model %s set to %s", name, self.registry.split(name).weights)
-        return self.traffic(name)
+        return ManagerResult(document=self.traffic(name))
 
-    def clear_traffic(self, name: str) -> dict:
+    def clear_traffic(self, name: str) -> ManagerResult:
         self.registry.set_split(name, None)
         log.info("traffic split of model %s removed", name)
-        return self.traffic(name)
+        return ManagerResult(document=self.traffic(name))
 
     def traffic(self, name: str) -> dict:
         """The model's split as the management API shows it."""
@@ -327,30 +318,33 @@ class ModelManager:
                 "weights": split.weights if split else None,
                 "percentages": split.percentages() if split else None}
 
-    def set_shadow(self, name: str, document: Any) -> dict:
+    def set_shadow(self, name: str, document: Any) -> ManagerResult:
         """Mirror a share of ``name``'s live requests to a version (``{"version", "percent"}``)."""
         versions = [mv.version for mv in self.registry.versions(name)]
         rule = parse_rule(document, versions)
         self.shadowing.rules[name] = rule
         log.info("shadow traffic of model %s: %g%% to version %s", name, rule.percent,
                  rule.version)
-        return self.shadow(name)
+        return ManagerResult(document=self.shadow(name))
 
-    def clear_shadow(self, name: str) -> dict:
+    def clear_shadow(self, name: str) -> ManagerResult:
         self.registry.get(name)
         self.shadowing.forget(name)
-        return self.shadow(name)
+        return ManagerResult(document=self.shadow(name))
 
     def shadow(self, name: str) -> dict:
+        """The model's shadow rule as the management API shows it."""
         self.registry.get(name)
         rule = self.shadowing.rules.get(name)
         return {"modelName": name, "shadow": rule.to_dict() if rule else None}
 
-    def set_default(self, name: str, version: str) -> str:
+    def set_default(self, name: str, version: str) -> ManagerResult:
         self.registry.set_default(name, version)
-        return f'Default version successfully updated for model "{name}" to "{version}"'
+        return ManagerResult(200, f'Default version successfully updated for model "{name}" '
+                             f'to "{version}"')
 
-    async def unregister(self, name: str, version: str | None, owner: str | None = None) -> str:
+    async def unregister(self, name: str, version: str | None, owner: str | None = None
+                         ) -> ManagerResult:
         mv = self.registry.get(name, version)
         if self.owners.get(name, owner) != owner:
             raise Conflict(f"model {name} belongs to workflow {self.owners[name]}; unregister "
@@ -360,7 +354,7 @@ class ModelManager:
             raise Conflict(f"model {name} version {mv.version} is being loaded or scaled; "
                            "retry the unregister when that finishes")
         await self._remove(mv, ServiceUnavailable(f"model {name} was unregistered"))
-        return f'Model "{name}" unregistered'
+        return ManagerResult(200, f'Model "{name}" unregistered')
 
     async def _remove(self, mv: ModelVersion, error: TsfError, wait: float | None = None
                       ) -> None:
