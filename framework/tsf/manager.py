@@ -1,8 +1,11 @@
 """Model lifecycle: register (archives from :mod:`tsf.sources`), roll out a new archive, scale
-(and autoscale), set default, traffic split and shadow, unregister, and submitting requests.
+(and autoscale), set the default version, traffic split and shadow, unregister; submitting
+requests; health.
 
-Changes take typed values and answer a :class:`~tsf.manager_types.ManagerResult`: the status
-and message of TorchServe's management API.
+Each version's machinery comes from :mod:`tsf.version_builder`, a rolling update's steps from
+:mod:`tsf.rollout`.  Changes take typed values and answer a
+:class:`~tsf.manager_types.ManagerResult`: the status and message of TorchServe's management
+API.
 """
 
 from __future__ import annotations
@@ -13,31 +16,30 @@ import logging
 import re
 import shutil
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pluggy
 
+from . import rollout
 from .archive import Limits, ModelArchive, check_paths, open_archive
-from .autoscale import Autoscaler, autoscale, autoscale_settings, decisions_counter
-from .batching import Batcher, BatchQueue, Job
-from .config import ServerConfig, check_worker_cap, model_settings
+from .autoscale import autoscale_settings, decisions_counter
+from .batching import Job
+from .config import ModelSettings, ServerConfig, check_worker_cap, model_settings
 from .errors import (BadRequest, Conflict, Forbidden, ModelLoadError, ServiceUnavailable,
                      TsfError)
-from .handler_metrics import declared_metrics
 from .health import Health, assess
 from .manager_types import ManagerResult, RegisterRequest
 from .metrics import ServerMetrics
-from .observer import VersionObserver, live_workers
+from .observer import live_workers
 from .registry import ModelVersion, Registry
 from .requirements_env import model_environment
 from .shadow import Shadowing, parse_rule
 from .sources import ArchiveSources
 from .tracing import Tracing
 from .traffic import ROUTING_HEADER, TrafficSplit, header_value, parse_weights
-from .workers.pool import WorkerPool
+from .version_builder import VersionBuilder
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,8 @@ class ModelManager:
         self._loading: Counter[tuple[str, str]] = Counter()
         # set by the server while it registers its startup models: not ready until then
         self.starting = False
-        self.autoscale_decisions = decisions_counter(metrics.registry)
+        self.builder = VersionBuilder(config, self.registry, metrics, self.tracing,
+                                      decisions_counter(metrics.registry))
         self.shadowing = Shadowing(metrics.registry)
         self.owners: dict[str, str] = {}  # model name -> the workflow it belongs to
         self.shared_models: set[str] = set()  # workflow models that take direct requests too
@@ -147,10 +150,10 @@ class ModelManager:
 
     # --- rolling update -----------------------------------------------------------------------
     async def _roll(self, old: ModelVersion, url: str, archive: ModelArchive,
-                    owned: Path | None, settings: Any, synchronous: bool) -> ManagerResult:
-        """Replace a serving version's archive: new workers start (and warm up) beside the old
-        ones; once they are ready, requests go to them and the old workers finish what they
-        were given, then stop.  If the new workers fail to load, the old ones keep serving."""
+                    owned: Path | None, settings: ModelSettings, synchronous: bool
+                    ) -> ManagerResult:
+        """Replace a serving version's archive by a rolling update (see :mod:`tsf.rollout`);
+        the version is reserved until it is done."""
         key = (old.name, old.version)
         if self._loading[key] > 0:
             raise Conflict(f"model {old.name} version {old.version} is being loaded or scaled; "
@@ -174,40 +177,15 @@ class ModelManager:
                         raise_errors: bool = True) -> None:
         key = (old.name, old.version)
         try:
-            try:
-                await mv.pool.scale(workers)
-            except ModelLoadError as exc:
-                log.error("rolling update of %s version %s failed; the old archive keeps "
-                          "serving: %s", mv.name, mv.version, exc)
-                await mv.batcher.stop(ServiceUnavailable("the update failed"))
-                await mv.pool.close()
-                if mv.owned_dir != old.owned_dir:
-                    mv.remove_files()
-                if raise_errors:
-                    raise ModelLoadError(f"rolling update of model {mv.name} version "
-                                         f"{mv.version} failed, the old archive keeps serving: "
-                                         f"{exc.message}") from None
-                return
-            self.registry.replace(mv)  # from here on, requests are queued on the new workers
-            mv.pool.on_change()  # its figures are now the version's
-            log.info("model %s version %s: %d new workers serving %s; retiring the old ones",
-                     mv.name, mv.version, workers, mv.url)
+            await rollout.replace(self.registry, old, mv, workers)
+        except ModelLoadError:
+            if raise_errors:
+                raise
+            return
         finally:
             self._reserved.discard(key)
             self._loading -= Counter([key])
-        await self._retire(old)
-
-    async def _retire(self, old: ModelVersion) -> None:
-        """Let the replaced version's workers answer what was queued for them, then stop them."""
-        deadline = time.monotonic() + old.settings.response_timeout
-        while len(old.queue) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await old.batcher.stop(ServiceUnavailable(f"model {old.name} version {old.version} "
-                                                  "was replaced; retry"))
-        await old.pool.close()
-        if old.owned_dir is not None and \
-                not any(mv.owned_dir == old.owned_dir for mv in self.registry):
-            old.remove_files()
+        await rollout.retire(self.registry, old)
 
     async def _scale_or_unregister(self, mv: ModelVersion, workers: int,
                                    raise_errors: bool = False) -> None:
@@ -226,40 +204,12 @@ class ModelManager:
             self._loading -= Counter([(mv.name, mv.version)])
 
     def _build(self, name: str, version: str, url: str, archive: ModelArchive,
-               settings: Any, owned: Path | None, loaded_at_startup: bool) -> ModelVersion:
-        options = settings.options
-        spec = {"model_name": name, "model_version": version, "model_dir": str(archive.model_dir),
-                "manifest": archive.manifest, "model_config": archive.model_config,
-                "handler": archive.handler, "batch_size": settings.batch_size,
-                "model_metrics": declared_metrics(self.config.metrics_config)}
-        pool = WorkerPool(spec, startup_timeout=settings.startup_timeout,
-                          threads_per_worker=self.config.number_of_threads_per_worker,
-                          backoff_max=self.config.worker_restart_backoff_max,
-                          memory_limit=settings.worker_memory_limit_mb * 2**20,
-                          stall_seconds=min(settings.response_timeout,
-                                            self.config.worker_stall_seconds),
-                          max_retry_seconds=options.max_retry_timeout_s)
-        queue = BatchQueue(options.job_queue_size or self.config.job_queue_size)
-        autoscaler = Autoscaler(settings.extra["autoscale"])
-        observer = VersionObserver(name, version, queue=queue, pool=pool, autoscaler=autoscaler,
-                                   registry=self.registry, metrics=self.metrics,
-                                   tracing=self.tracing)
-        pool.on_change = observer.workers_changed
-        pool.on_memory_restart = observer.memory_restart
-        batcher = Batcher(queue, pool, batch_size=settings.batch_size,
-                          max_batch_delay_ms=settings.max_batch_delay,
-                          response_timeout=settings.response_timeout, observer=observer,
-                          stage_stamps=self.tracing.enabled,
-                          client_timeout_ms=options.client_timeout_ms,
-                          job_ticket=options.use_job_ticket)
-        mv = ModelVersion(name=name, version=version, url=url, archive=archive,
-                          settings=settings, pool=pool, queue=queue, batcher=batcher,
-                          loaded_at_startup=loaded_at_startup, owned_dir=owned,
-                          autoscaler=autoscaler)
-        batcher.start()
-        pool.spawn(autoscale(mv, self.config, self.autoscale_decisions,
-                             paused=lambda: self._loading[name, version] > 0))
-        return mv
+               settings: ModelSettings, owned: Path | None, loaded_at_startup: bool
+               ) -> ModelVersion:
+        """A version ready to register (see :class:`~tsf.version_builder.VersionBuilder`),
+        whose autoscaler waits while a load or scale call is under way."""
+        return self.builder.build(name, version, url, archive, settings, owned, loaded_at_startup,
+                                  paused=lambda: self._loading[name, version] > 0)
 
     # --- scale / default / unregister -------------------------------------------------------
     async def scale(self, name: str, version: str | None, min_worker: int | None,
