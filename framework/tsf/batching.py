@@ -21,7 +21,7 @@ import collections
 import functools
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from .errors import ClientGone, ServiceUnavailable, TsfError
 from .traffic import ROUTING_HEADER, header_value
@@ -142,10 +142,16 @@ def _settle(future: asyncio.Future) -> None:
         future.set_result(None)
 
 
-# (jobs, the worker's result, dispatched at, finished at, worker id), times from time.monotonic()
-BatchDone = Callable[[list[Job], BatchResult, float, float, str], None]
-# where an abandoned job was: "queued" (dropped before any worker saw it) or "running"
-Abandoned = Callable[[str], None]
+class BatchObserver(Protocol):
+    """What a batcher reports as it works (see :class:`tsf.observer.VersionObserver`)."""
+
+    def batch_done(self, batch: list[Job], result: BatchResult, dispatched: float,
+                   finished: float, worker_id: str) -> None:
+        """A worker answered ``batch`` with ``result``; times from ``time.monotonic()``."""
+
+    def abandoned(self, stage: str) -> None:
+        """A job's client went away while it was ``"queued"`` (dropped before any worker saw
+        it) or ``"running"`` (its answer is dropped)."""
 
 
 class Batcher:
@@ -153,16 +159,14 @@ class Batcher:
 
     def __init__(self, queue: BatchQueue, pool: WorkerPool, *, batch_size: int,
                  max_batch_delay_ms: float, response_timeout: float,
-                 on_batch: BatchDone | None = None, on_abandon: Abandoned | None = None,
-                 stage_stamps: bool = False, client_timeout_ms: int = 0,
-                 job_ticket: bool = False) -> None:
+                 observer: BatchObserver | None = None, stage_stamps: bool = False,
+                 client_timeout_ms: int = 0, job_ticket: bool = False) -> None:
         self.queue = queue
         self.pool = pool
         self.batch_size = batch_size
         self.max_delay = max_batch_delay_ms / 1000.0
         self.response_timeout = response_timeout
-        self.on_batch = on_batch
-        self.on_abandon = on_abandon
+        self.observer = observer
         self.stage_stamps = stage_stamps  # ask workers for wall-clock stage times (tracing)
         self.client_timeout_ms = client_timeout_ms
         self.job_ticket = job_ticket
@@ -216,8 +220,8 @@ class Batcher:
             job.expiry.cancel()
         if not job.dispatched:
             self.queue.discard(job)
-        if self.on_abandon is not None:
-            self.on_abandon("running" if job.dispatched else "queued")
+        if self.observer is not None:
+            self.observer.abandoned("running" if job.dispatched else "queued")
 
     async def _run(self) -> None:
         while True:
@@ -262,8 +266,8 @@ class Batcher:
         for job, answer in zip(batch, result.answers):
             if not job.future.done():
                 job.future.set_result(answer)
-        if self.on_batch is not None:
-            self.on_batch(batch, result, now, time.monotonic(), worker.id)
+        if self.observer is not None:
+            self.observer.batch_done(batch, result, now, time.monotonic(), worker.id)
 
 
 def _partials_to(batch: list[Job]) -> Callable[[Answer], None]:

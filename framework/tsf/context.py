@@ -1,8 +1,10 @@
 """The Context a handler sees in its worker, compatible with TorchServe's ``Context``.
 
 It carries the model's identity and files, the current batch's request ids and headers, the
-per-request response status, content type and headers a handler may set, and ``metrics``: the
-API through which handlers record custom metrics that reach ``/metrics`` on the front end.
+per-request response status, content type and headers a handler may set, ``batch_state`` (what
+a handler remembers about the current batch between its stages, emptied when the next batch
+begins), and ``metrics``: the API through which handlers record custom metrics that reach
+``/metrics`` on the front end.
 """
 
 from __future__ import annotations
@@ -117,6 +119,7 @@ class Context:
         self._request_params: list[dict[str, str]] = []
         self._request_protocols: list[str] = []
         self.partial_sink: PartialSink | None = None  # set by the worker while a batch runs
+        self.batch_state: dict[str, Any] = {}  # a handler's notes on the current batch
 
     @property
     def device(self) -> str:
@@ -160,7 +163,10 @@ class Context:
     def begin_batch(self, request_ids: Iterable[str], headers: Iterable[dict[str, str]],
                     params: Iterable[dict[str, str]] | None = None,
                     protocols: Iterable[str] | None = None) -> None:
+        """Start a batch (or the retry of one request alone): its requests replace the last
+        batch's, and ``batch_state`` starts empty."""
         self.request_ids = dict(enumerate(request_ids))
+        self.batch_state = {}
         self.request_processor = [RequestProcessor(h) for h in headers]
         self._request_params = list(params) if params is not None else \
             [{} for _ in self.request_processor]

@@ -6,7 +6,9 @@ batch along a new first dimension, run through the model once, and split back: o
 request.  Samples of different shapes run one by one.  Integer input is cast to float32 unless
 the model embeds tokens (has an ``Embedding``) or ``handler.input_dtype`` says otherwise.
 KServe v2 / OIP requests carry one tensor with its own batch dimension: those are concatenated
-along it and each request gets its rows back as tensors.
+along it and each request gets its rows back as tensors.  Joining the tensors into a batch and
+cutting the outputs back per request are the overridable ``collate`` and ``split`` steps; what
+one batch must remember between them lives in ``context.batch_state``.
 
 This module is also the worker's built-in plugin: it registers the ``base`` handler, and a
 ``FallbackHandler`` answers any stage a custom handler leaves out.  torch is imported lazily.
@@ -22,6 +24,7 @@ from .json_body import load_json
 from .oip.tensors import PROTOCOL as OIP
 
 INPUT_KEYS = ("data", "inputs", "instances", "body")
+OIP_ROWS = "oip_rows"  # context.batch_state key: rows per request of concatenated OIP tensors
 
 
 class Ragged(list):
@@ -58,7 +61,9 @@ def _wants_float(model: Any) -> bool:
 class BaseHandler:
     """Tensor-in, tensor-out handler used when an archive names no handler (or ``base``).
 
-    Subclass it and override any ``tsf_*`` stage method; undecorated overrides count.
+    Subclass it and override any ``tsf_*`` stage method; undecorated overrides count.  The
+    default stages call two smaller steps a subclass may override instead: :meth:`collate`
+    (request tensors to one batch) and :meth:`split` (model outputs to one result per request).
 
     Explainers (``tsf_explain`` plugins such as tsf-explain-captum) read two things from a
     handler: ``task``, what kind of model it serves (``"image_classification"``,
@@ -90,25 +95,31 @@ class BaseHandler:
             tensor = tensor.to(getattr(torch, dtype))
         return tensor
 
-    _oip_rows: list[int] | None = None  # rows per request when OIP tensors were concatenated
-
     @hookimpl
     def tsf_preprocess(self, context: Any, requests: list[dict]) -> Any:
-        import torch
-
-        oip = [context.get_request_protocol(i) == OIP for i in range(len(requests))]
         for i, request in enumerate(requests):
-            if oip[i] and len(request) != 1:
+            if context.get_request_protocol(i) == OIP and len(request) != 1:
                 raise BadRequest(f"request {context.get_request_id(i) or i}: the base handler "
                                  f"takes one input tensor, got {len(request)} "
                                  f"({', '.join(request)}); write a tsf_preprocess for more")
         tensors = [self.to_tensor(context, request_payload(r, i, context.get_request_id(i)), i)
                    for i, r in enumerate(requests)]
-        self._oip_rows = None
-        # OIP tensors carry their own batch dimension: concatenate them along it
+        return self.collate(context, tensors)
+
+    def collate(self, context: Any, tensors: list) -> Any:
+        """Join one tensor per request into the model's input, on ``context.device``.
+
+        Samples of one shape are stacked along a new first dimension; OIP tensors, which carry
+        their own batch dimension, are concatenated along it and their row counts recorded in
+        ``context.batch_state[OIP_ROWS]`` for :meth:`split`; anything else becomes a
+        :class:`Ragged` batch the model runs sample by sample.
+        """
+        import torch
+
+        oip = [context.get_request_protocol(i) == OIP for i in range(len(tensors))]
         if all(oip) and all(t.dim() > 0 and t.shape[1:] == tensors[0].shape[1:]
                             for t in tensors):
-            self._oip_rows = [t.shape[0] for t in tensors]
+            context.batch_state[OIP_ROWS] = [t.shape[0] for t in tensors]
             return torch.cat(tensors).to(context.device)
         if not any(oip) and all(t.shape == tensors[0].shape for t in tensors):
             return torch.stack(tensors).to(context.device)
@@ -138,14 +149,23 @@ class BaseHandler:
 
     @hookimpl
     def tsf_postprocess(self, context: Any, outputs: Any) -> list:
-        count = len(context.request_ids)
+        return self.split(context, outputs, len(context.request_ids))
+
+    def split(self, context: Any, outputs: Any, count: int) -> list:
+        """Cut the model's ``outputs`` back into ``count`` results, one per request.
+
+        A :class:`Ragged` batch gives each request its own output; concatenated OIP tensors give
+        each request its rows (``context.batch_state[OIP_ROWS]``), as tensors; otherwise request
+        ``i`` gets row ``i`` as JSON-able data.  Outputs may be a tensor, a tuple or list of
+        tensors, or a dict of tensors.
+        """
         if isinstance(outputs, Ragged):  # OIP answers keep their tensors (and dtypes)
             return [out if context.get_request_protocol(i) == OIP else _to_python(out, 0)
                     for i, out in enumerate(outputs)]
-        if self._oip_rows is not None:
-            starts = [sum(self._oip_rows[:i]) for i in range(count)]
-            return [_rows(outputs, start, start + rows)
-                    for start, rows in zip(starts, self._oip_rows)]
+        rows = context.batch_state.get(OIP_ROWS)
+        if rows is not None:
+            starts = [sum(rows[:i]) for i in range(count)]
+            return [_rows(outputs, start, start + n) for start, n in zip(starts, rows)]
         return [_to_python(outputs, i) for i in range(count)]
 
 

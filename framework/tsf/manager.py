@@ -1,44 +1,51 @@
-"""Model lifecycle: register, roll out a new archive, scale (and autoscale), set default,
-traffic split and shadow, unregister, and submitting requests.
+"""Model lifecycle: register (archives from :mod:`tsf.sources`), roll out a new archive, scale
+(and autoscale), set the default version, traffic split and shadow, unregister; submitting
+requests; health.
 
-Responses mirror TorchServe's management API: ``(http_status, status_message)``.
+Each version's machinery comes from :mod:`tsf.version_builder`, a rolling update's steps from
+:mod:`tsf.rollout`.  Changes take typed values and answer a
+:class:`~tsf.manager_types.ManagerResult`: the status and message of TorchServe's management
+API.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import shutil
 import tempfile
-import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import pluggy
 
+from . import rollout
 from .archive import Limits, ModelArchive, check_paths, open_archive
-from .autoscale import Autoscaler, autoscale, autoscale_settings, decisions_counter
-from .batching import Batcher, BatchQueue, Job
-from .config import ServerConfig, check_worker_cap, model_settings
+from .autoscale import autoscale_settings, decisions_counter
+from .batching import Job
+from .config import ModelSettings, ServerConfig, check_worker_cap, model_settings
 from .errors import (BadRequest, Conflict, Forbidden, ModelLoadError, ServiceUnavailable,
                      TsfError)
-from .handler_metrics import declared_metrics
 from .health import Health, assess
+from .manager_types import ManagerResult, RegisterRequest
 from .metrics import ServerMetrics
+from .observer import live_workers
 from .registry import ModelVersion, Registry
 from .requirements_env import model_environment
 from .shadow import Shadowing, parse_rule
-from .storage import check_allowed, keep_in_cache, parse_sha256, verify_sha256
+from .sources import ArchiveSources
 from .tracing import Tracing
 from .traffic import ROUTING_HEADER, TrafficSplit, parse_weights
-from .workers.messages import DESCRIBE, BatchResult, Request
-from .workers.pool import WorkerPool
+from .version_builder import VersionBuilder
+from .workers.messages import DESCRIBE, Request
 
 log = logging.getLogger(__name__)
 
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}")
+PROCESSING = "Processing worker updates..."  # an asynchronous change's answer (202)
 
 
 class ModelManager:
@@ -50,11 +57,12 @@ class ModelManager:
         self.pm = pm
         self.metrics = metrics
         self.tracing = tracing or Tracing()
-        metrics.worker_figures.workers = self._live_workers
         self.registry = Registry()
+        metrics.worker_figures.workers = functools.partial(live_workers, self.registry)
         root = Path(config.workspace) if config.workspace else \
             Path(tempfile.mkdtemp(prefix="tsf-workspace-"))
         self.workspace = root
+        self.sources = ArchiveSources(config, pm, root)
         self.limits = Limits(max_bytes=config.max_archive_size,
                              max_files=config.max_archive_files)
         self._reserved: set[tuple[str, str]] = set()
@@ -63,92 +71,46 @@ class ModelManager:
         self._loading: Counter[tuple[str, str]] = Counter()
         # set by the server while it registers its startup models: not ready until then
         self.starting = False
-        self.autoscale_decisions = decisions_counter(metrics.registry)
+        self.builder = VersionBuilder(config, self.registry, metrics, self.tracing,
+                                      decisions_counter(metrics.registry))
         self.shadowing = Shadowing(metrics.registry)
         self.owners: dict[str, str] = {}  # model name -> the workflow it belongs to
         self.shared_models: set[str] = set()  # workflow models that take direct requests too
 
     # --- register ---------------------------------------------------------------------------
-    async def _fetch(self, url: str, sha256: str | None = None) -> tuple[Path, Path | None]:
-        """The archive behind ``url``: allowed, fetched, cached by content, digest checked.
-
-        Also returns the cached copy this call created (to delete if the archive is refused).
-        """
-        check_allowed(url, self.config)
-        wanted = parse_sha256(sha256) if sha256 else None
-        downloads = self.workspace / "downloads"
-        downloads.mkdir(parents=True, exist_ok=True)
-        path = await asyncio.to_thread(self.pm.hook.tsf_fetch_archive, url=url,
-                                       dest=str(downloads), config=self.config)
-        if path is None:
-            raise BadRequest(f"no storage plugin handles the URL {url!r}")
-        path, digest, fresh = Path(path), None, None
-        if path.is_file() and path.resolve().parent == downloads.resolve():
-            path, digest, created = await asyncio.to_thread(keep_in_cache, path,
-                                                            self.workspace / "cache")
-            fresh = path if created else None
-        if wanted:
-            try:
-                await asyncio.to_thread(verify_sha256, path, wanted, digest)
-            except BaseException:
-                if fresh is not None:
-                    fresh.unlink(missing_ok=True)
-                raise
-        return path, fresh
-
-    async def fetch_archive(self, url: str) -> tuple[Path, Path | None]:
-        """An archive as register fetches it (allow-list, model store, download cache): its
-        path, and the cached copy this call created, if any (a workflow's ``.war``)."""
-        return await self._fetch(url)
-
-    async def register(self, url: str | None, *, model_name: str | None = None,
-                       handler: str | None = None, batch_size: Any = None,
-                       max_batch_delay: Any = None, initial_workers: Any = None,
-                       synchronous: bool = True, response_timeout: Any = None,
-                       startup_timeout: Any = None, loaded_at_startup: bool = False,
-                       sha256: str | None = None, replace: bool = False) -> tuple[int, str]:
-        """Register the archive at ``url``; with ``replace``, an archive for a version that is
-        already registered replaces it by a rolling update (see :meth:`_roll`)."""
-        if not url:
+    async def register(self, request: RegisterRequest, *, loaded_at_startup: bool = False
+                       ) -> ManagerResult:
+        """Register the archive at ``request.url``; with ``replace``, an archive for a version
+        that is already registered replaces it by a rolling update (see :meth:`_roll`)."""
+        if not request.url:
             raise BadRequest("Parameter url is required.")
-        source, fresh_download = await self._fetch(url, sha256)
+        fetched = await self.sources.fetch(request.url, request.sha256)
         try:
             archive: ModelArchive = await asyncio.to_thread(
-                open_archive, source, self.workspace / "models", self.limits)
+                open_archive, fetched.path, self.workspace / "models", self.limits)
         except BaseException:
-            if fresh_download is not None:
-                fresh_download.unlink(missing_ok=True)
+            fetched.discard_fresh()
             raise
-        owned = archive.model_dir if archive.model_dir != source else None
+        owned = archive.model_dir if archive.model_dir != fetched.path else None
         try:
-            return await self._register_archive(
-                url, archive, owned, model_name=model_name, handler=handler,
-                loaded_at_startup=loaded_at_startup, synchronous=synchronous, replace=replace,
-                rest={"batch_size": batch_size, "max_batch_delay": max_batch_delay,
-                      "min_workers": initial_workers, "response_timeout": response_timeout,
-                      "startup_timeout": startup_timeout})
+            return await self._register_archive(request, archive, owned, loaded_at_startup)
         except BaseException:
             if owned is not None and not any(mv.owned_dir == owned for mv in self.registry):
                 shutil.rmtree(owned, ignore_errors=True)
-            if fresh_download is not None:
-                fresh_download.unlink(missing_ok=True)
+            fetched.discard_fresh()
             raise
 
-    async def register_unpacked(self, url: str, archive: ModelArchive, *, model_name: str,
-                                loaded_at_startup: bool = False, **rest: Any
-                                ) -> tuple[int, str]:
+    async def register_unpacked(self, request: RegisterRequest, archive: ModelArchive, *,
+                                loaded_at_startup: bool = False) -> ManagerResult:
         """Register an archive already unpacked whose folder stays with the caller (a
-        workflow's function node); ``rest`` holds model settings (``batch_size``, ...)."""
+        workflow's function node); ``request.url`` only names it."""
         check_paths(archive)
-        return await self._register_archive(url, archive, None, model_name=model_name,
-                                            handler=None, loaded_at_startup=loaded_at_startup,
-                                            synchronous=True, rest=rest)
+        return await self._register_archive(request, archive, None, loaded_at_startup)
 
-    async def _register_archive(self, url: str, archive: ModelArchive, owned: Path | None, *,
-                                model_name: str | None, handler: str | None,
-                                loaded_at_startup: bool, synchronous: bool,
-                                rest: dict, replace: bool = False) -> tuple[int, str]:
-        name = model_name or archive.model_name or Path(url).name.split(".")[0]
+    async def _register_archive(self, request: RegisterRequest, archive: ModelArchive,
+                                owned: Path | None, loaded_at_startup: bool) -> ManagerResult:
+        url, handler = request.url, request.handler
+        name = request.model_name or archive.model_name or Path(url).name.split(".")[0]
         if not MODEL_NAME.fullmatch(name):
             raise BadRequest(f"invalid model name {name!r}: use letters, digits, '_', '-', '.'")
         version = archive.model_version
@@ -156,15 +118,15 @@ class ModelManager:
             archive.model["handler"] = handler
             check_paths(archive)
         key = (name, version)
-        if key in self._reserved or (self.registry.exists(name, version) and not replace):
+        if key in self._reserved or (self.registry.exists(name, version) and not request.replace):
             raise Conflict(f"Model version {version} is already registered for model {name}"
                            + ("" if key in self._reserved else
                               "; add replace=true to roll the new archive out in its place"))
-        settings = model_settings(self.config, archive.model_config, rest)
+        settings = model_settings(self.config, archive.model_config, request.settings())
         settings.extra["autoscale"] = autoscale_settings(self.config, archive.model_config)
         if self.registry.exists(name, version):
             return await self._roll(self.registry.get(name, version), url, archive, owned,
-                                    settings, synchronous)
+                                    settings, request.synchronous)
         self._reserved.add(key)
         try:
             python_path = await model_environment(archive, url, self.config, self.workspace)
@@ -176,21 +138,23 @@ class ModelManager:
             self._reserved.discard(key)
         workers = settings.min_workers
         if workers <= 0:
-            return 200, (f'Model "{name}" Version: {version} registered with 0 initial workers. '
-                         "Use scale workers API to add workers for the model.")
+            return ManagerResult(200, f'Model "{name}" Version: {version} registered with 0 '
+                                 "initial workers. Use scale workers API to add workers for the "
+                                 "model.")
         self._loading[key] += 1  # before any await: an unregister from now on gets 409
-        if not synchronous:
+        if not request.synchronous:
             asyncio.ensure_future(self._scale_or_unregister(mv, workers))
-            return 202, "Processing worker updates..."
+            return ManagerResult(202, PROCESSING)
         await self._scale_or_unregister(mv, workers, raise_errors=True)
-        return 200, f'Model "{name}" Version: {version} registered with {workers} initial workers'
+        return ManagerResult(200, f'Model "{name}" Version: {version} registered with {workers} '
+                             "initial workers")
 
     # --- rolling update -----------------------------------------------------------------------
     async def _roll(self, old: ModelVersion, url: str, archive: ModelArchive,
-                    owned: Path | None, settings: Any, synchronous: bool) -> tuple[int, str]:
-        """Replace a serving version's archive: new workers start (and warm up) beside the old
-        ones; once they are ready, requests go to them and the old workers finish what they
-        were given, then stop.  If the new workers fail to load, the old ones keep serving."""
+                    owned: Path | None, settings: ModelSettings, synchronous: bool
+                    ) -> ManagerResult:
+        """Replace a serving version's archive by a rolling update (see :mod:`tsf.rollout`);
+        the version is reserved until it is done."""
         key = (old.name, old.version)
         if self._loading[key] > 0:
             raise Conflict(f"model {old.name} version {old.version} is being loaded or scaled; "
@@ -205,49 +169,24 @@ class ModelManager:
         self._loading[key] += 1
         if not synchronous:
             asyncio.ensure_future(self._roll_out(old, mv, workers, raise_errors=False))
-            return 202, "Processing worker updates..."
+            return ManagerResult(202, PROCESSING)
         await self._roll_out(old, mv, workers)
-        return 200, (f'Model "{old.name}" Version: {old.version} updated to {url} with '
-                     f"{workers} workers")
+        return ManagerResult(200, f'Model "{old.name}" Version: {old.version} updated to {url} '
+                             f"with {workers} workers")
 
     async def _roll_out(self, old: ModelVersion, mv: ModelVersion, workers: int,
                         raise_errors: bool = True) -> None:
         key = (old.name, old.version)
         try:
-            try:
-                await mv.pool.scale(workers)
-            except ModelLoadError as exc:
-                log.error("rolling update of %s version %s failed; the old archive keeps "
-                          "serving: %s", mv.name, mv.version, exc)
-                await mv.batcher.stop(ServiceUnavailable("the update failed"))
-                await mv.pool.close()
-                if mv.owned_dir != old.owned_dir:
-                    mv.remove_files()
-                if raise_errors:
-                    raise ModelLoadError(f"rolling update of model {mv.name} version "
-                                         f"{mv.version} failed, the old archive keeps serving: "
-                                         f"{exc.message}") from None
-                return
-            self.registry.replace(mv)  # from here on, requests are queued on the new workers
-            self._workers_changed(mv)
-            log.info("model %s version %s: %d new workers serving %s; retiring the old ones",
-                     mv.name, mv.version, workers, mv.url)
+            await rollout.replace(self.registry, old, mv, workers)
+        except ModelLoadError:
+            if raise_errors:
+                raise
+            return
         finally:
             self._reserved.discard(key)
             self._loading -= Counter([key])
-        await self._retire(old)
-
-    async def _retire(self, old: ModelVersion) -> None:
-        """Let the replaced version's workers answer what was queued for them, then stop them."""
-        deadline = time.monotonic() + old.settings.response_timeout
-        while len(old.queue) and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await old.batcher.stop(ServiceUnavailable(f"model {old.name} version {old.version} "
-                                                  "was replaced; retry"))
-        await old.pool.close()
-        if old.owned_dir is not None and \
-                not any(mv.owned_dir == old.owned_dir for mv in self.registry):
-            old.remove_files()
+        await rollout.retire(self.registry, old)
 
     async def _scale_or_unregister(self, mv: ModelVersion, workers: int,
                                    raise_errors: bool = False) -> None:
@@ -266,70 +205,20 @@ class ModelManager:
             self._loading -= Counter([(mv.name, mv.version)])
 
     def _build(self, name: str, version: str, url: str, archive: ModelArchive,
-               settings: Any, owned: Path | None, loaded_at_startup: bool) -> ModelVersion:
-        options = settings.options
-        spec = {"model_name": name, "model_version": version, "model_dir": str(archive.model_dir),
-                "manifest": archive.manifest, "model_config": archive.model_config,
-                "handler": archive.handler, "batch_size": settings.batch_size,
-                "model_metrics": declared_metrics(self.config.metrics_config)}
-        pool = WorkerPool(spec, startup_timeout=settings.startup_timeout,
-                          threads_per_worker=self.config.number_of_threads_per_worker,
-                          backoff_max=self.config.worker_restart_backoff_max,
-                          memory_limit=settings.worker_memory_limit_mb * 2**20,
-                          stall_seconds=min(settings.response_timeout,
-                                            self.config.worker_stall_seconds),
-                          max_retry_seconds=options.max_retry_timeout_s)
-        queue = BatchQueue(options.job_queue_size or self.config.job_queue_size)
-        mv_holder: list[ModelVersion] = []
-        batcher = Batcher(queue, pool, batch_size=settings.batch_size,
-                          max_batch_delay_ms=settings.max_batch_delay,
-                          response_timeout=settings.response_timeout,
-                          on_batch=lambda *done: self._batch_done(mv_holder[0], *done),
-                          on_abandon=self.metrics.abandoned_counter(name, version),
-                          stage_stamps=self.tracing.enabled,
-                          client_timeout_ms=options.client_timeout_ms,
-                          job_ticket=options.use_job_ticket)
-        mv = ModelVersion(name=name, version=version, url=url, archive=archive,
-                          settings=settings, pool=pool, queue=queue, batcher=batcher,
-                          loaded_at_startup=loaded_at_startup, owned_dir=owned)
-        mv_holder.append(mv)
-        mv.autoscaler = Autoscaler(settings.extra["autoscale"])
-        pool.on_change = lambda: self._workers_changed(mv)
-        pool.on_memory_restart = \
-            lambda: self.metrics.worker_memory_restarts.labels(name, version).inc()
-        batcher.start()
-        pool.spawn(autoscale(mv, self.config, self.autoscale_decisions,
-                             paused=lambda: self._loading[name, version] > 0))
-        return mv
-
-    def _workers_changed(self, mv: ModelVersion) -> None:
-        # during a rolling update two pools share the labels: report the registered one's
-        current = self.registry.get_exact(mv.name, mv.version) or mv
-        self.metrics.workers_alive.labels(mv.name, mv.version).set(current.pool.live_count)
-        self.metrics.worker_restarts.labels(mv.name, mv.version).set(current.pool.restarts)
-
-    def _batch_done(self, mv: ModelVersion, batch: list[Job], result: BatchResult,
-                    dispatched: float, finished: float, worker_id: str) -> None:
-        m = self.metrics
-        for job in batch:
-            mv.autoscaler.observe_wait(dispatched - job.arrival)
-            m.record_queue(mv.name, mv.version, job.label_version, dispatched - job.arrival)
-        m.record_batch(mv.name, mv.version, len(batch), result.timings)
-        if result.metrics:
-            m.record_custom(mv.name, mv.version, result.metrics)
-        m.queue_depth.labels(mv.name, mv.version).set(len(mv.queue))
-        if self.tracing.enabled:
-            self.tracing.record_batch(mv.name, mv.version, worker_id, batch, result, dispatched,
-                                      finished)
+               settings: ModelSettings, owned: Path | None, loaded_at_startup: bool
+               ) -> ModelVersion:
+        """A version ready to register (see :class:`~tsf.version_builder.VersionBuilder`),
+        whose autoscaler waits while a load or scale call is under way."""
+        return self.builder.build(name, version, url, archive, settings, owned, loaded_at_startup,
+                                  paused=lambda: self._loading[name, version] > 0)
 
     # --- scale / default / unregister -------------------------------------------------------
-    async def scale(self, name: str, version: str | None, min_worker: Any, max_worker: Any,
-                    synchronous: bool) -> tuple[int, str]:
-        try:
-            low = int(min_worker) if min_worker not in (None, "") else 1
-            high = int(max_worker) if max_worker not in (None, "") else low
-        except ValueError:
-            raise BadRequest("min_worker and max_worker must be integers") from None
+    async def scale(self, name: str, version: str | None, min_worker: int | None,
+                    max_worker: int | None, synchronous: bool) -> ManagerResult:
+        """Set the version's worker range and start or stop workers to reach ``min_worker``
+        (1 when ``None``); ``max_worker`` (``min_worker`` when ``None``) bounds autoscaling."""
+        low = 1 if min_worker is None else min_worker
+        high = low if max_worker is None else max_worker
         if low < 0:
             raise BadRequest("min_worker must be >= 0")
         if high < low:
@@ -340,7 +229,7 @@ class ModelManager:
         self._loading[mv.name, mv.version] += 1
         if not synchronous:
             asyncio.ensure_future(self._scale_logged(mv, low))
-            return 202, "Processing worker updates..."
+            return ManagerResult(202, PROCESSING)
         try:
             await mv.pool.scale(low)
         except ModelLoadError as exc:
@@ -350,7 +239,7 @@ class ModelManager:
         message = f"Workers scaled to {low} for model: {name}"
         if version is not None:
             message += f", version: {version}"
-        return 200, message
+        return ManagerResult(200, message)
 
     async def _scale_logged(self, mv: ModelVersion, target: int) -> None:
         try:
@@ -360,17 +249,17 @@ class ModelManager:
         finally:
             self._loading -= Counter([(mv.name, mv.version)])
 
-    def set_traffic(self, name: str, document: Any) -> dict:
+    def set_traffic(self, name: str, document: Any) -> ManagerResult:
         """Set the model's traffic split from a ``{"version": weight}`` object."""
         versions = [mv.version for mv in self.registry.versions(name)]
         self.registry.set_split(name, TrafficSplit(parse_weights(document, versions)))
         log.info("traffic split of model %s set to %s", name, self.registry.split(name).weights)
-        return self.traffic(name)
+        return ManagerResult(document=self.traffic(name))
 
-    def clear_traffic(self, name: str) -> dict:
+    def clear_traffic(self, name: str) -> ManagerResult:
         self.registry.set_split(name, None)
         log.info("traffic split of model %s removed", name)
-        return self.traffic(name)
+        return ManagerResult(document=self.traffic(name))
 
     def traffic(self, name: str) -> dict:
         """The model's split as the management API shows it."""
@@ -380,30 +269,33 @@ class ModelManager:
                 "weights": split.weights if split else None,
                 "percentages": split.percentages() if split else None}
 
-    def set_shadow(self, name: str, document: Any) -> dict:
+    def set_shadow(self, name: str, document: Any) -> ManagerResult:
         """Mirror a share of ``name``'s live requests to a version (``{"version", "percent"}``)."""
         versions = [mv.version for mv in self.registry.versions(name)]
         rule = parse_rule(document, versions)
         self.shadowing.rules[name] = rule
         log.info("shadow traffic of model %s: %g%% to version %s", name, rule.percent,
                  rule.version)
-        return self.shadow(name)
+        return ManagerResult(document=self.shadow(name))
 
-    def clear_shadow(self, name: str) -> dict:
+    def clear_shadow(self, name: str) -> ManagerResult:
         self.registry.get(name)
         self.shadowing.forget(name)
-        return self.shadow(name)
+        return ManagerResult(document=self.shadow(name))
 
     def shadow(self, name: str) -> dict:
+        """The model's shadow rule as the management API shows it."""
         self.registry.get(name)
         rule = self.shadowing.rules.get(name)
         return {"modelName": name, "shadow": rule.to_dict() if rule else None}
 
-    def set_default(self, name: str, version: str) -> str:
+    def set_default(self, name: str, version: str) -> ManagerResult:
         self.registry.set_default(name, version)
-        return f'Default version successfully updated for model "{name}" to "{version}"'
+        return ManagerResult(200, f'Default version successfully updated for model "{name}" '
+                             f'to "{version}"')
 
-    async def unregister(self, name: str, version: str | None, owner: str | None = None) -> str:
+    async def unregister(self, name: str, version: str | None, owner: str | None = None
+                         ) -> ManagerResult:
         mv = self.registry.get(name, version)
         if self.owners.get(name, owner) != owner:
             raise Conflict(f"model {name} belongs to workflow {self.owners[name]}; unregister "
@@ -413,7 +305,7 @@ class ModelManager:
             raise Conflict(f"model {name} version {mv.version} is being loaded or scaled; "
                            "retry the unregister when that finishes")
         await self._remove(mv, ServiceUnavailable(f"model {name} was unregistered"))
-        return f'Model "{name}" unregistered'
+        return ManagerResult(200, f'Model "{name}" unregistered')
 
     async def _remove(self, mv: ModelVersion, error: TsfError, wait: float | None = None
                       ) -> None:
@@ -460,12 +352,6 @@ class ModelManager:
         mv.batcher.submit(job)
         self.shadowing.mirror(self.registry, mv.version, job, name)
         return mv, job
-
-    def _live_workers(self):
-        for mv in list(self.registry):
-            for worker in list(mv.pool.workers.values()):
-                if worker.alive or worker.status == "BUSY":
-                    yield mv.name, mv.version, worker
 
     def startup_failed(self, name: str, reason: str) -> None:
         """Remember that startup model ``name`` did not load (health reports it)."""

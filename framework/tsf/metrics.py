@@ -186,10 +186,6 @@ class ServerMetrics:
         if self.observer is not None:
             self.observer(name, kind, value, labels)
 
-    def abandoned_counter(self, model: str, version: str) -> Callable[[str], None]:
-        """A callback counting one abandoned request of this model version at a stage."""
-        return lambda stage: self.abandoned.labels(model, version, stage).inc()
-
     def record_request(self, model: str, version: str, label_version: str, code: int,
                        total: float, kind: str = "predict") -> None:
         self.requests.labels(model, version, kind, str(code)).inc()

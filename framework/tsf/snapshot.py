@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import BadRequest, TsfError
+from .manager_types import RegisterRequest
 
 log = logging.getLogger("tsf")
 
-# snapshot key -> ModelManager.register keyword
+# snapshot key -> RegisterRequest field
 _SETTINGS = {"minWorkers": "initial_workers", "batchSize": "batch_size",
              "maxBatchDelay": "max_batch_delay", "responseTimeout": "response_timeout",
              "startupTimeout": "startup_timeout"}
@@ -36,6 +37,18 @@ class SnapshotModel:
     mar_name: str
     default: bool = False
     settings: dict = field(default_factory=dict)
+
+    def request(self) -> RegisterRequest:
+        """The registration of this version; a setting that is not a whole number is a
+        BadRequest."""
+        settings = {}
+        for keyword, value in self.settings.items():
+            try:
+                settings[keyword] = int(value)
+            except ValueError:
+                raise BadRequest(f"{keyword} must be an integer, got {value!r}") from None
+        return RegisterRequest(self.mar_name, model_name=self.name, synchronous=False,
+                               **settings)
 
 
 def parse_snapshot(text: str) -> list[SnapshotModel]:
@@ -84,8 +97,7 @@ async def register_snapshot_models(manager: Any, config: Any) -> None:
     """
     for entry in parse_snapshot(config.model_snapshot):
         try:
-            await manager.register(entry.mar_name, model_name=entry.name, synchronous=False,
-                                   loaded_at_startup=True, **entry.settings)
+            await manager.register(entry.request(), loaded_at_startup=True)
         except TsfError as exc:
             log.error("snapshot model %s version %s (%s) not registered: %s", entry.name,
                       entry.version, entry.mar_name, exc.message)

@@ -1,19 +1,15 @@
-"""Built-in storage plugin: archives from the model store, ``file://`` and ``http(s)://`` URLs.
+"""Built-in storage plugin: the ``tsf_fetch_archive`` hook for model-store names, ``file://``
+and ``http(s)://`` URLs.
 
-Any URL with a scheme must match one of the ``allowed_urls`` regexes, except ``file://`` paths
-inside the model store.  With the default (empty) allow-list only the model store is reachable:
-remote URLs are refused with 403, closing the hole TorchServe's permissive default left open
-(CVE-2023-43654).  Every HTTP redirect is checked against the allow-list too, so an allowed
-server cannot bounce tsf to an internal address.  Downloads are streamed to disk under
-``max_archive_size`` and ``download_timeout``, with a progress line every 10%.
+The allow-list, the download cache and the ``sha256`` pin are applied around every storage
+plugin by :mod:`tsf.sources`.  Here, every HTTP redirect is checked against the allow-list too,
+so an allowed server cannot bounce tsf to an internal address.  Downloads are streamed to disk
+under ``max_archive_size`` and ``download_timeout``, with a progress line every 10%.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import logging
-import re
 import tempfile
 import urllib.request
 from pathlib import Path
@@ -21,34 +17,11 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from . import hookimpl
-from .errors import BadRequest, Forbidden, InvalidArchive, ModelNotFound, TsfError
+from .errors import BadRequest, InvalidArchive, ModelNotFound, TsfError
+from .sources import ARCHIVE_SUFFIXES, check_allowed, inside
 
 log = logging.getLogger(__name__)
 PROGRESS_STEPS = 10
-ARCHIVE_SUFFIXES = (".mar", ".tar", ".gz", ".tgz", ".zip")
-
-
-def inside(path: Path, folder: Path) -> bool:
-    """Whether ``path`` resolves (links followed) to somewhere inside ``folder``."""
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def check_allowed(url: str, config: Any) -> None:
-    """Raise Forbidden unless ``url`` may be fetched under the configured allow-list."""
-    scheme = urlsplit(url).scheme
-    if not scheme:
-        return
-    if scheme == "file" and config.model_store and \
-            inside(Path(unquote(urlsplit(url).path)), Path(config.model_store)):
-        return
-    if any(re.fullmatch(pattern, url) for pattern in config.allowed_url_patterns):
-        return
-    raise Forbidden(f"model URL {url!r} is not allowed: only the model store is reachable unless "
-                    "allowed_urls permits the URL")
 
 
 def _from_model_store(name: str, config: Any) -> Path:
@@ -133,50 +106,3 @@ def tsf_fetch_archive(url: str, dest: str, config: Any) -> str | None:
     if parts.scheme in ("http", "https"):
         return str(download(url, Path(dest), config))
     return None
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while block := handle.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def keep_in_cache(path: Path, cache: Path) -> tuple[Path, str, bool]:
-    """Move a downloaded archive to ``cache/<sha256><suffix>`` (one copy per content).
-
-    Returns the cached path, the digest computed on the way, and whether this call created it
-    (a copy that was already there belongs to an earlier registration).
-    """
-    cache.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(s for s in path.suffixes if s in ARCHIVE_SUFFIXES)
-    digest = file_sha256(path)
-    target = cache / f"{digest}{suffix or '.mar'}"
-    if target.exists():
-        path.unlink()
-        return target, digest, False
-    path.replace(target)
-    return target, digest, True
-
-
-def parse_sha256(expected: str) -> str:
-    """A register call's ``sha256`` as lower-case hex; checked before anything is fetched."""
-    wanted = expected.strip().lower()
-    if not re.fullmatch(r"[0-9a-f]{64}", wanted):
-        raise BadRequest("sha256 must be 64 hexadecimal digits")
-    return wanted
-
-
-def verify_sha256(path: Path, wanted: str, digest: str | None = None) -> None:
-    """Refuse the archive unless its SHA-256 is ``wanted``.
-
-    ``digest`` is the archive's digest when it was just computed (a download); otherwise the
-    file is hashed here.  A file's name is never trusted as its digest.
-    """
-    if path.is_dir():
-        raise BadRequest("sha256 applies to archive files, not to an unpacked model folder")
-    actual = digest or file_sha256(path)
-    if not hmac.compare_digest(actual, wanted):
-        raise BadRequest(f"archive digest mismatch: expected sha256 {wanted}, got {actual}; "
-                         "nothing was loaded")

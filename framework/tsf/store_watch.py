@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .errors import TsfError
+from .manager_types import RegisterRequest
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,9 @@ class ModelStoreWatcher:
     async def _update(self, name: str, url: str) -> None:
         log.info("model store entry %s of model %s changed; rolling it out", url, name)
         try:
-            _, message = await self.manager.register(url, model_name=name, replace=True)
-            log.info("%s", message)
+            result = await self.manager.register(RegisterRequest(url, model_name=name,
+                                                                 replace=True))
+            log.info("%s", result.message)
         except TsfError as exc:
             log.error("updating model %s from the changed %s failed; the old archive keeps "
                       "serving: %s", name, url, exc.message)

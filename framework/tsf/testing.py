@@ -12,6 +12,7 @@ the test, together with its worker processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -240,6 +241,7 @@ class HarnessAnswer:
     """One request's answer from :class:`HandlerHarness`: status, content type, headers, body."""
 
     def __init__(self, answer: Answer) -> None:
+        self.answer = answer
         self.status: int = answer.status
         self.content_type: str = answer.ctype
         self.headers: dict[str, str] = answer.headers
@@ -252,14 +254,30 @@ class HarnessAnswer:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    def tensors(self) -> dict[str, Any]:
+        """A KServe v2 / OIP answer's output tensors by name (``torch.Tensor``, or nested lists
+        of ``bytes`` for ``BYTES`` outputs)."""
+        from .oip.tensors import TENSOR_CTYPE, TENSORS_CTYPE, decode_tensor
+
+        if self.content_type != TENSORS_CTYPE or self.answer.tensors is None:
+            raise ValueError(f"not an OIP tensor answer: {self!r}")
+        out, offset = {}, 0
+        for descriptor in self.answer.tensors:
+            end = offset + descriptor["size"]
+            name = descriptor["name"]
+            out[name] = decode_tensor(Part(name, self.body[offset:end], TENSOR_CTYPE,
+                                           datatype=descriptor["datatype"],
+                                           shape=descriptor["shape"], encoding="raw"))
+            offset = end
+        return out
+
     def __repr__(self) -> str:
         return f"HarnessAnswer({self.status}, {self.content_type!r}, {self.body[:80]!r})"
 
 
 def harness_request(body: Any, content_type: str | None = None,
                     headers: dict[str, str] | None = None,
-                    params: dict[str, str] | None = None, request_id: str = "harness",
-                    kind: str = PREDICT) -> Request:
+                    params: dict[str, str] | None = None) -> Request:
     """The worker-side message of one request: bytes as they are, str as text, anything else as
     a JSON body; ``body`` may also be ``{part name: bytes}`` for a multipart-style request."""
     if isinstance(body, dict) and body and all(isinstance(v, (bytes, bytearray))
@@ -274,7 +292,23 @@ def harness_request(body: Any, content_type: str | None = None,
         else:
             data, default = json.dumps(body).encode(), "application/json"
         parts = [Part("body", data, content_type or default)]
-    return Request(request_id, parts, dict(headers or {}), dict(params or {}), kind)
+    return Request("harness", parts, dict(headers or {}), dict(params or {}))
+
+
+def oip_request(inputs: dict[str, Any], headers: dict[str, str] | None = None,
+                params: dict[str, str] | None = None) -> Request:
+    """The worker-side message of one KServe v2 / OIP request: ``{input name: tensor}`` (a
+    ``torch.Tensor``, anything ``torch.as_tensor`` takes, or lists of str/bytes for ``BYTES``),
+    each input passed as binary data as the front end passes it."""
+    from .oip.tensors import PROTOCOL, TENSOR_CTYPE, encode_outputs
+
+    parts = []
+    for name, value in inputs.items():
+        [descriptor], raw = encode_outputs({name: value}, name)
+        parts.append(Part(name, raw, TENSOR_CTYPE, datatype=descriptor["datatype"],
+                          shape=descriptor["shape"], encoding="raw"))
+    return Request("harness", parts, dict(headers or {}), dict(params or {}),
+                   protocol=PROTOCOL)
 
 
 class HandlerHarness:
@@ -287,7 +321,8 @@ class HandlerHarness:
         assert answer.status == 200 and answer.json()[0] in range(10)
 
     ``handler`` is a name (``"base"``, a plugin's handler, ``"file.py"`` in ``model_dir``) or a
-    handler instance.  Each ``run`` is one batch.
+    handler instance.  Each ``run`` (``run_oip`` for KServe v2 / OIP tensors, ``run_requests``
+    for a mix) is one batch.
     """
 
     def __init__(self, model_dir: str | os.PathLike, handler: Any = "", *,
@@ -325,10 +360,19 @@ class HandlerHarness:
             content_type: str | None = None, headers: dict[str, str] | None = None,
             params: dict[str, str] | None = None) -> list[HarnessAnswer]:
         """One batch of requests (see :func:`harness_request` for what a body may be)."""
-        requests = []
-        for body in bodies:
+        return self.run_requests([harness_request(body, content_type, headers, params)
+                                  for body in bodies], kind)
+
+    def run_oip(self, inputs: list[dict[str, Any]], headers: dict[str, str] | None = None,
+                params: dict[str, str] | None = None) -> list[HarnessAnswer]:
+        """One batch of KServe v2 / OIP requests, each ``{input name: tensor}`` (see
+        :func:`oip_request`); :meth:`HarnessAnswer.tensors` reads the answers."""
+        return self.run_requests([oip_request(request, headers, params) for request in inputs])
+
+    def run_requests(self, requests: list[Request], kind: str = PREDICT) -> list[HarnessAnswer]:
+        """One batch of requests made by :func:`harness_request` or :func:`oip_request`."""
+        batch = []
+        for request in requests:
             self._ids += 1
-            requests.append(harness_request(body, content_type, headers, params,
-                                            f"harness-{self._ids}", kind))
-        result = self.runner.run(Batch(requests))
-        return [HarnessAnswer(answer) for answer in result.answers]
+            batch.append(dataclasses.replace(request, id=f"harness-{self._ids}", kind=kind))
+        return [HarnessAnswer(answer) for answer in self.runner.run(Batch(batch)).answers]

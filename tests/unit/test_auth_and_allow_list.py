@@ -9,7 +9,7 @@ import pytest
 from tsf.auth import load_tokens
 from tsf.config import ServerConfig
 from tsf.errors import Forbidden, TsfError, Unauthorized
-from tsf.storage import check_allowed
+from tsf.sources import check_allowed
 
 
 def test_no_token_configured_leaves_every_api_open():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from types import SimpleNamespace
 
 import pytest
 
@@ -92,8 +93,9 @@ def test_abandoned_jobs_leave_the_queue_and_are_counted():
         loop = asyncio.get_running_loop()
         queue = BatchQueue(2)
         stages: list[str] = []
+        observer = SimpleNamespace(abandoned=stages.append)
         batcher = Batcher(queue, pool=None, batch_size=4, max_batch_delay_ms=0,
-                          response_timeout=60, on_abandon=stages.append)
+                          response_timeout=60, observer=observer)
         jobs = [_job(loop) for _ in range(2)]
         for job in jobs:
             batcher.submit(job)

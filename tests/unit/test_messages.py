@@ -149,14 +149,24 @@ class OneWorkerPool:
         self.idle.put_nowait(worker)
 
 
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.done: list[tuple[list[Job], BatchResult]] = []
+
+    def batch_done(self, batch, result, dispatched, finished, worker_id) -> None:
+        self.done.append((batch, result))
+
+    def abandoned(self, stage: str) -> None:
+        pass
+
+
 def test_the_batcher_hands_each_job_its_answer_and_partials():
     async def main():
         loop = asyncio.get_running_loop()
         worker = EchoWorker()
-        done: list[tuple[list[Job], BatchResult]] = []
+        observer = RecordingObserver()
         batcher = Batcher(BatchQueue(10), OneWorkerPool(worker), batch_size=2,
-                          max_batch_delay_ms=200, response_timeout=10,
-                          on_batch=lambda jobs, result, *_: done.append((jobs, result)))
+                          max_batch_delay_ms=200, response_timeout=10, observer=observer)
         batcher.start()
         partials: dict[str, list[bytes]] = {"a": [], "b": []}
         jobs = []
@@ -168,7 +178,7 @@ def test_the_batcher_hands_each_job_its_answer_and_partials():
             jobs.append(job)
         answers = await asyncio.gather(*(job.future for job in jobs))
         await batcher.stop(ServiceUnavailable("test over"))
-        return worker, done, jobs, answers, partials
+        return worker, observer.done, jobs, answers, partials
 
     worker, done, jobs, answers, partials = asyncio.run(main())
     assert [len(b.requests) for b in worker.batches] == [2]

@@ -6,6 +6,7 @@ import asyncio
 import os
 from types import SimpleNamespace
 
+from tsf.manager_types import ManagerResult, RegisterRequest
 from tsf.store_watch import ModelStoreWatcher, signature, store_path
 
 
@@ -29,9 +30,9 @@ class FakeManager:
         self.registry = [SimpleNamespace(name="m", url=url)]
         self.registered: list[tuple] = []
 
-    async def register(self, url, **kwargs):
-        self.registered.append((url, kwargs))
-        return 200, "updated"
+    async def register(self, request):
+        self.registered.append(request)
+        return ManagerResult(200, "updated")
 
 
 def test_a_change_is_rolled_out_once_it_has_settled(tmp_path):
@@ -51,4 +52,4 @@ def test_a_change_is_rolled_out_once_it_has_settled(tmp_path):
     asyncio.run(polls(1))
     assert manager.registered == []  # changed, not yet settled
     asyncio.run(polls(3))
-    assert manager.registered == [("m.mar", {"model_name": "m", "replace": True})]
+    assert manager.registered == [RegisterRequest("m.mar", model_name="m", replace=True)]

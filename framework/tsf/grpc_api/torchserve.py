@@ -17,6 +17,7 @@ from typing import Any, AsyncIterator
 from google.rpc import status_pb2
 
 from ..errors import BadRequest, Forbidden, TsfError
+from ..manager_types import RegisterRequest
 from ..server.management import describe_models_customized, list_models
 from ..workers.messages import TORCHSERVE_GRPC, Part, Request
 from .base import GrpcService
@@ -158,33 +159,34 @@ class ManagementService(GrpcService):
             self._check_model_api()
             if not request.url:
                 raise BadRequest("Parameter url is required.")
-            _, message = await self.manager.register(
+            result = await self.manager.register(RegisterRequest(
                 request.url, synchronous=request.synchronous,
                 model_name=request.model_name or None, handler=request.handler or None,
                 batch_size=_positive(request.batch_size),
                 max_batch_delay=_positive(request.max_batch_delay),
                 initial_workers=_positive(request.initial_workers),
                 response_timeout=_positive(request.response_timeout),
-                startup_timeout=_positive(request.startup_timeout))
-            return self._reply({"status": message})
+                startup_timeout=_positive(request.startup_timeout)))
+            return self._reply(result.body())
 
     async def ScaleWorker(self, request: Any, context: Any) -> Any:
         async with self.answering(context):
             self.authorize(context)
-            _, message = await self.manager.scale(
+            result = await self.manager.scale(
                 request.model_name, _version(request.model_version), request.min_worker,
                 request.max_worker or None, request.synchronous)
-            return self._reply({"status": message})
+            return self._reply(result.body())
 
     async def SetDefault(self, request: Any, context: Any) -> Any:
         async with self.answering(context):
             self.authorize(context)
-            return self._reply({"status": self.manager.set_default(request.model_name,
-                                                                   request.model_version)})
+            return self._reply(self.manager.set_default(request.model_name,
+                                                        request.model_version).body())
 
     async def UnregisterModel(self, request: Any, context: Any) -> Any:
         async with self.answering(context):
             self.authorize(context)
             self._check_model_api()
-            return self._reply({"status": await self.manager.unregister(
-                request.model_name, _version(request.model_version))})
+            result = await self.manager.unregister(request.model_name,
+                                                   _version(request.model_version))
+            return self._reply(result.body())

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import BadRequest, Forbidden, ModelLoadError, ModelNotFound, TsfError
-from ..storage import inside
+from ..manager_types import ManagerResult, RegisterRequest
+from ..sources import inside
 
 log = logging.getLogger("tsf")
 
@@ -70,15 +71,16 @@ async def install_requirements(folder: Path, config: Any) -> None:
 
 
 async def register_folder(manager: Any, config: Any, name: str, folder: Path,
-                          synchronous: bool, loaded_at_startup: bool = False) -> tuple[int, str]:
+                          synchronous: bool, loaded_at_startup: bool = False) -> ManagerResult:
     """Register the model in ``folder`` under ``name`` (the folder must be in the model store)."""
     if not inside(folder, Path(config.model_store)):
         raise Forbidden(f"model folder {folder} is outside the model store "
                         f"{config.model_store}")
     source, handler = find_model(folder)
     await install_requirements(folder, config)
-    return await manager.register(source.resolve().as_uri(), model_name=name, handler=handler,
-                                  synchronous=synchronous, loaded_at_startup=loaded_at_startup)
+    request = RegisterRequest(source.resolve().as_uri(), model_name=name, handler=handler,
+                              synchronous=synchronous)
+    return await manager.register(request, loaded_at_startup=loaded_at_startup)
 
 
 async def register_sagemaker_model(manager: Any, config: Any) -> None:

@@ -89,10 +89,10 @@ class MultiModelsHandler(SageMakerRequestHandler):
         if not isinstance(document, dict) or not isinstance(document.get("model_name"), str) \
                 or not isinstance(document.get("url"), str):
             raise BadRequest('expected {"model_name": "...", "url": "/opt/ml/models/.../model"}')
-        _, message = await register_folder(self.manager, self.services["config"],
-                                           document["model_name"], Path(document["url"]),
-                                           synchronous=True)
-        self.write_json({"status": message})
+        result = await register_folder(self.manager, self.services["config"],
+                                       document["model_name"], Path(document["url"]),
+                                       synchronous=True)
+        self.write_json(result.body())
 
     def get(self) -> None:
         token = self.get_query_argument("next_page_token", "0")
@@ -119,7 +119,7 @@ class MultiModelHandler(MultiModelsHandler):
         self.write_json(self.describe(name))
 
     async def delete(self, name: str) -> None:
-        self.write_json({"status": await self.manager.unregister(name, None)})
+        self.write_json((await self.manager.unregister(name, None)).body())
 
     async def post(self, name: str) -> None:  # type: ignore[override]
         raise MethodNotAllowed("POST /models/{name} is not a route; invoke a model with "

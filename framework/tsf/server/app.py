@@ -18,6 +18,7 @@ from ..config import Address, ServerConfig, guard_management_address
 from ..errors import TsfError
 from ..lifecycle import Lifecycle
 from ..manager import ModelManager
+from ..manager_types import RegisterRequest
 from ..metrics import ServerMetrics
 from ..plugins import create_manager
 from ..snapshot import register_snapshot_models
@@ -130,7 +131,8 @@ class TsfServer:
             self.ports.update(await self.grpc.start())
         for name, url in startup_models(self.config):
             try:
-                await self.manager.register(url, model_name=name, synchronous=False,
+                await self.manager.register(RegisterRequest(url, model_name=name,
+                                                            synchronous=False),
                                             loaded_at_startup=True)
             except TsfError as exc:
                 log.error("startup model %s (%s) not registered: %s", name or url, url,

@@ -11,6 +11,7 @@ from typing import Any
 from ..errors import BadRequest, Forbidden
 from ..json_body import json_object, load_json
 from ..manager import ModelManager
+from ..manager_types import ManagerResult, RegisterRequest
 from ..plugins import describe_plugins
 from ..registry import Registry
 from ..workers.messages import DESCRIBE, Request
@@ -72,6 +73,16 @@ def _int_param(name: str, value: Any) -> int | None:
     return value
 
 
+def _worker_count(value: str | None) -> int | None:
+    """A scale call's ``min_worker`` or ``max_worker`` (``None`` when not given)."""
+    if value is None or value == "":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise BadRequest("min_worker and max_worker must be integers") from None
+
+
 def list_models(registry: Registry, limit: int, token: int) -> dict[str, Any]:
     """One page of ``GET /models`` (at most 100 models; ``nextPageToken`` while more remain)."""
     limit = 100 if limit <= 0 or limit > 100 else limit
@@ -123,6 +134,9 @@ class ManagementHandler(StreamingBodyHandler):
     def status(self, code: int, message: str) -> None:
         self.write_json({"status": message}, status=code)
 
+    def reply(self, result: ManagerResult) -> None:
+        self.write_json(result.body(), status=result.code)
+
     def page(self) -> tuple[int, int]:
         """``limit`` and ``next_page_token`` of a paged list (TorchServe's parameters)."""
         try:
@@ -147,8 +161,8 @@ class ModelsHandler(ManagementHandler):
         body = self.body()
         data = json_object(body) if ctype.startswith("application/json") and body else {}
         params = register_params({k: self.arg(k) for k in REGISTER_PARAMS}, data)
-        code, message = await self.manager.register(params.pop("url"), **params)
-        self.status(code, message)
+        url = params.pop("url") or ""
+        self.reply(await self.manager.register(RegisterRequest(url, **params)))
 
 
 class ModelHandler(ManagementHandler):
@@ -160,19 +174,18 @@ class ModelHandler(ManagementHandler):
 
     async def put(self, name: str, version: str | None = None) -> None:
         version = version or self.arg("model_version")
-        code, message = await self.manager.scale(
-            name, version, self.arg("min_worker"), self.arg("max_worker"),
-            _bool(self.arg("synchronous"), False))
-        self.status(code, message)
+        low, high = _worker_count(self.arg("min_worker")), _worker_count(self.arg("max_worker"))
+        self.reply(await self.manager.scale(name, version, low, high,
+                                            _bool(self.arg("synchronous"), False)))
 
     async def delete(self, name: str, version: str | None = None) -> None:
         self.check_model_api()
-        self.status(200, await self.manager.unregister(name, version))
+        self.reply(await self.manager.unregister(name, version))
 
 
 class SetDefaultHandler(ManagementHandler):
     def put(self, name: str, version: str) -> None:
-        self.status(200, self.manager.set_default(name, version))
+        self.reply(self.manager.set_default(name, version))
 
 
 class TrafficHandler(ManagementHandler):
@@ -182,10 +195,10 @@ class TrafficHandler(ManagementHandler):
         self.write_json(self.manager.traffic(name))
 
     def put(self, name: str) -> None:
-        self.write_json(self.manager.set_traffic(name, load_json(self.body() or b"null")))
+        self.reply(self.manager.set_traffic(name, load_json(self.body() or b"null")))
 
     def delete(self, name: str) -> None:
-        self.write_json(self.manager.clear_traffic(name))
+        self.reply(self.manager.clear_traffic(name))
 
 
 class ShadowHandler(ManagementHandler):
@@ -196,10 +209,10 @@ class ShadowHandler(ManagementHandler):
         self.write_json(self.manager.shadow(name))
 
     def put(self, name: str) -> None:
-        self.write_json(self.manager.set_shadow(name, load_json(self.body() or b"null")))
+        self.reply(self.manager.set_shadow(name, load_json(self.body() or b"null")))
 
     def delete(self, name: str) -> None:
-        self.write_json(self.manager.clear_shadow(name))
+        self.reply(self.manager.clear_shadow(name))
 
 
 class PluginsHandler(ManagementHandler):

@@ -20,6 +20,7 @@ from ..archive import ModelArchive
 from ..batching import Job
 from ..errors import BadRequest, Conflict, ResourceNotFound, TsfError
 from ..manager import MODEL_NAME, ModelManager
+from ..manager_types import RegisterRequest
 from ..metrics import LATENCY_BUCKETS
 from ..workers.messages import Answer, Request
 from .executor import WorkflowRun, node_model_name
@@ -79,13 +80,12 @@ class WorkflowManager:
                        loaded_at_startup: bool = False) -> str:
         if not url:
             raise BadRequest("Parameter url is required.")
-        source, fresh = await self.models.fetch_archive(url)
+        fetched = await self.models.sources.fetch(url)
         try:
-            archive = await asyncio.to_thread(open_war, source, self.models.workspace /
+            archive = await asyncio.to_thread(open_war, fetched.path, self.models.workspace /
                                               "workflows", self.models.limits)
         finally:
-            if fresh is not None:  # the .war is unpacked; the cached download is not needed
-                fresh.unlink(missing_ok=True)
+            fetched.discard_fresh()  # the .war is unpacked; the cached download is not needed
         name = workflow_name or archive.name
         try:
             if not MODEL_NAME.fullmatch(name):
@@ -131,20 +131,20 @@ class WorkflowManager:
                              node: Node, loaded_at_startup: bool) -> None:
         s = node.settings
         model_name = node_model_name(workflow, node.name)
-        rest = {"batch_size": s.batch_size, "max_batch_delay": s.max_batch_delay,
-                "response_timeout": s.response_timeout, "loaded_at_startup": loaded_at_startup}
+        request = RegisterRequest(
+            node.url if node.is_model else f"{url}#{node.name}", model_name=model_name,
+            batch_size=s.batch_size, max_batch_delay=s.max_batch_delay,
+            initial_workers=s.min_workers, response_timeout=s.response_timeout)
         if node.is_model:
-            await self.models.register(node.url, model_name=model_name,
-                                       initial_workers=s.min_workers, synchronous=True, **rest)
+            await self.models.register(request, loaded_at_startup=loaded_at_startup)
         else:
             function = ModelArchive(
                 model_dir=archive.folder,
                 manifest={"runtime": "python", "model": {
                     "modelName": model_name, "modelVersion": "1.0",
                     "handler": f"{archive.handler}:{node.name}"}})
-            await self.models.register_unpacked(f"{url}#{node.name}", function,
-                                                model_name=model_name,
-                                                min_workers=s.min_workers, **rest)
+            await self.models.register_unpacked(request, function,
+                                                loaded_at_startup=loaded_at_startup)
         mv = self.models.registry.get(model_name)
         mv.settings.max_workers = max(s.max_workers, mv.settings.min_workers)
 
