@@ -17,11 +17,13 @@ import tornado.netutil
 import tornado.web
 
 from .config import Address, ServerConfig, guard_management_address
+from .dataplane import DataPlane
 from .errors import TsfError
 from .lifecycle import Lifecycle
 from .manager import ModelManager
 from .metrics import ServerMetrics
 from .plugins import create_manager
+from .services import Services
 from .snapshot import register_snapshot_models
 from .store_watch import ModelStoreWatcher
 from .tracing import create_tracing
@@ -56,27 +58,25 @@ class TsfServer:
         self.manager = ModelManager(config, self.pm, self.metrics, self.tracing)
         self.workflows = WorkflowManager(self.manager)
         self.lifecycle = Lifecycle()
+        self.services = Services(
+            config=config, manager=self.manager, metrics=self.metrics, pm=self.pm,
+            tracing=self.tracing, tokens=self.tokens, workflows=self.workflows,
+            dataplane=DataPlane(config, self.manager, self.tokens, self.lifecycle))
         self.servers: list[tornado.httpserver.HTTPServer] = []
         self.grpc: Any = None  # GrpcServers when enable_grpc is set
         self._store_watch: asyncio.Future | None = None  # model_store_poll_seconds > 0
         self.ports: dict[str, int] = {}
 
-    def _services(self) -> dict[str, Any]:
-        return {"config": self.config, "manager": self.manager, "metrics": self.metrics,
-                "pm": self.pm, "tracing": self.tracing, "tokens": self.tokens,
-                "workflows": self.workflows}
-
     def _routes(self) -> dict[str, list]:
-        services = self._services()
-        inference_options = dict(services, api="inference")
-        management_options = dict(services, api="management")
+        inference_options = dict(services=self.services, api="inference")
+        management_options = dict(services=self.services, api="management")
         routes = {
             "inference": inference.routes(inference_options)
             + kserve_v1.routes(inference_options) + kserve_v2.routes(inference_options)
             + workflows.inference_routes(inference_options),
             "management": workflows.management_routes(management_options)
             + management.routes(management_options),
-            "metrics": metrics.routes(dict(services, api="metrics")),
+            "metrics": metrics.routes(dict(services=self.services, api="metrics")),
         }
         if self.config.sagemaker:  # SageMaker's routes first: its /models is not TorchServe's
             from .sagemaker.routes import routes as sagemaker_routes
@@ -128,7 +128,7 @@ class TsfServer:
         if self.config.enable_grpc:
             from .grpc_api.server import GrpcServers
 
-            self.grpc = GrpcServers(self.config, self._services())
+            self.grpc = GrpcServers(self.services)
             self.ports.update(await self.grpc.start())
         for name, url in startup_models(self.config):
             try:

@@ -11,10 +11,10 @@ Single-model endpoints: ``GET /ping`` (200 once the model has its workers) and
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
+from ..dataplane import DRAINING, derive_request_id
 from ..errors import (BadRequest, MethodNotAllowed, ServiceUnavailable, check_response_size,
                       raise_for_answer)
 from ..server.request_body import StreamingBodyHandler
@@ -28,13 +28,14 @@ class SageMakerRequestHandler(StreamingBodyHandler):
 
     @property
     def manager(self) -> Any:
-        return self.services["manager"]
+        return self.services.manager
 
     async def invoke(self, model: str, route: str) -> None:
         with self.observed(route, model, "predict", "default") as outcome:
             body = self.body()
-            request_id = (self.request.headers.get("X-Amzn-SageMaker-Inference-Id")
-                          or self.request.headers.get("X-Request-Id") or uuid.uuid4().hex)
+            request_id = derive_request_id(
+                self.request.headers.get("X-Amzn-SageMaker-Inference-Id")
+                or self.request.headers.get("X-Request-Id"))
             self.request_id = request_id
             meta = {"id": request_id, "headers": dict(self.request.headers.get_all()),
                     "parts": [{"name": "body", "ctype": "application/octet-stream"}]}
@@ -42,7 +43,7 @@ class SageMakerRequestHandler(StreamingBodyHandler):
                                                      outcome.span)
             result, payload = await job.future
             raise_for_answer(result, payload)
-            check_response_size(len(payload), self.services["config"].max_response_size)
+            check_response_size(len(payload), self.services.config.max_response_size)
             outcome.code = result["status"]
             self.set_status(result["status"])
             self.set_header("Content-Type", result["ctype"])
@@ -59,15 +60,16 @@ class SageMakerPingHandler(SageMakerRequestHandler):
     public = True
 
     def get(self) -> None:
-        if self.draining:
-            raise ServiceUnavailable("the server is draining before it stops")
-        config = self.services["config"]
+        dataplane = self.services.dataplane
+        if dataplane.draining:
+            raise ServiceUnavailable(DRAINING)
+        config = self.services.config
         if not config.sagemaker_multi_model and \
                 SINGLE_MODEL_NAME not in self.manager.registry.names():
             raise ServiceUnavailable(f"the model in {config.sagemaker_model_dir} is not loaded "
                                      "(see the server log)")
-        healthy, problems = self.manager.health()
-        if not healthy:
+        ready, problems = dataplane.ready()
+        if not ready:
             raise ServiceUnavailable("; ".join(problems))
         self.write_json({"status": "Healthy"})
 
@@ -90,7 +92,7 @@ class MultiModelsHandler(SageMakerRequestHandler):
         if not isinstance(document, dict) or not isinstance(document.get("model_name"), str) \
                 or not isinstance(document.get("url"), str):
             raise BadRequest('expected {"model_name": "...", "url": "/opt/ml/models/.../model"}')
-        _, message = await register_folder(self.manager, self.services["config"],
+        _, message = await register_folder(self.manager, self.services.config,
                                            document["model_name"], Path(document["url"]),
                                            synchronous=True)
         self.write_json({"status": message})
@@ -135,7 +137,7 @@ class MultiModelInvokeHandler(SageMakerRequestHandler):
 
 
 def routes(options: dict[str, Any]) -> list:
-    if options["config"].sagemaker_multi_model:
+    if options["services"].config.sagemaker_multi_model:
         return [(r"/ping", SageMakerPingHandler, options),
                 (r"/models", MultiModelsHandler, options),
                 (r"/models/([^/]+)", MultiModelHandler, options),

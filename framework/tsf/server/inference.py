@@ -23,12 +23,12 @@ class PingHandler(StreamingBodyHandler):
     public = True
 
     def get(self) -> None:
-        if self.draining:
+        if self.services.dataplane.draining:
             self.write_json({"status": "Draining", "code": 503,
                              "type": "ServiceUnavailableException",
                              "message": "the server is draining before it stops"}, status=503)
             return
-        report = self.services["manager"].health_report()
+        report = self.services.dataplane.health_report()
         body: dict[str, Any] = {"status": report.status}
         problems = report.problems()
         if not report.ok:
@@ -80,7 +80,7 @@ class PredictionHandler(StreamingBodyHandler):
         """Flush one intermediate answer as a chunk (the first one with the head)."""
         if self.stream_broken:
             return
-        limit = self.services["config"].max_response_size
+        limit = self.services.config.max_response_size
         if self.streamed + len(payload) > limit:
             log.warning("request %s: streamed answer exceeds max_response_size (%d bytes); "
                         "closing the connection", self.request_id, limit)
@@ -108,7 +108,7 @@ class PredictionHandler(StreamingBodyHandler):
             self.set_header(key, value)
 
     def respond(self, request_id: str, result: dict, payload: bytes) -> None:
-        limit = self.services["config"].max_response_size
+        limit = self.services.config.max_response_size
         if self.streaming:  # the head went with the first chunk; this is the last one
             if self.streamed + len(payload) > limit:
                 self.request.connection.close()

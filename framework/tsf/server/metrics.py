@@ -16,7 +16,7 @@ class MetricsHandler(StreamingBodyHandler):
     """All metrics, or only those named by ``?name[]=...`` (as TorchServe)."""
 
     def get(self) -> None:
-        registry = self.services["metrics"].registry
+        registry = self.services.metrics.registry
         names = self.get_query_arguments("name[]") or self.get_query_arguments("name")
         if names:  # family names: expand to the sample names prometheus_client filters on
             registry = registry.restricted_registry(

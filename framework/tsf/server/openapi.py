@@ -158,7 +158,7 @@ class _OpenAPIHandler(StreamingBodyHandler):
         self.write_json(self.spec())
 
     def get(self, *_: Any) -> None:
-        if self.request.path == "/" and self.services.get("api") == "inference":
+        if self.request.path == "/" and self.api == "inference":
             self.write_json({"status": "alive"})  # KServe v1 liveness (GET /)
             return
         if self.request.path != "/api-description":

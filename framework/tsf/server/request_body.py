@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from typing import Any, Iterator
 
 import tornado.httputil
@@ -19,8 +18,10 @@ import tornado.ioloop
 import tornado.web
 
 from ..batching import Job
+from ..dataplane import derive_request_id
 from ..errors import BadRequest, PayloadTooLarge, RequestTimeout, TsfError
 from ..outcome import Outcome
+from ..services import Services
 from ..traffic import MODEL_VERSION_HEADER
 from .errors import BaseHandler
 
@@ -33,22 +34,23 @@ class StreamingBodyHandler(BaseHandler):
 
     public = False  # health probes set this: never behind the token
 
-    def initialize(self, **kwargs: Any) -> None:
-        self.services = kwargs
-        self.max_size = kwargs["config"].max_request_size
+    def initialize(self, services: Services, api: str) -> None:
+        self.services = services
+        self.api = api  # the API this route belongs to: its token guards it
+        self.max_size = services.config.max_request_size
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
         self._jobs: list[Job] = []
-        self._idle_timeout = float(getattr(kwargs["config"], "body_idle_timeout", 0) or 0)
+        self._idle_timeout = float(getattr(services.config, "body_idle_timeout", 0) or 0)
         self._last_data = 0.0
         self._idle_timer: object | None = None
 
     def prepare(self) -> None:
         self.refuse_when_stopping()
-        tokens = self.services.get("tokens")
-        if tokens is not None and tokens.enabled and not self.public:
-            tokens.check(self.services.get("api", ""), self.request.headers.get("Authorization"))
+        dataplane = self.services.dataplane
+        if dataplane.tokens_enabled and not self.public:
+            dataplane.check_token(self.api, self.request.headers.get("Authorization"))
         method = getattr(type(self), self.request.method.lower(), None)
         if method is tornado.web.RequestHandler._unimplemented_method:
             raise tornado.web.HTTPError(405)
@@ -118,13 +120,13 @@ class StreamingBodyHandler(BaseHandler):
         The body sets ``outcome.model_version`` and ``outcome.code``; a TsfError sets the code
         from its status.  The span (if tracing is on) and the request metrics close here.
         """
-        tracing = self.services.get("tracing")
+        tracing = self.services.tracing
         span = None
-        if tracing is not None and tracing.enabled:
+        if tracing.enabled:
             span = tracing.start_request(self.request, route, model)
             self.trace_id = tracing.trace_id(span)
             self.set_header("X-Trace-Id", self.trace_id)
-        outcome = Outcome(span, self.services.get("metrics"))
+        outcome = Outcome(span, self.services.metrics)
         try:
             yield outcome
         except TsfError as exc:
@@ -137,8 +139,8 @@ class StreamingBodyHandler(BaseHandler):
                blobs: list[bytes], span: Any = None, workflow: str | None = None
                ) -> tuple[Any, Job]:
         """Queue one request for a model; it is abandoned if this client disconnects."""
-        mv, job = self.services["manager"].submit(model, version, kind, meta, blobs, span,
-                                                  workflow)
+        mv, job = self.services.dataplane.submit(model, version, kind, meta, blobs, span,
+                                                 workflow)
         self._jobs.append(job)
         self.set_header(MODEL_VERSION_HEADER, mv.version)
         return mv, job
@@ -183,7 +185,7 @@ def request_parts(request: tornado.httputil.HTTPServerRequest, body: bytes
     else:
         parts.append({"name": "body", "ctype": ctype})
         blobs.append(body)
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request_id = derive_request_id(request.headers.get("X-Request-Id"))
     meta = {"id": request_id, "headers": dict(request.headers.get_all()), "parts": parts}
     if request.query_arguments:
         meta["params"] = query_params(request)

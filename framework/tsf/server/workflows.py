@@ -18,7 +18,7 @@ from .request_body import StreamingBodyHandler, request_parts
 class WorkflowManagementHandler(ManagementHandler):
     @property
     def workflows(self) -> WorkflowManager:
-        return self.services["workflows"]
+        return self.services.workflows
 
 
 class WorkflowsHandler(WorkflowManagementHandler):
@@ -50,9 +50,9 @@ class WorkflowPredictHandler(StreamingBodyHandler):
     route = "/wfpredict/{workflow_name}"
 
     async def post(self, name: str) -> None:
-        workflows: WorkflowManager = self.services["workflows"]
+        workflows = self.services.workflows
         started, code = time.perf_counter(), 500
-        tracing = self.services["tracing"]
+        tracing = self.services.tracing
         span = None
         if tracing.enabled:
             span = tracing.start_request(self.request, self.route, name)
@@ -63,7 +63,7 @@ class WorkflowPredictHandler(StreamingBodyHandler):
             self.request_id = meta["id"]
             result, payload = await workflows.predict(
                 name, meta, blobs, functools.partial(self._submit, name), span)
-            check_response_size(len(payload), self.services["config"].max_response_size)
+            check_response_size(len(payload), self.services.config.max_response_size)
             code = result["status"]
             self.set_status(code)
             self.set_header("Content-Type", result["ctype"])
