@@ -30,7 +30,7 @@ from .tracing import create_tracing
 from .workflows.manager import WorkflowManager
 from .auth import load_tokens
 from .server import inference, kserve_v1, kserve_v2, management, metrics, workflows
-from .server.errors import NotFoundHandler
+from .server.json_handler import NotFoundHandler
 from .server.listener import HTTPListener
 
 log = logging.getLogger("tsf")

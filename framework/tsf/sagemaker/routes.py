@@ -17,18 +17,15 @@ from typing import Any
 from ..dataplane import DRAINING, derive_request_id
 from ..errors import (BadRequest, MethodNotAllowed, ServiceUnavailable, check_response_size,
                       raise_for_answer)
-from ..server.request_body import StreamingBodyHandler
+from ..server.api_handler import ApiHandler, BodyHandler
+from ..server.model_request import ModelRequestHandler
 from .models import SINGLE_MODEL_NAME, register_folder
 
 PAGE_LIMIT = 100
 
 
-class SageMakerRequestHandler(StreamingBodyHandler):
-    """Shared by the SageMaker routes: the model manager and one request sent to a model."""
-
-    @property
-    def manager(self) -> Any:
-        return self.services.manager
+class SageMakerRequestHandler(ModelRequestHandler):
+    """Shared by the SageMaker routes that invoke a model: one request sent to it."""
 
     async def invoke(self, model: str, route: str) -> None:
         with self.observed(route, model, "predict", "default") as outcome:
@@ -53,7 +50,7 @@ class SageMakerRequestHandler(StreamingBodyHandler):
             self.finish(payload)
 
 
-class SageMakerPingHandler(SageMakerRequestHandler):
+class SageMakerPingHandler(ApiHandler):
     """``GET /ping``: 200 when every model has its workers (and, for a single-model endpoint,
     the model is registered); a JSON 503 naming what is missing otherwise."""
 
@@ -65,7 +62,7 @@ class SageMakerPingHandler(SageMakerRequestHandler):
             raise ServiceUnavailable(DRAINING)
         config = self.services.config
         if not config.sagemaker_multi_model and \
-                SINGLE_MODEL_NAME not in self.manager.registry.names():
+                SINGLE_MODEL_NAME not in self.services.manager.registry.names():
             raise ServiceUnavailable(f"the model in {config.sagemaker_model_dir} is not loaded "
                                      "(see the server log)")
         ready, problems = dataplane.ready()
@@ -81,8 +78,12 @@ class InvocationsHandler(SageMakerRequestHandler):
         await self.invoke(SINGLE_MODEL_NAME, "/invocations")
 
 
-class MultiModelsHandler(SageMakerRequestHandler):
+class MultiModelsHandler(BodyHandler):
     """``POST /models`` (load) and ``GET /models`` (list) of a multi-model endpoint."""
+
+    @property
+    def manager(self) -> Any:
+        return self.services.manager
 
     async def post(self) -> None:
         try:

@@ -8,13 +8,15 @@ import logging
 from typing import Any
 
 from ..errors import TsfError, check_response_size
+from .api_handler import ApiHandler
+from .model_request import ModelRequestHandler
 from .openapi import InferenceOpenAPIHandler
-from .request_body import StreamingBodyHandler, request_parts
+from .request_body import request_parts
 
 log = logging.getLogger("tsf.http")
 
 
-class PingHandler(StreamingBodyHandler):
+class PingHandler(ApiHandler):
     """Health by the rule in :mod:`tsf.health`: 200 Healthy or Degraded, 503 Unhealthy.
 
     ``?verbose=true`` adds each model version's state and worker counts.
@@ -41,7 +43,7 @@ class PingHandler(StreamingBodyHandler):
         self.write_json(body, status=200 if report.ok else 503)
 
 
-class PredictionHandler(StreamingBodyHandler):
+class PredictionHandler(ModelRequestHandler):
     """``POST /predictions/{model}[/{version}]`` (and explanations, with ``kind``).
 
     A handler that streams (``context.send_intermediate_predict_response``) gets an HTTP/1.1

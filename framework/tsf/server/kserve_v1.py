@@ -18,10 +18,11 @@ from typing import Any
 from ..dataplane import derive_request_id
 from ..errors import BadRequest, ResourceNotFound, check_response_size, raise_for_answer
 from ..json_body import load_json
-from .request_body import StreamingBodyHandler, query_params
+from .model_request import ModelRequestHandler
+from .request_body import query_params
 
 
-class KServeModelHandler(StreamingBodyHandler):
+class KServeModelHandler(ModelRequestHandler):
     """``GET /v1/models/{m}`` (readiness) and ``POST /v1/models/{m}:predict|:explain``."""
 
     def get(self, model: str) -> None:

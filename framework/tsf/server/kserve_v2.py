@@ -14,16 +14,22 @@ from typing import Any
 from ..dataplane import derive_request_id, server_metadata
 from ..errors import ServiceUnavailable, TsfError, check_response_size
 from ..oip.requests import http_reply, outputs_of, parse_http
-from .request_body import StreamingBodyHandler, query_params
+from .api_handler import ApiHandler
+from .model_request import ModelRequestHandler
+from .request_body import query_params
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-class OipHandler(StreamingBodyHandler):
-    """Shared by the v2 routes: OIP's ``error`` key in error bodies."""
+class OipErrors:
+    """Mixed into the v2 routes: OIP's ``error`` key in error bodies."""
 
     def error_document(self, error: TsfError) -> dict:
         return dict(error.to_dict(), error=error.message)
+
+
+class OipHandler(OipErrors, ApiHandler):
+    """A v2 route that takes no body: metadata, liveness, readiness."""
 
 
 class ServerMetadataHandler(OipHandler):
@@ -62,7 +68,7 @@ class ModelReadyHandler(OipHandler):
         self.write_json({"name": name, "ready": True})
 
 
-class InferHandler(OipHandler):
+class InferHandler(OipErrors, ModelRequestHandler):
     """``POST /v2/models/{m}[/versions/{v}]/infer``."""
 
     async def post(self, name: str, version: str | None = None) -> None:

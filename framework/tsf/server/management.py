@@ -11,8 +11,8 @@ from ..errors import BadRequest
 from ..json_body import json_object, load_json
 from ..manager import ModelManager
 from ..plugins import describe_plugins
+from .api_handler import ApiHandler, BodyHandler
 from .openapi import ManagementOpenAPIHandler
-from .request_body import StreamingBodyHandler
 
 TEXT_PARAMS = ("url", "model_name", "handler", "sha256")
 INT_PARAMS = ("batch_size", "max_batch_delay", "initial_workers", "response_timeout",
@@ -69,7 +69,7 @@ def _int_param(name: str, value: Any) -> int | None:
     return value
 
 
-class ManagementHandler(StreamingBodyHandler):
+class ManagementHandler(ApiHandler):
     @property
     def manager(self) -> ModelManager:
         return self.services.manager
@@ -92,7 +92,7 @@ class ManagementHandler(StreamingBodyHandler):
         self.services.dataplane.check_model_api()
 
 
-class ModelsHandler(ManagementHandler):
+class ModelsHandler(ManagementHandler, BodyHandler):
     """``GET /models`` (paged list) and ``POST /models`` (register)."""
 
     def get(self) -> None:
@@ -132,7 +132,7 @@ class SetDefaultHandler(ManagementHandler):
         self.status(200, self.manager.set_default(name, version))
 
 
-class TrafficHandler(ManagementHandler):
+class TrafficHandler(ManagementHandler, BodyHandler):
     """``/models/{m}/traffic``: the weighted split between versions (GET, PUT, DELETE)."""
 
     def get(self, name: str) -> None:
@@ -145,7 +145,7 @@ class TrafficHandler(ManagementHandler):
         self.write_json(self.manager.clear_traffic(name))
 
 
-class ShadowHandler(ManagementHandler):
+class ShadowHandler(ManagementHandler, BodyHandler):
     """``/models/{m}/shadow``: mirror a share of live requests to a version (GET, PUT,
     DELETE)."""
 

@@ -6,13 +6,13 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .request_body import StreamingBodyHandler
+from .api_handler import ApiHandler
 
 
 _SAMPLE_SUFFIXES = ("", "_total", "_bucket", "_count", "_sum")
 
 
-class MetricsHandler(StreamingBodyHandler):
+class MetricsHandler(ApiHandler):
     """All metrics, or only those named by ``?name[]=...`` (as TorchServe)."""
 
     def get(self) -> None:

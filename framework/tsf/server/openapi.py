@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
-from .request_body import StreamingBodyHandler
+from .api_handler import ApiHandler
 
 _ERROR = {
     "description": "Error",
@@ -151,7 +151,7 @@ def management_spec() -> dict:
     })
 
 
-class _OpenAPIHandler(StreamingBodyHandler):
+class _OpenAPIHandler(ApiHandler):
     spec = staticmethod(inference_spec)
 
     def options(self, *_: Any) -> None:

@@ -12,7 +12,8 @@ from typing import Any
 from ..errors import TsfError, check_response_size
 from ..workflows.manager import WorkflowManager
 from .management import ManagementHandler
-from .request_body import StreamingBodyHandler, request_parts
+from .model_request import ModelRequestHandler
+from .request_body import request_parts
 
 
 class WorkflowManagementHandler(ManagementHandler):
@@ -44,7 +45,7 @@ class WorkflowHandler(WorkflowManagementHandler):
         self.status(200, await self.workflows.unregister(name))
 
 
-class WorkflowPredictHandler(StreamingBodyHandler):
+class WorkflowPredictHandler(ModelRequestHandler):
     """``POST /wfpredict/{workflow}``: the request goes through the workflow's DAG."""
 
     route = "/wfpredict/{workflow_name}"
