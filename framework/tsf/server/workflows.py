@@ -12,13 +12,14 @@ from typing import Any
 from ..errors import TsfError, check_response_size
 from ..workflows.manager import WorkflowManager
 from .management import ManagementHandler
-from .request_body import StreamingBodyHandler, request_parts
+from .model_request import ModelRequestHandler
+from .request_body import request_parts
 
 
 class WorkflowManagementHandler(ManagementHandler):
     @property
     def workflows(self) -> WorkflowManager:
-        return self.services["workflows"]
+        return self.services.workflows
 
 
 class WorkflowsHandler(WorkflowManagementHandler):
@@ -44,15 +45,15 @@ class WorkflowHandler(WorkflowManagementHandler):
         self.status(200, await self.workflows.unregister(name))
 
 
-class WorkflowPredictHandler(StreamingBodyHandler):
+class WorkflowPredictHandler(ModelRequestHandler):
     """``POST /wfpredict/{workflow}``: the request goes through the workflow's DAG."""
 
     route = "/wfpredict/{workflow_name}"
 
     async def post(self, name: str) -> None:
-        workflows: WorkflowManager = self.services["workflows"]
+        workflows = self.services.workflows
         started, code = time.perf_counter(), 500
-        tracing = self.services["tracing"]
+        tracing = self.services.tracing
         span = None
         if tracing.enabled:
             span = tracing.start_request(self.request, self.route, name)
@@ -63,7 +64,7 @@ class WorkflowPredictHandler(StreamingBodyHandler):
             self.request_id = meta["id"]
             result, payload = await workflows.predict(
                 name, meta, blobs, functools.partial(self._submit, name), span)
-            check_response_size(len(payload), self.services["config"].max_response_size)
+            check_response_size(len(payload), self.services.config.max_response_size)
             code = result["status"]
             self.set_status(code)
             self.set_header("Content-Type", result["ctype"])
