@@ -126,7 +126,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from .config import load_config
     from .logs import configure_logging
     from .memory import release_large_buffers
-    from .server.app import TsfServer, serve_forever
+    from .app import TsfServer, serve_forever
     from .snapshot import parse_snapshot
 
     cli = {"model_store": args.model_store, "inference_address": args.inference_address,

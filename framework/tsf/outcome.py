@@ -4,7 +4,10 @@ a model holds it, closing its span and counting it in the request metrics."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .services import Services
 
 
 class Outcome:
@@ -35,13 +38,13 @@ class Outcome:
             self.metrics.inflight.labels(mv.name).inc()
         self._model_version = mv
 
-    def close(self, services: dict[str, Any], kind: str, label_version: str) -> None:
+    def close(self, services: Services, kind: str, label_version: str) -> None:
         if self.span is not None:
-            services["tracing"].end_request(self.span, self.code)
+            services.tracing.end_request(self.span, self.code)
         mv = self._model_version
         if mv is not None and self.metrics is not None:
             self.metrics.inflight.labels(mv.name).dec()
         if mv is not None:
-            services["manager"].metrics.record_request(
+            services.manager.metrics.record_request(
                 mv.name, mv.version, label_version, self.code,
                 time.perf_counter() - self.started, kind)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
 
 import pytest
 
@@ -37,10 +38,10 @@ def test_outcome_counts_in_flight_from_acceptance_to_close():
     outcome.model_version = _Version()
     outcome.model_version = _Version()      # set twice (a retry path): still one request
     assert gauge() == 1
-    outcome.close({"manager": _Manager(metrics)}, "predict", "default")
+    outcome.close(SimpleNamespace(manager=_Manager(metrics)), "predict", "default")
     assert gauge() == 0
     refused = Outcome(metrics=metrics)      # never accepted by a model: never counted
-    refused.close({"manager": _Manager(metrics)}, "predict", "default")
+    refused.close(SimpleNamespace(manager=_Manager(metrics)), "predict", "default")
     assert gauge() == 0
 
 

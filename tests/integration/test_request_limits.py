@@ -159,6 +159,29 @@ def test_unauthorised_big_body_is_401_before_it_is_read(server, api, path, chunk
     assert_refused_early(server, exchange, before, 401, "UnauthorizedException")
 
 
+@pytest.mark.parametrize("api, path, headers", [("inference", "/ping", {}),
+                                                ("metrics", "/metrics", {}),
+                                                ("management", "/models", MANAGE)])
+def test_big_body_to_a_route_that_takes_none_is_413_at_the_limit(server, api, path, headers):
+    before = rss(server)
+    exchange = send_big(server.urls[api], "GET", path, True, headers)
+    assert_refused_early(server, exchange, before, 413, "RequestEntityTooLargeException")
+
+
+def test_a_small_body_to_a_route_that_takes_none_is_dropped(server):
+    exchange = RawExchange(server.inference, "GET", "/ping", {"Content-Length": "10"})
+    exchange.send(b"x" * 10)
+    status, body = exchange.answer()
+    assert status == 200 and body["status"] == "Healthy", body
+
+
+def test_a_stalled_body_to_a_route_that_takes_none_is_408(server):
+    exchange = RawExchange(server.inference, "GET", "/ping", {"Content-Length": "1000"})
+    exchange.send(b"x" * 10)
+    status, body = exchange.answer(timeout=30)
+    assert (status, body["type"]) == (408, "RequestTimeoutException"), body
+
+
 def _stalled(server: ServerProcess, framing: dict[str, str], first: bytes) -> RawExchange:
     exchange = RawExchange(server.inference, "POST", "/predictions/any",
                            {"Content-Type": "application/octet-stream", **framing, **AUTH})

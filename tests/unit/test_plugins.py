@@ -49,7 +49,7 @@ def test_missing_default_handler_names_its_plugin():
 
 def test_front_end_never_imports_torch():
     code = ("import sys, asyncio\n"
-            "from tsf.server.app import TsfServer\n"
+            "from tsf.app import TsfServer\n"
             "from tsf.config import ServerConfig\n"
             "import tsf.cli, tsf.manager, tsf.archiver\n"
             "async def main():\n"

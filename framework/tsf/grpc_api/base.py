@@ -1,17 +1,18 @@
-"""What every tsf gRPC service shares: the token check, queued requests, metrics, errors."""
+"""What every tsf gRPC service shares: the token check, request ids, metrics, errors."""
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 from typing import Any, AsyncIterator
 
 import grpc
 
+from ..dataplane import DataPlane, derive_request_id
 from ..errors import InternalError, TsfError, check_response_size
 from ..manager import ModelManager
 from ..outcome import Outcome
+from ..services import Services
 from ..traffic import MODEL_VERSION_HEADER
 from .status import abort, headers_of
 
@@ -24,23 +25,22 @@ class GrpcService:
     api = "inference"
     service = ""  # the full gRPC service name, for spans
 
-    def __init__(self, services: dict[str, Any], messages: Any) -> None:
+    def __init__(self, services: Services, messages: Any) -> None:
         self.services = services
         self.pb = messages  # the generated ``*_pb2`` module of the service's proto
-        self.manager: ModelManager = services["manager"]
-        self.max_response_size: int = services["config"].max_response_size
+        self.dataplane: DataPlane = services.dataplane
+        self.manager: ModelManager = services.manager
+        self.max_response_size: int = services.config.max_response_size
 
     def authorize(self, context: Any) -> dict[str, str]:
         """The call's metadata as headers, once its bearer token (if any is set) checks out."""
         headers = headers_of(context)
-        tokens = self.services.get("tokens")
-        if tokens is not None and tokens.enabled:
-            tokens.check(self.api, headers.get("authorization"))
+        self.dataplane.check_token(self.api, headers.get("authorization"))
         return headers
 
     @staticmethod
     def request_id(headers: dict[str, str]) -> str:
-        return headers.get("x-request-id") or uuid.uuid4().hex
+        return derive_request_id(headers.get("x-request-id"))
 
     @contextlib.asynccontextmanager
     async def answering(self, context: Any, model: str = "", kind: str = "predict",
@@ -48,13 +48,13 @@ class GrpcService:
                         headers: dict[str, str] | None = None) -> AsyncIterator[Outcome]:
         """Count the call in the request metrics, trace it when ``method`` is given, and turn
         a tsf error into a gRPC status."""
-        tracing = self.services.get("tracing")
+        tracing = self.services.tracing
         span = None
-        if method and tracing is not None and tracing.enabled:
+        if method and tracing.enabled:
             span = tracing.start_rpc(self.service, method,
                                      headers if headers is not None else headers_of(context),
                                      model)
-        outcome = Outcome(span, self.services.get("metrics"))
+        outcome = Outcome(span, self.services.metrics)
         try:
             yield outcome
             outcome.code = 200

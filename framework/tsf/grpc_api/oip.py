@@ -10,11 +10,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .. import __version__
+from ..dataplane import derive_request_id, server_metadata
 from ..errors import BadRequest
 from ..oip.datatypes import FORMATS, contents_field, join_bytes_elements
 from ..oip.requests import InferRequest, RequestedOutput, outputs_of
-from ..server.kserve_v2 import EXTENSIONS, model_metadata, model_ready
 from .base import GrpcService
 
 
@@ -32,25 +31,24 @@ class OipService(GrpcService):
         return self.pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: Any) -> Any:
-        healthy, _ = self.manager.health()
-        return self.pb.ServerReadyResponse(ready=healthy)
+        ready, _ = self.dataplane.ready()
+        return self.pb.ServerReadyResponse(ready=ready)
 
     async def ModelReady(self, request: Any, context: Any) -> Any:
         async with self.answering(context):
             self.authorize(context)
             return self.pb.ModelReadyResponse(
-                ready=model_ready(self.manager, request.name, request.version or None))
+                ready=self.dataplane.model_ready(request.name, request.version or None))
 
     async def ServerMetadata(self, request: Any, context: Any) -> Any:
         async with self.answering(context):
             self.authorize(context)
-            return self.pb.ServerMetadataResponse(name="tsf", version=__version__,
-                                                  extensions=EXTENSIONS)
+            return self.pb.ServerMetadataResponse(**server_metadata())
 
     async def ModelMetadata(self, request: Any, context: Any) -> Any:
         async with self.answering(context):
             self.authorize(context)
-            meta = model_metadata(self.manager, request.name, request.version or None)
+            meta = self.dataplane.model_metadata(request.name, request.version or None)
             tensor = self.pb.ModelMetadataResponse.TensorMetadata
             return self.pb.ModelMetadataResponse(
                 name=meta["name"], versions=meta["versions"], platform=meta["platform"],
@@ -63,9 +61,9 @@ class OipService(GrpcService):
                                   method="ModelInfer") as outcome:
             headers = self.authorize(context)
             parsed = parse_grpc(request)
-            message = parsed.message(headers.get("x-request-id") or request.id or
-                                     self.request_id(headers), headers, {})
-            outcome.model_version, job = self.manager.submit(
+            message = parsed.message(derive_request_id(headers.get("x-request-id"), request.id),
+                                     headers, {})
+            outcome.model_version, job = self.dataplane.submit(
                 request.model_name, request.model_version or None, message, outcome.span)
             outputs = outputs_of(await job.future, parsed)
             mv = outcome.model_version

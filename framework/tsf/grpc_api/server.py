@@ -13,7 +13,8 @@ import dataclasses
 import logging
 from typing import Any
 
-from ..config import Address, ServerConfig
+from ..config import Address
+from ..services import Services
 from .oip import OipService
 from .stubs import load
 from .torchserve import InferenceService, ManagementService
@@ -29,8 +30,8 @@ def grpc_address(text: str, port_override: int) -> Address:
 class GrpcServers:
     """Starts and stops the inference and management gRPC servers."""
 
-    def __init__(self, config: ServerConfig, services: dict[str, Any]) -> None:
-        self.config = config
+    def __init__(self, services: Services) -> None:
+        self.config = services.config
         self.services = services
         self.servers: list[Any] = []
         self.addresses: dict[str, Address] = {}
@@ -44,14 +45,13 @@ class GrpcServers:
                    ("grpc.max_send_message_length", self.config.max_response_size)]
         inference = grpc.aio.server(options=options)
         stubs["tsf_torchserve_inference_pb2_grpc"].add_InferenceAPIsServiceServicer_to_server(
-            InferenceService(dict(self.services, api="inference"),
-                             stubs["tsf_torchserve_inference_pb2"]), inference)
+            InferenceService(self.services, stubs["tsf_torchserve_inference_pb2"]), inference)
         stubs["tsf_oip_pb2_grpc"].add_GRPCInferenceServiceServicer_to_server(
-            OipService(dict(self.services, api="inference"), stubs["tsf_oip_pb2"]), inference)
+            OipService(self.services, stubs["tsf_oip_pb2"]), inference)
         management = grpc.aio.server(options=options)
         stubs["tsf_torchserve_management_pb2_grpc"].add_ManagementAPIsServiceServicer_to_server(
-            ManagementService(dict(self.services, api="management"),
-                              stubs["tsf_torchserve_management_pb2"]), management)
+            ManagementService(self.services, stubs["tsf_torchserve_management_pb2"]),
+            management)
         ports = {}
         for api, server, text, override in (
                 ("grpc_inference", inference, self.config.grpc_inference_address,

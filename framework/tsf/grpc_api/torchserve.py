@@ -16,9 +16,8 @@ from typing import Any, AsyncIterator
 
 from google.rpc import status_pb2
 
-from ..errors import BadRequest, Forbidden, TsfError
+from ..errors import BadRequest, TsfError
 from ..manager_types import RegisterRequest
-from ..server.management import describe_models_customized, list_models
 from ..workers.messages import TORCHSERVE_GRPC, Part, Request
 from .base import GrpcService
 from .status import abort, grpc_code
@@ -34,7 +33,7 @@ class InferenceService(GrpcService):
     service = "org.pytorch.serve.grpc.inference.InferenceAPIsService"
 
     async def Ping(self, request: Any, context: Any) -> Any:
-        report = self.manager.health_report()  # the same rule as GET /ping
+        report = self.dataplane.health_report()  # the same rule as GET /ping
         body = {"status": report.status}
         if report.problems():
             body["message"] = "; ".join(report.problems())
@@ -49,8 +48,8 @@ class InferenceService(GrpcService):
             raise BadRequest("model_name is required")
         parts = [Part(key, request.input[key]) for key in request.input]
         message = Request(self.request_id(headers), parts, headers, protocol=TORCHSERVE_GRPC)
-        mv, job = self.manager.submit(request.model_name, _version(request.model_version),
-                                      message, span)
+        mv, job = self.dataplane.submit(request.model_name, _version(request.model_version),
+                                        message, span)
         if partials is not None:
             job.on_partial = lambda answer: partials.put_nowait(answer.body)
         answer = await job.future
@@ -137,21 +136,19 @@ class ManagementService(GrpcService):
         return self.pb.ManagementResponse(msg=json.dumps(value, indent=2))
 
     def _check_model_api(self) -> None:
-        if not self.services["config"].enable_model_api:
-            raise Forbidden("model registration is disabled on this server (enable_model_api)")
+        self.dataplane.check_model_api()
 
     async def DescribeModel(self, request: Any, context: Any) -> Any:
         async with self.answering(context):
             self.authorize(context)
-            return self._reply(await describe_models_customized(
-                self.manager, request.model_name, _version(request.model_version),
-                request.customized))
+            return self._reply(await self.dataplane.describe_models(
+                request.model_name, _version(request.model_version), request.customized))
 
     async def ListModels(self, request: Any, context: Any) -> Any:
         async with self.answering(context):
             self.authorize(context)
-            return self._reply(list_models(self.manager.registry, request.limit,
-                                           request.next_page_token))
+            return self._reply(self.dataplane.list_models(request.limit,
+                                                          request.next_page_token))
 
     async def RegisterModel(self, request: Any, context: Any) -> Any:
         async with self.answering(context):

@@ -11,37 +11,35 @@ Single-model endpoints: ``GET /ping`` (200 once the model has its workers) and
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
+from ..dataplane import DRAINING, derive_request_id
 from ..errors import BadRequest, MethodNotAllowed, ServiceUnavailable, check_response_size
-from ..server.request_body import StreamingBodyHandler
+from ..server.api_handler import ApiHandler, BodyHandler
+from ..server.model_request import ModelRequestHandler
 from ..workers.messages import Part, Request
 from .models import SINGLE_MODEL_NAME, register_folder
 
 PAGE_LIMIT = 100
 
 
-class SageMakerRequestHandler(StreamingBodyHandler):
-    """Shared by the SageMaker routes: the model manager and one request sent to a model."""
-
-    @property
-    def manager(self) -> Any:
-        return self.services["manager"]
+class SageMakerRequestHandler(ModelRequestHandler):
+    """Shared by the SageMaker routes that invoke a model: one request sent to it."""
 
     async def invoke(self, model: str, route: str) -> None:
         with self.observed(route, model, "predict", "default") as outcome:
             body = self.body()
-            request_id = (self.request.headers.get("X-Amzn-SageMaker-Inference-Id")
-                          or self.request.headers.get("X-Request-Id") or uuid.uuid4().hex)
+            request_id = derive_request_id(
+                self.request.headers.get("X-Amzn-SageMaker-Inference-Id")
+                or self.request.headers.get("X-Request-Id"))
             self.request_id = request_id
             message = Request(request_id, [Part("body", body, "application/octet-stream")],
                               dict(self.request.headers.get_all()))
             outcome.model_version, job = self.submit(model, None, message, outcome.span)
             answer = await job.future
             answer.raise_for_error()
-            check_response_size(len(answer.body), self.services["config"].max_response_size)
+            check_response_size(len(answer.body), self.services.config.max_response_size)
             outcome.code = answer.status
             self.set_status(answer.status)
             self.set_header("Content-Type", answer.ctype)
@@ -51,22 +49,23 @@ class SageMakerRequestHandler(StreamingBodyHandler):
             self.finish(answer.body)
 
 
-class SageMakerPingHandler(SageMakerRequestHandler):
+class SageMakerPingHandler(ApiHandler):
     """``GET /ping``: 200 when every model has its workers (and, for a single-model endpoint,
     the model is registered); a JSON 503 naming what is missing otherwise."""
 
     public = True
 
     def get(self) -> None:
-        if self.draining:
-            raise ServiceUnavailable("the server is draining before it stops")
-        config = self.services["config"]
+        dataplane = self.services.dataplane
+        if dataplane.draining:
+            raise ServiceUnavailable(DRAINING)
+        config = self.services.config
         if not config.sagemaker_multi_model and \
-                SINGLE_MODEL_NAME not in self.manager.registry.names():
+                SINGLE_MODEL_NAME not in self.services.manager.registry.names():
             raise ServiceUnavailable(f"the model in {config.sagemaker_model_dir} is not loaded "
                                      "(see the server log)")
-        healthy, problems = self.manager.health()
-        if not healthy:
+        ready, problems = dataplane.ready()
+        if not ready:
             raise ServiceUnavailable("; ".join(problems))
         self.write_json({"status": "Healthy"})
 
@@ -78,8 +77,12 @@ class InvocationsHandler(SageMakerRequestHandler):
         await self.invoke(SINGLE_MODEL_NAME, "/invocations")
 
 
-class MultiModelsHandler(SageMakerRequestHandler):
+class MultiModelsHandler(BodyHandler):
     """``POST /models`` (load) and ``GET /models`` (list) of a multi-model endpoint."""
+
+    @property
+    def manager(self) -> Any:
+        return self.services.manager
 
     async def post(self) -> None:
         try:
@@ -89,7 +92,7 @@ class MultiModelsHandler(SageMakerRequestHandler):
         if not isinstance(document, dict) or not isinstance(document.get("model_name"), str) \
                 or not isinstance(document.get("url"), str):
             raise BadRequest('expected {"model_name": "...", "url": "/opt/ml/models/.../model"}')
-        result = await register_folder(self.manager, self.services["config"],
+        result = await register_folder(self.manager, self.services.config,
                                        document["model_name"], Path(document["url"]),
                                        synchronous=True)
         self.write_json(result.body())
@@ -134,7 +137,7 @@ class MultiModelInvokeHandler(SageMakerRequestHandler):
 
 
 def routes(options: dict[str, Any]) -> list:
-    if options["config"].sagemaker_multi_model:
+    if options["services"].config.sagemaker_multi_model:
         return [(r"/ping", SageMakerPingHandler, options),
                 (r"/models", MultiModelsHandler, options),
                 (r"/models/([^/]+)", MultiModelHandler, options),

@@ -9,13 +9,15 @@ from typing import Any
 
 from ..errors import TsfError, check_response_size
 from ..workers.messages import Answer
+from .api_handler import ApiHandler
+from .model_request import ModelRequestHandler
 from .openapi import InferenceOpenAPIHandler
-from .request_body import StreamingBodyHandler, request_parts
+from .request_body import request_parts
 
 log = logging.getLogger("tsf.http")
 
 
-class PingHandler(StreamingBodyHandler):
+class PingHandler(ApiHandler):
     """Health by the rule in :mod:`tsf.health`: 200 Healthy or Degraded, 503 Unhealthy.
 
     ``?verbose=true`` adds each model version's state and worker counts.
@@ -24,12 +26,12 @@ class PingHandler(StreamingBodyHandler):
     public = True
 
     def get(self) -> None:
-        if self.draining:
+        if self.services.dataplane.draining:
             self.write_json({"status": "Draining", "code": 503,
                              "type": "ServiceUnavailableException",
                              "message": "the server is draining before it stops"}, status=503)
             return
-        report = self.services["manager"].health_report()
+        report = self.services.dataplane.health_report()
         body: dict[str, Any] = {"status": report.status}
         problems = report.problems()
         if not report.ok:
@@ -42,7 +44,7 @@ class PingHandler(StreamingBodyHandler):
         self.write_json(body, status=200 if report.ok else 503)
 
 
-class PredictionHandler(StreamingBodyHandler):
+class PredictionHandler(ModelRequestHandler):
     """``POST /predictions/{model}[/{version}]`` (and explanations, with ``kind``).
 
     A handler that streams (``context.send_intermediate_predict_response``) gets an HTTP/1.1
@@ -81,7 +83,7 @@ class PredictionHandler(StreamingBodyHandler):
         if self.stream_broken:
             return
         payload = answer.body
-        limit = self.services["config"].max_response_size
+        limit = self.services.config.max_response_size
         if self.streamed + len(payload) > limit:
             log.warning("request %s: streamed answer exceeds max_response_size (%d bytes); "
                         "closing the connection", self.request_id, limit)
@@ -109,7 +111,7 @@ class PredictionHandler(StreamingBodyHandler):
             self.set_header(key, value)
 
     def respond(self, request_id: str, answer: Answer) -> None:
-        limit = self.services["config"].max_response_size
+        limit = self.services.config.max_response_size
         payload = answer.body
         if self.streaming:  # the head went with the first chunk; this is the last one
             if self.streamed + len(payload) > limit:

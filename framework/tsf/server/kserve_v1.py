@@ -13,28 +13,29 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import uuid
 from typing import Any
 
+from ..dataplane import derive_request_id
 from ..errors import BadRequest, ResourceNotFound, check_response_size
 from ..json_body import load_json
 from ..workers.messages import EXPLAIN, PREDICT, Answer, Part, Request
-from .request_body import StreamingBodyHandler, query_params
+from .model_request import ModelRequestHandler
+from .request_body import query_params
 
 
-class KServeModelHandler(StreamingBodyHandler):
+class KServeModelHandler(ModelRequestHandler):
     """``GET /v1/models/{m}`` (readiness) and ``POST /v1/models/{m}:predict|:explain``."""
 
     def get(self, model: str) -> None:
-        mv = self.services["manager"].registry.get(model)
-        self.write_json({"name": model, "ready": mv.ready})
+        self.write_json({"name": model,
+                         "ready": self.services.dataplane.model_ready(model, None)})
 
     async def post(self, model: str, verb: str | None = None) -> None:
         if verb is None:
             raise ResourceNotFound(f"POST /v1/models/{model} needs a verb: "
                                    f"/v1/models/{model}:predict or :explain")
         kind = EXPLAIN if verb == "explain" else PREDICT
-        request_id = self.request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        request_id = derive_request_id(self.request.headers.get("X-Request-Id"))
         self.request_id = request_id
         headers = dict(self.request.headers.get_all())
         params = query_params(self.request)
@@ -52,7 +53,7 @@ class KServeModelHandler(StreamingBodyHandler):
             answers = [_answer(result) for result in results]
             key = "explanations" if kind == EXPLAIN else "predictions"
             body = json.dumps({key: answers}).encode()
-            check_response_size(len(body), self.services["config"].max_response_size)
+            check_response_size(len(body), self.services.config.max_response_size)
             outcome.code = 200
             self.set_header("X-Request-Id", request_id)
             self.set_header("Content-Type", "application/json")

@@ -9,40 +9,27 @@ answered 200 for true and 503 for false.  Errors carry OIP's ``error`` beside ts
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from .. import __version__
+from ..dataplane import derive_request_id, server_metadata
 from ..errors import ServiceUnavailable, TsfError, check_response_size
-from ..manager import ModelManager
-from ..oip.requests import http_reply, outputs_of, parse_http, tensor_metadata
-from .request_body import StreamingBodyHandler, query_params
+from ..oip.requests import http_reply, outputs_of, parse_http
+from .api_handler import ApiHandler
+from .model_request import ModelRequestHandler
+from .request_body import query_params
 
-EXTENSIONS = ["binary_tensor_data"]
 HEADER_LENGTH = "Inference-Header-Content-Length"
 
 
-def server_metadata() -> dict:
-    return {"name": "tsf", "version": __version__, "extensions": EXTENSIONS}
-
-
-def model_metadata(manager: ModelManager, name: str, version: str | None) -> dict:
-    mv = manager.registry.get(name, version)
-    signature = mv.signature()
-    return {"name": mv.name, "versions": [v.version for v in manager.registry.versions(name)],
-            "platform": "pytorch", "inputs": tensor_metadata(signature.get("inputs")),
-            "outputs": tensor_metadata(signature.get("outputs"))}
-
-
-def model_ready(manager: ModelManager, name: str, version: str | None) -> bool:
-    return manager.registry.get(name, version).ready
-
-
-class OipHandler(StreamingBodyHandler):
-    """Shared by the v2 routes: OIP's ``error`` key in error bodies."""
+class OipErrors:
+    """Mixed into the v2 routes: OIP's ``error`` key in error bodies."""
 
     def error_document(self, error: TsfError) -> dict:
         return dict(error.to_dict(), error=error.message)
+
+
+class OipHandler(OipErrors, ApiHandler):
+    """A v2 route that takes no body: metadata, liveness, readiness."""
 
 
 class ServerMetadataHandler(OipHandler):
@@ -63,27 +50,25 @@ class ReadyHandler(OipHandler):
     public = True
 
     def get(self) -> None:
-        if self.draining:
-            raise ServiceUnavailable("the server is draining before it stops")
-        healthy, problems = self.services["manager"].health()
-        if not healthy:
+        ready, problems = self.services.dataplane.ready()
+        if not ready:
             raise ServiceUnavailable("; ".join(problems))
         self.write_json({"ready": True})
 
 
 class ModelMetadataHandler(OipHandler):
     def get(self, name: str, version: str | None = None) -> None:
-        self.write_json(model_metadata(self.services["manager"], name, version))
+        self.write_json(self.services.dataplane.model_metadata(name, version))
 
 
 class ModelReadyHandler(OipHandler):
     def get(self, name: str, version: str | None = None) -> None:
-        if not model_ready(self.services["manager"], name, version):
+        if not self.services.dataplane.model_ready(name, version):
             raise ServiceUnavailable(f"model {name} has no worker that can serve")
         self.write_json({"name": name, "ready": True})
 
 
-class InferHandler(OipHandler):
+class InferHandler(OipErrors, ModelRequestHandler):
     """``POST /v2/models/{m}[/versions/{v}]/infer``."""
 
     async def post(self, name: str, version: str | None = None) -> None:
@@ -91,8 +76,7 @@ class InferHandler(OipHandler):
             "/infer"
         with self.observed(route, name, "predict", version or "default") as outcome:
             request = parse_http(self.body(), self.request.headers.get(HEADER_LENGTH))
-            request_id = self.request.headers.get("X-Request-Id") or request.id or \
-                uuid.uuid4().hex
+            request_id = derive_request_id(self.request.headers.get("X-Request-Id"), request.id)
             self.request_id = request_id
             message = request.message(request_id, dict(self.request.headers.get_all()),
                                       query_params(self.request))
@@ -100,7 +84,7 @@ class InferHandler(OipHandler):
             outputs = outputs_of(await job.future, request)
             mv = outcome.model_version
             body, header_length = http_reply(mv.name, mv.version, request, outputs)
-            check_response_size(len(body), self.services["config"].max_response_size)
+            check_response_size(len(body), self.services.config.max_response_size)
             outcome.code = 200
             self.set_header("X-Request-Id", request_id)
             if header_length is None:

@@ -5,18 +5,15 @@ Parameters and response shapes follow TorchServe's management API.
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
-from ..errors import BadRequest, Forbidden
+from ..errors import BadRequest
 from ..json_body import json_object, load_json
 from ..manager import ModelManager
 from ..manager_types import ManagerResult, RegisterRequest
 from ..plugins import describe_plugins
-from ..registry import Registry
-from ..workers.messages import DESCRIBE, Request
+from .api_handler import ApiHandler, BodyHandler
 from .openapi import ManagementOpenAPIHandler
-from .request_body import StreamingBodyHandler
 
 TEXT_PARAMS = ("url", "model_name", "handler", "sha256")
 INT_PARAMS = ("batch_size", "max_batch_delay", "initial_workers", "response_timeout",
@@ -83,49 +80,10 @@ def _worker_count(value: str | None) -> int | None:
         raise BadRequest("min_worker and max_worker must be integers") from None
 
 
-def list_models(registry: Registry, limit: int, token: int) -> dict[str, Any]:
-    """One page of ``GET /models`` (at most 100 models; ``nextPageToken`` while more remain)."""
-    limit = 100 if limit <= 0 or limit > 100 else limit
-    token = max(token, 0)
-    names = registry.names()
-    body: dict[str, Any] = {"models": [{"modelName": n, "modelUrl": registry.get(n).url}
-                                       for n in names[token:token + limit]]}
-    if token + limit < len(names):
-        body["nextPageToken"] = str(token + limit)
-    return body
-
-
-def describe_models(registry: Registry, name: str, version: str | None) -> list[dict]:
-    """``GET /models/{m}[/{v}|/all]``: one description per version (with the model's traffic
-    split, when it has one)."""
-    versions = registry.versions(name) if version == "all" else [registry.get(name, version)]
-    split = registry.split(name)
-    described = [mv.describe() for mv in versions]
-    if split is not None:
-        for entry in described:
-            entry["trafficSplit"] = split.percentages()
-    return described
-
-
-async def describe_models_customized(manager: ModelManager, name: str, version: str | None,
-                                     customized: bool) -> list[dict]:
-    """Describe; with ``customized`` (and one version) add what the handler's
-    ``describe_handle()`` answers in a worker, as text: TorchServe's ``customizedMetadata``
-    (left out when the handler has no such hook or it returns None)."""
-    described = describe_models(manager.registry, name, version)
-    if customized and len(described) == 1:
-        _, job = manager.submit(name, version, Request(uuid.uuid4().hex, [], kind=DESCRIBE))
-        answer = await job.future
-        answer.raise_for_error()
-        if answer.body:
-            described[0]["customizedMetadata"] = answer.body.decode("utf-8", "replace")
-    return described
-
-
-class ManagementHandler(StreamingBodyHandler):
+class ManagementHandler(ApiHandler):
     @property
     def manager(self) -> ModelManager:
-        return self.services["manager"]
+        return self.services.manager
 
     def arg(self, name: str) -> str | None:
         value = self.get_query_argument(name, None)
@@ -145,15 +103,14 @@ class ManagementHandler(StreamingBodyHandler):
             raise BadRequest("limit and next_page_token must be integers") from None
 
     def check_model_api(self) -> None:
-        if not self.services["config"].enable_model_api:
-            raise Forbidden("model registration is disabled on this server (enable_model_api)")
+        self.services.dataplane.check_model_api()
 
 
-class ModelsHandler(ManagementHandler):
+class ModelsHandler(ManagementHandler, BodyHandler):
     """``GET /models`` (paged list) and ``POST /models`` (register)."""
 
     def get(self) -> None:
-        self.write_json(list_models(self.manager.registry, *self.page()))
+        self.write_json(self.services.dataplane.list_models(*self.page()))
 
     async def post(self) -> None:
         self.check_model_api()
@@ -169,8 +126,8 @@ class ModelHandler(ManagementHandler):
     """``/models/{m}[/{v}]``: describe (GET), scale (PUT), unregister (DELETE)."""
 
     async def get(self, name: str, version: str | None = None) -> None:
-        self.write_json(await describe_models_customized(
-            self.manager, name, version, _bool(self.arg("customized"), False)))
+        self.write_json(await self.services.dataplane.describe_models(
+            name, version, _bool(self.arg("customized"), False)))
 
     async def put(self, name: str, version: str | None = None) -> None:
         version = version or self.arg("model_version")
@@ -188,7 +145,7 @@ class SetDefaultHandler(ManagementHandler):
         self.reply(self.manager.set_default(name, version))
 
 
-class TrafficHandler(ManagementHandler):
+class TrafficHandler(ManagementHandler, BodyHandler):
     """``/models/{m}/traffic``: the weighted split between versions (GET, PUT, DELETE)."""
 
     def get(self, name: str) -> None:
@@ -201,7 +158,7 @@ class TrafficHandler(ManagementHandler):
         self.reply(self.manager.clear_traffic(name))
 
 
-class ShadowHandler(ManagementHandler):
+class ShadowHandler(ManagementHandler, BodyHandler):
     """``/models/{m}/shadow``: mirror a share of live requests to a version (GET, PUT,
     DELETE)."""
 
@@ -217,7 +174,7 @@ class ShadowHandler(ManagementHandler):
 
 class PluginsHandler(ManagementHandler):
     def get(self) -> None:
-        self.write_json({"plugins": describe_plugins(self.services["pm"])})
+        self.write_json({"plugins": describe_plugins(self.services.pm)})
 
 
 def routes(options: dict[str, Any]) -> list:

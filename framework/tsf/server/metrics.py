@@ -6,17 +6,17 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from .request_body import StreamingBodyHandler
+from .api_handler import ApiHandler
 
 
 _SAMPLE_SUFFIXES = ("", "_total", "_bucket", "_count", "_sum")
 
 
-class MetricsHandler(StreamingBodyHandler):
+class MetricsHandler(ApiHandler):
     """All metrics, or only those named by ``?name[]=...`` (as TorchServe)."""
 
     def get(self) -> None:
-        registry = self.services["metrics"].registry
+        registry = self.services.metrics.registry
         names = self.get_query_arguments("name[]") or self.get_query_arguments("name")
         if names:  # family names: expand to the sample names prometheus_client filters on
             registry = registry.restricted_registry(

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from .. import __version__
-from .request_body import StreamingBodyHandler
+from .api_handler import ApiHandler
 
 _ERROR = {
     "description": "Error",
@@ -151,14 +151,14 @@ def management_spec() -> dict:
     })
 
 
-class _OpenAPIHandler(StreamingBodyHandler):
+class _OpenAPIHandler(ApiHandler):
     spec = staticmethod(inference_spec)
 
     def options(self, *_: Any) -> None:
         self.write_json(self.spec())
 
     def get(self, *_: Any) -> None:
-        if self.request.path == "/" and self.services.get("api") == "inference":
+        if self.request.path == "/" and self.api == "inference":
             self.write_json({"status": "alive"})  # KServe v1 liveness (GET /)
             return
         if self.request.path != "/api-description":

@@ -1,59 +1,49 @@
 """Reading request bodies under ``max_request_size`` and splitting them into worker parts
 (a :class:`tsf.workers.messages.Request`).
 
-Bodies are streamed, and nothing is read before the request is known to be acceptable: the
-token, the method and a declared ``Content-Length`` over the limit are checked first.  A chunked
-body is counted as it arrives and answered 413 the moment it passes the limit (the connection is
-then closed, the rest unread), so an oversize upload never sits in memory.  A body that stalls
-for ``body_idle_timeout`` seconds is answered 408 and its connection closed.
+Every API route streams its body through :class:`BoundedBody`, and nothing is read before the
+request is known to be acceptable: the token, the method and a declared ``Content-Length`` over
+the limit are checked first (:class:`~tsf.server.api_handler.ApiHandler`).  A chunked body is
+counted as it arrives and answered 413 the moment it passes the limit (the connection is then
+closed, the rest unread), so an oversize upload never sits in memory.  A body that stalls for
+``body_idle_timeout`` seconds is answered 408 and its connection closed.  Only routes that take
+a body keep its bytes; the others drop them under the same limits.
 """
 
 from __future__ import annotations
 
-import contextlib
 import time
-import uuid
-from typing import Any, Iterator
+from typing import Any
 
 import tornado.httputil
 import tornado.ioloop
-import tornado.web
 
-from ..batching import Job
+from ..dataplane import derive_request_id
 from ..errors import BadRequest, PayloadTooLarge, RequestTimeout, TsfError
-from ..outcome import Outcome
-from ..traffic import MODEL_VERSION_HEADER
 from ..workers.messages import PREDICT, Part, Request
-from .errors import BaseHandler
 
 FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
 
-@tornado.web.stream_request_body
-class StreamingBodyHandler(BaseHandler):
-    """A handler whose body is collected under the server's ``max_request_size``."""
+class BoundedBody:
+    """Mixed into a ``stream_request_body`` handler: its body read under ``max_request_size``
+    (413) and ``body_idle_timeout`` (408), its bytes kept only when ``keeps_body``."""
 
-    public = False  # health probes set this: never behind the token
+    keeps_body = False
 
-    def initialize(self, **kwargs: Any) -> None:
-        self.services = kwargs
-        self.max_size = kwargs["config"].max_request_size
+    def limit_body(self, config: Any) -> None:
+        """Take the limits of ``config``; called when the handler is made."""
+        self.max_size = config.max_request_size
         self._chunks: list[bytes] = []
         self._size = 0
         self._too_large = False
-        self._jobs: list[Job] = []
-        self._idle_timeout = float(getattr(kwargs["config"], "body_idle_timeout", 0) or 0)
+        self._idle_timeout = float(getattr(config, "body_idle_timeout", 0) or 0)
         self._last_data = 0.0
         self._idle_timer: object | None = None
 
-    def prepare(self) -> None:
-        self.refuse_when_stopping()
-        tokens = self.services.get("tokens")
-        if tokens is not None and tokens.enabled and not self.public:
-            tokens.check(self.services.get("api", ""), self.request.headers.get("Authorization"))
-        method = getattr(type(self), self.request.method.lower(), None)
-        if method is tornado.web.RequestHandler._unimplemented_method:
-            raise tornado.web.HTTPError(405)
+    def expect_body(self) -> None:
+        """Refuse a declared body over the limit (413) before any of it is read; start the idle
+        timer when a body is coming."""
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_size:
             self._too_large = True
@@ -73,7 +63,8 @@ class StreamingBodyHandler(BaseHandler):
             self._chunks.clear()
             self._refuse(self.too_large(self._size))
             return
-        self._chunks.append(chunk)
+        if self.keeps_body:
+            self._chunks.append(chunk)
 
     def _refuse(self, error: TsfError) -> None:
         """Answer ``error`` while the body is still arriving; Tornado then closes the connection."""
@@ -102,57 +93,17 @@ class StreamingBodyHandler(BaseHandler):
                                     "(body_idle_timeout)"))
 
     def on_connection_close(self) -> None:
-        """The client left: stop the idle timer and abandon this request's queued jobs."""
+        """The client left: stop the idle timer."""
         self._cancel_idle_timer()
         super().on_connection_close()
-        for job in self._jobs:
-            job.abandon()
 
     def on_finish(self) -> None:
         self._cancel_idle_timer()
         super().on_finish()
 
-    @contextlib.contextmanager
-    def observed(self, route: str, model: str, kind: str, label_version: str
-                 ) -> Iterator[Outcome]:
-        """Trace and count one request sent to a model, whatever its outcome.
-
-        The body sets ``outcome.model_version`` and ``outcome.code``; a TsfError sets the code
-        from its status.  The span (if tracing is on) and the request metrics close here.
-        """
-        tracing = self.services.get("tracing")
-        span = None
-        if tracing is not None and tracing.enabled:
-            span = tracing.start_request(self.request, route, model)
-            self.trace_id = tracing.trace_id(span)
-            self.set_header("X-Trace-Id", self.trace_id)
-        outcome = Outcome(span, self.services.get("metrics"))
-        try:
-            yield outcome
-        except TsfError as exc:
-            outcome.code = exc.status
-            raise
-        finally:
-            outcome.close(self.services, kind, label_version)
-
-    def submit(self, model: str, version: str | None, request: Request, span: Any = None,
-               workflow: str | None = None) -> tuple[Any, Job]:
-        """Queue one request for a model; it is abandoned if this client disconnects."""
-        mv, job = self.services["manager"].submit(model, version, request, span, workflow)
-        self._jobs.append(job)
-        self.set_header(MODEL_VERSION_HEADER, mv.version)
-        return mv, job
-
     def too_large(self, size: int) -> PayloadTooLarge:
         return PayloadTooLarge(f"request body of {size} bytes exceeds max_request_size "
                                f"({self.max_size} bytes)")
-
-    def body(self) -> bytes:
-        if self._too_large:
-            raise self.too_large(self._size)
-        if len(self._chunks) == 1:
-            return self._chunks[0]
-        return b"".join(self._chunks)
 
 
 def request_parts(request: tornado.httputil.HTTPServerRequest, body: bytes,
@@ -181,7 +132,7 @@ def request_parts(request: tornado.httputil.HTTPServerRequest, body: bytes,
                                   upload.filename))
     else:
         parts.append(Part("body", body, ctype))
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request_id = derive_request_id(request.headers.get("X-Request-Id"))
     return Request(request_id, parts, dict(request.headers.get_all()),
                    query_params(request) if request.query_arguments else {}, kind)
 

@@ -13,13 +13,14 @@ from ..errors import TsfError, check_response_size
 from ..workers.messages import Request
 from ..workflows.manager import WorkflowManager
 from .management import ManagementHandler
-from .request_body import StreamingBodyHandler, request_parts
+from .model_request import ModelRequestHandler
+from .request_body import request_parts
 
 
 class WorkflowManagementHandler(ManagementHandler):
     @property
     def workflows(self) -> WorkflowManager:
-        return self.services["workflows"]
+        return self.services.workflows
 
 
 class WorkflowsHandler(WorkflowManagementHandler):
@@ -45,15 +46,15 @@ class WorkflowHandler(WorkflowManagementHandler):
         self.status(200, await self.workflows.unregister(name))
 
 
-class WorkflowPredictHandler(StreamingBodyHandler):
+class WorkflowPredictHandler(ModelRequestHandler):
     """``POST /wfpredict/{workflow}``: the request goes through the workflow's DAG."""
 
     route = "/wfpredict/{workflow_name}"
 
     async def post(self, name: str) -> None:
-        workflows: WorkflowManager = self.services["workflows"]
+        workflows = self.services.workflows
         started, code = time.perf_counter(), 500
-        tracing = self.services["tracing"]
+        tracing = self.services.tracing
         span = None
         if tracing.enabled:
             span = tracing.start_request(self.request, self.route, name)
@@ -64,7 +65,7 @@ class WorkflowPredictHandler(StreamingBodyHandler):
             self.request_id = message.id
             answer = await workflows.predict(name, message,
                                              functools.partial(self._submit, name), span)
-            check_response_size(len(answer.body), self.services["config"].max_response_size)
+            check_response_size(len(answer.body), self.services.config.max_response_size)
             code = answer.status
             self.set_status(code)
             self.set_header("Content-Type", answer.ctype)

@@ -1,5 +1,7 @@
-"""The tsf server: Tornado applications for the inference, management and metrics APIs on one
-loop (one application per distinct address)."""
+"""The composition root: builds the server's parts (plugins, model manager, metrics, tracing)
+and hands them to the protocol adapters, Tornado applications for the inference, management and
+metrics APIs (``server/``, one application per distinct address) and the gRPC servers
+(``grpc_api/``), all on one loop."""
 
 from __future__ import annotations
 
@@ -14,21 +16,23 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from ..config import Address, ServerConfig, guard_management_address
-from ..errors import TsfError
-from ..lifecycle import Lifecycle
-from ..manager import ModelManager
-from ..manager_types import RegisterRequest
-from ..metrics import ServerMetrics
-from ..plugins import create_manager
-from ..snapshot import register_snapshot_models
-from ..store_watch import ModelStoreWatcher
-from ..tracing import create_tracing
-from ..workflows.manager import WorkflowManager
-from ..auth import load_tokens
-from . import inference, kserve_v1, kserve_v2, management, metrics, workflows
-from .errors import NotFoundHandler
-from .listener import HTTPListener
+from .config import Address, ServerConfig, guard_management_address
+from .dataplane import DataPlane
+from .errors import TsfError
+from .lifecycle import Lifecycle
+from .manager import ModelManager
+from .manager_types import RegisterRequest
+from .metrics import ServerMetrics
+from .plugins import create_manager
+from .services import Services
+from .snapshot import register_snapshot_models
+from .store_watch import ModelStoreWatcher
+from .tracing import create_tracing
+from .workflows.manager import WorkflowManager
+from .auth import load_tokens
+from .server import inference, kserve_v1, kserve_v2, management, metrics, workflows
+from .server.json_handler import NotFoundHandler
+from .server.listener import HTTPListener
 
 log = logging.getLogger("tsf")
 
@@ -55,30 +59,28 @@ class TsfServer:
         self.manager = ModelManager(config, self.pm, self.metrics, self.tracing)
         self.workflows = WorkflowManager(self.manager)
         self.lifecycle = Lifecycle()
+        self.services = Services(
+            config=config, manager=self.manager, metrics=self.metrics, pm=self.pm,
+            tracing=self.tracing, tokens=self.tokens, workflows=self.workflows,
+            dataplane=DataPlane(config, self.manager, self.tokens, self.lifecycle))
         self.servers: list[tornado.httpserver.HTTPServer] = []
         self.grpc: Any = None  # GrpcServers when enable_grpc is set
         self._store_watch: asyncio.Future | None = None  # model_store_poll_seconds > 0
         self.ports: dict[str, int] = {}
 
-    def _services(self) -> dict[str, Any]:
-        return {"config": self.config, "manager": self.manager, "metrics": self.metrics,
-                "pm": self.pm, "tracing": self.tracing, "tokens": self.tokens,
-                "workflows": self.workflows}
-
     def _routes(self) -> dict[str, list]:
-        services = self._services()
-        inference_options = dict(services, api="inference")
-        management_options = dict(services, api="management")
+        inference_options = dict(services=self.services, api="inference")
+        management_options = dict(services=self.services, api="management")
         routes = {
             "inference": inference.routes(inference_options)
             + kserve_v1.routes(inference_options) + kserve_v2.routes(inference_options)
             + workflows.inference_routes(inference_options),
             "management": workflows.management_routes(management_options)
             + management.routes(management_options),
-            "metrics": metrics.routes(dict(services, api="metrics")),
+            "metrics": metrics.routes(dict(services=self.services, api="metrics")),
         }
         if self.config.sagemaker:  # SageMaker's routes first: its /models is not TorchServe's
-            from ..sagemaker.routes import routes as sagemaker_routes
+            from .sagemaker.routes import routes as sagemaker_routes
 
             routes["inference"] = sagemaker_routes(inference_options) + routes["inference"]
         return routes
@@ -125,9 +127,9 @@ class TsfServer:
         self.manager.starting = True
         self._listen()
         if self.config.enable_grpc:
-            from ..grpc_api.server import GrpcServers
+            from .grpc_api.server import GrpcServers
 
-            self.grpc = GrpcServers(self.config, self._services())
+            self.grpc = GrpcServers(self.services)
             self.ports.update(await self.grpc.start())
         for name, url in startup_models(self.config):
             try:
@@ -140,7 +142,7 @@ class TsfServer:
                 self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
         await register_snapshot_models(self.manager, self.config)
         if self.config.sagemaker:
-            from ..sagemaker.models import register_sagemaker_model
+            from .sagemaker.models import register_sagemaker_model
 
             await register_sagemaker_model(self.manager, self.config)
         if self.config.model_store_poll_seconds > 0 and self.config.model_store:

@@ -1,4 +1,10 @@
-"""The one place where exceptions become HTTP error responses ``{"code", "type", "message"}``."""
+"""JSON answers for every HTTP route, and the one place where exceptions become HTTP error
+responses ``{"code", "type", "message"}``.
+
+:class:`JsonHandler` is the root of tsf's Tornado handlers (it also counts each request open for
+the server's drain); :class:`NotFoundHandler` answers the paths no route matches.  The bases of
+the API routes themselves are in :mod:`tsf.server.api_handler`.
+"""
 
 from __future__ import annotations
 
@@ -37,8 +43,9 @@ def to_tsf_error(exc: BaseException | None, status: int) -> TsfError:
     return TsfError(HTTPStatus(status).phrase, status=status)
 
 
-class BaseHandler(tornado.web.RequestHandler):
-    """Base request handler: JSON helpers, JSON error bodies, and the server's lifecycle.
+class JsonHandler(tornado.web.RequestHandler):
+    """A request handler that answers JSON: JSON helpers, JSON error bodies, and the server's
+    lifecycle.
 
     Every request is counted open until it finishes or its client leaves, so a drain can wait
     for them; once the server drains, each answer closes its connection (``Connection: close``).
@@ -113,7 +120,7 @@ class BaseHandler(tornado.web.RequestHandler):
 
 
 @tornado.web.stream_request_body
-class NotFoundHandler(BaseHandler):
+class NotFoundHandler(JsonHandler):
     """Answers every path no route matches, before reading any of the body (then closed)."""
 
     def prepare(self) -> None:
