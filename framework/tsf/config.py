@@ -16,10 +16,13 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
 from .errors import BadRequest
+
+if TYPE_CHECKING:
+    from .autoscale import AutoscaleSettings
 from .model_options import ModelOptions, model_options
 from .torchserve_keys import check_torchserve_keys
 
@@ -248,7 +251,7 @@ class ModelSettings:
     min_workers: int
     max_workers: int
     worker_memory_limit_mb: int = 0
-    extra: dict = field(default_factory=dict)
+    autoscale: AutoscaleSettings | None = None  # set by the manager from model-config
     options: ModelOptions = field(default_factory=ModelOptions)  # TorchServe's other keys
 
 

@@ -123,7 +123,7 @@ class ModelManager:
                            + ("" if key in self._reserved else
                               "; add replace=true to roll the new archive out in its place"))
         settings = model_settings(self.config, archive.model_config, request.settings())
-        settings.extra["autoscale"] = autoscale_settings(self.config, archive.model_config)
+        settings.autoscale = autoscale_settings(self.config, archive.model_config)
         if self.registry.exists(name, version):
             return await self._roll(self.registry.get(name, version), url, archive, owned,
                                     settings, request.synchronous)

@@ -51,7 +51,7 @@ class VersionBuilder:
                                             config.worker_stall_seconds),
                           max_retry_seconds=options.max_retry_timeout_s)
         queue = BatchQueue(options.job_queue_size or config.job_queue_size)
-        autoscaler = Autoscaler(settings.extra["autoscale"])
+        autoscaler = Autoscaler(settings.autoscale)
         observer = VersionObserver(name, version, queue=queue, pool=pool, autoscaler=autoscaler,
                                    registry=self.registry, metrics=self.metrics,
                                    tracing=self.tracing)
