@@ -139,6 +139,32 @@ class WorkerCollector:
         yield from (load, cpu, memory)
 
 
+class _KeptChildren:
+    """A labelled metric whose ``labels()`` looks each set of label values up once.
+
+    ``prometheus_client`` validates the values and takes a lock on every ``labels()`` call,
+    several microseconds on a path taken a few times per request.  tsf never removes a child,
+    so the one made first stays the metric's child for those values.
+    """
+
+    __slots__ = ("metric", "_children")
+
+    def __init__(self, metric: Any) -> None:
+        self.metric = metric
+        self._children: dict[tuple, Any] = {}
+
+    def labels(self, *values: Any, **labels: Any) -> Any:
+        if labels:
+            return self.metric.labels(*values, **labels)
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self.metric.labels(*values)
+        return child
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.metric, name)
+
+
 class ServerMetrics:
     """All metrics of one server; ``record_*`` methods are called on the request path."""
 
@@ -178,6 +204,9 @@ class ServerMetrics:
         self.worker_memory_restarts = Counter(
             "tsf_worker_memory_restarts", "Workers restarted for going over the memory limit",
             MODEL_LABELS, registry=r)
+        for hot in ("requests", "request_seconds", "queue_seconds", "stage_seconds", "batch_size",
+                    "queue_depth", "inflight", "abandoned"):  # recorded per request or batch
+            setattr(self, hot, _KeptChildren(getattr(self, hot)))
         self.worker_figures = WorkerCollector()
         r.register(self.worker_figures)
         self._custom: dict[str, tuple[Any, tuple[str, ...]]] = {}
@@ -204,8 +233,9 @@ class ServerMetrics:
     def record_queue(self, model: str, version: str, label_version: str, wait: float) -> None:
         self.queue_seconds.labels(model, version).observe(wait)
         self.ts.add("queue", model, label_version, wait * 1e6)
-        self._observe("tsf_queue_duration_seconds", "histogram", wait,
-                      {"model_name": model, "model_version": version})
+        if self.observer is not None:
+            self._observe("tsf_queue_duration_seconds", "histogram", wait,
+                          {"model_name": model, "model_version": version})
 
     def record_batch(self, model: str, version: str, size: int, timings: dict) -> None:
         self.batch_size.labels(model, version).observe(size)
