@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import uuid
 from typing import Any, AsyncIterator
 
 import grpc
@@ -12,6 +11,7 @@ import grpc
 from ..errors import InternalError, TsfError, check_response_size
 from ..manager import ModelManager
 from ..outcome import Outcome
+from ..request_id import new_request_id
 from ..traffic import MODEL_VERSION_HEADER
 from .status import abort, headers_of
 
@@ -40,7 +40,7 @@ class GrpcService:
 
     @staticmethod
     def request_id(headers: dict[str, str]) -> str:
-        return headers.get("x-request-id") or uuid.uuid4().hex
+        return headers.get("x-request-id") or new_request_id()
 
     @contextlib.asynccontextmanager
     async def answering(self, context: Any, model: str = "", kind: str = "predict",

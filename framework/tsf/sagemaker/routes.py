@@ -11,12 +11,12 @@ Single-model endpoints: ``GET /ping`` (200 once the model has its workers) and
 from __future__ import annotations
 
 import json
-import uuid
 from pathlib import Path
 from typing import Any
 
 from ..errors import (BadRequest, MethodNotAllowed, ServiceUnavailable, check_response_size,
                       raise_for_answer)
+from ..request_id import new_request_id
 from ..server.request_body import StreamingBodyHandler
 from .models import SINGLE_MODEL_NAME, register_folder
 
@@ -34,7 +34,7 @@ class SageMakerRequestHandler(StreamingBodyHandler):
         with self.observed(route, model, "predict", "default") as outcome:
             body = self.body()
             request_id = (self.request.headers.get("X-Amzn-SageMaker-Inference-Id")
-                          or self.request.headers.get("X-Request-Id") or uuid.uuid4().hex)
+                          or self.request.headers.get("X-Request-Id") or new_request_id())
             self.request_id = request_id
             meta = {"id": request_id, "headers": dict(self.request.headers.get_all()),
                     "parts": [{"name": "body", "ctype": "application/octet-stream"}]}

@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import uuid
 from typing import Any
 
 from ..errors import BadRequest, ResourceNotFound, check_response_size, raise_for_answer
 from ..json_body import load_json
+from ..request_id import new_request_id
 from .request_body import StreamingBodyHandler, query_params
 
 
@@ -33,7 +33,7 @@ class KServeModelHandler(StreamingBodyHandler):
             raise ResourceNotFound(f"POST /v1/models/{model} needs a verb: "
                                    f"/v1/models/{model}:predict or :explain")
         kind = "explain" if verb == "explain" else "predict"
-        request_id = self.request.headers.get("X-Request-Id") or uuid.uuid4().hex
+        request_id = self.request.headers.get("X-Request-Id") or new_request_id()
         self.request_id = request_id
         headers = dict(self.request.headers.get_all())
         params = query_params(self.request)

@@ -9,13 +9,13 @@ answered 200 for true and 503 for false.  Errors carry OIP's ``error`` beside ts
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from .. import __version__
 from ..errors import ServiceUnavailable, TsfError, check_response_size
 from ..manager import ModelManager
 from ..oip.requests import http_reply, outputs_of, parse_http, tensor_metadata
+from ..request_id import new_request_id
 from .request_body import StreamingBodyHandler, query_params
 
 EXTENSIONS = ["binary_tensor_data"]
@@ -92,7 +92,7 @@ class InferHandler(OipHandler):
         with self.observed(route, name, "predict", version or "default") as outcome:
             request = parse_http(self.body(), self.request.headers.get(HEADER_LENGTH))
             request_id = self.request.headers.get("X-Request-Id") or request.id or \
-                uuid.uuid4().hex
+                new_request_id()
             self.request_id = request_id
             meta = request.meta(request_id, dict(self.request.headers.get_all()),
                                 query_params(self.request))

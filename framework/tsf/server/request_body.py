@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-import uuid
 from typing import Any, Iterator
 
 import tornado.httputil
@@ -21,6 +20,7 @@ import tornado.web
 from ..batching import Job
 from ..errors import BadRequest, PayloadTooLarge, RequestTimeout, TsfError
 from ..outcome import Outcome
+from ..request_id import new_request_id
 from ..traffic import MODEL_VERSION_HEADER
 from .errors import BaseHandler
 
@@ -197,7 +197,7 @@ def request_parts(request: tornado.httputil.HTTPServerRequest, body: bytes
     else:
         parts.append({"name": "body", "ctype": ctype})
         blobs.append(body)
-    request_id = request.headers.get("X-Request-Id") or uuid.uuid4().hex
+    request_id = request.headers.get("X-Request-Id") or new_request_id()
     meta = {"id": request_id, "headers": dict(request.headers.get_all()), "parts": parts}
     if request.query_arguments:
         meta["params"] = query_params(request)
