@@ -22,6 +22,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+import psutil
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 import workloads  # noqa: E402
@@ -68,6 +70,18 @@ def measure(sides: list, url: dict, body: bytes, conc: int, args) -> dict[str, l
     return out
 
 
+def pin(sides: list) -> None:
+    """Each front end on CPU 0, everything else on the other CPUs, so that a front end's CPU
+    time per request does not swing with how the scheduler shares a core with its worker."""
+    others = set(range(1, os.cpu_count() or 2)) or {0}
+    os.sched_setaffinity(0, others)  # wrk, started by this process, inherits it
+    for side in sides:
+        for pid in side.front_pids():
+            os.sched_setaffinity(pid, {0})
+            for child in psutil.Process(pid).children(recursive=True):
+                os.sched_setaffinity(child.pid, others)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--a", type=Path, required=True, help="framework folder of side A")
@@ -80,6 +94,8 @@ def main() -> int:
     parser.add_argument("--max-batch-delay", type=int, default=5, help="ms")
     parser.add_argument("--event-loop", default="auto")
     parser.add_argument("--floor", action="store_true", help="add the bare-Tornado floor")
+    parser.add_argument("--pin", action="store_true",
+                        help="front ends on CPU 0; workers, wrk and this script on the others")
     args = parser.parse_args()
 
     store = Path(tempfile.mkdtemp(prefix="tsf-ab-store-"))
@@ -97,6 +113,8 @@ def main() -> int:
             name = f"mlp_b{batch}"
             for side in sides[:2]:
                 side.register(name, batch, args.max_batch_delay)
+            if args.pin:
+                pin(sides)
             for conc in args.concurrency:
                 url = {s.name: f"{s.inference}/predictions/{name}" for s in sides}
                 runs = measure(sides, url, body, conc, args)
