@@ -21,6 +21,8 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from .loop_metrics import LoopCounter, LoopGauge, LoopHistogram
+
 disable_created_metrics()  # ``*_created`` series only add noise to every scrape
 
 log = logging.getLogger(__name__)
@@ -139,32 +141,6 @@ class WorkerCollector:
         yield from (load, cpu, memory)
 
 
-class _KeptChildren:
-    """A labelled metric whose ``labels()`` looks each set of label values up once.
-
-    ``prometheus_client`` validates the values and takes a lock on every ``labels()`` call,
-    several microseconds on a path taken a few times per request.  tsf never removes a child,
-    so the one made first stays the metric's child for those values.
-    """
-
-    __slots__ = ("metric", "_children")
-
-    def __init__(self, metric: Any) -> None:
-        self.metric = metric
-        self._children: dict[tuple, Any] = {}
-
-    def labels(self, *values: Any, **labels: Any) -> Any:
-        if labels:
-            return self.metric.labels(*values, **labels)
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self.metric.labels(*values)
-        return child
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.metric, name)
-
-
 class ServerMetrics:
     """All metrics of one server; ``record_*`` methods are called on the request path."""
 
@@ -174,25 +150,25 @@ class ServerMetrics:
         self.ts = TorchServeCounters()
         self.registry.register(self.ts)
         r = self.registry
-        self.requests = Counter("tsf_requests", "Requests by kind (predict, explain) and outcome",
-                                MODEL_LABELS + ("kind", "code"), registry=r)
-        self.request_seconds = Histogram("tsf_request_duration_seconds",
-                                         "Time from request arrival to response",
-                                         MODEL_LABELS + ("kind",), buckets=LATENCY_BUCKETS,
-                                         registry=r)
-        self.queue_seconds = Histogram("tsf_queue_duration_seconds",
-                                       "Time requests wait in the queue before dispatch",
-                                       MODEL_LABELS, buckets=LATENCY_BUCKETS, registry=r)
-        self.stage_seconds = Histogram("tsf_stage_duration_seconds",
-                                       "Time per batch in each worker stage",
-                                       MODEL_LABELS + ("stage",), buckets=LATENCY_BUCKETS,
-                                       registry=r)
-        self.batch_size = Histogram("tsf_batch_size", "Requests per dispatched batch",
-                                    MODEL_LABELS, buckets=BATCH_BUCKETS, registry=r)
-        self.queue_depth = Gauge("tsf_queue_depth", "Requests waiting in a model's queue",
-                                 MODEL_LABELS, registry=r)
-        self.inflight = Gauge("tsf_inflight_requests", "Requests a model accepted and has not "
-                              "answered yet (queued or running)", ("model_name",), registry=r)
+        # recorded per request or per batch: loop metrics (see tsf.loop_metrics)
+        self.requests = LoopCounter("tsf_requests",
+                                    "Requests by kind (predict, explain) and outcome",
+                                    MODEL_LABELS + ("kind", "code"), r)
+        self.request_seconds = LoopHistogram("tsf_request_duration_seconds",
+                                             "Time from request arrival to response",
+                                             MODEL_LABELS + ("kind",), r, LATENCY_BUCKETS)
+        self.queue_seconds = LoopHistogram("tsf_queue_duration_seconds",
+                                           "Time requests wait in the queue before dispatch",
+                                           MODEL_LABELS, r, LATENCY_BUCKETS)
+        self.stage_seconds = LoopHistogram("tsf_stage_duration_seconds",
+                                           "Time per batch in each worker stage",
+                                           MODEL_LABELS + ("stage",), r, LATENCY_BUCKETS)
+        self.batch_size = LoopHistogram("tsf_batch_size", "Requests per dispatched batch",
+                                        MODEL_LABELS, r, BATCH_BUCKETS)
+        self.queue_depth = LoopGauge("tsf_queue_depth", "Requests waiting in a model's queue",
+                                     MODEL_LABELS, r)
+        self.inflight = LoopGauge("tsf_inflight_requests", "Requests a model accepted and has "
+                                  "not answered yet (queued or running)", ("model_name",), r)
         self.workers_alive = Gauge("tsf_workers_alive", "Live worker processes per model",
                                    MODEL_LABELS, registry=r)
         self.worker_restarts = Gauge("tsf_worker_restarts", "Worker restarts per model",
@@ -204,9 +180,6 @@ class ServerMetrics:
         self.worker_memory_restarts = Counter(
             "tsf_worker_memory_restarts", "Workers restarted for going over the memory limit",
             MODEL_LABELS, registry=r)
-        for hot in ("requests", "request_seconds", "queue_seconds", "stage_seconds", "batch_size",
-                    "queue_depth", "inflight", "abandoned"):  # recorded per request or batch
-            setattr(self, hot, _KeptChildren(getattr(self, hot)))
         self.worker_figures = WorkerCollector()
         r.register(self.worker_figures)
         self._custom: dict[str, tuple[Any, tuple[str, ...]]] = {}
