@@ -15,6 +15,8 @@ import torch
 
 from workloads import Workload
 
+MIN_CALLS = 5  # a median of at least this many calls, however slow the model
+
 
 def _batch_maker(workload: Workload, batch_size: int):
     if workload.name == "mlp":
@@ -45,9 +47,9 @@ def measure(workload: Workload, store: Path, batch_size: int, duration: float) -
     with torch.inference_mode():
         for _ in range(3):
             model(make())
-        times = []
+        times: list[float] = []
         stop = time.perf_counter() + duration
-        while time.perf_counter() < stop:
+        while time.perf_counter() < stop or len(times) < MIN_CALLS:
             start = time.perf_counter()
             model(make()).argmax(dim=1).tolist()
             times.append(time.perf_counter() - start)

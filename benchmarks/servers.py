@@ -39,6 +39,20 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def wait_idle(pids: list[int], timeout: float = 60.0, window: float = 0.25,
+              busy: float = 0.1) -> float:
+    """Wait until the processes use less than ``busy`` of a core over ``window`` seconds (a
+    server still answering the requests a finished run left queued); return the seconds
+    waited, at most ``timeout``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        before = cpu_seconds(pids)
+        time.sleep(window)
+        if cpu_seconds(pids) - before < busy * window:
+            break
+    return time.monotonic() - started
+
+
 def memory_mb(pids: list[int]) -> float:
     """Resident memory of the processes: the RSS of one, the PSS sum of several (forked
     processes share pages, which a sum of RSS would count once per process)."""

@@ -35,6 +35,7 @@ from .server.json_handler import NotFoundHandler
 from .server.listener import HTTPListener
 
 log = logging.getLogger("tsf")
+access_log = logging.getLogger("tsf.access")  # looked up once: getLogger takes a lock
 
 # Bodies are streamed and limited by max_request_size in the handlers (answering 413), so
 # Tornado's own cap only needs to stay out of the way.
@@ -240,16 +241,15 @@ def _startup_entries(spec: str, model_store: str, in_store: Callable[[Path], boo
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
-    access = logging.getLogger("tsf.access")
-    if access.isEnabledFor(logging.INFO):
+    if access_log.isEnabledFor(logging.INFO):
         request_id = getattr(handler, "request_id", "")
         trace_id = getattr(handler, "trace_id", "")
-        access.info("%s %s %d %.2fms%s%s", handler.request.method, handler.request.uri,
-                    handler.get_status(), 1000.0 * handler.request.request_time(),
-                    f" request_id={request_id}" if request_id else "",
-                    f" trace_id={trace_id}" if trace_id else "",
-                    extra={"request_id": request_id, "trace_id": trace_id,
-                           "status": handler.get_status()})
+        access_log.info("%s %s %d %.2fms%s%s", handler.request.method, handler.request.uri,
+                        handler.get_status(), 1000.0 * handler.request.request_time(),
+                        f" request_id={request_id}" if request_id else "",
+                        f" trace_id={trace_id}" if trace_id else "",
+                        extra={"request_id": request_id, "trace_id": trace_id,
+                               "status": handler.get_status()})
 
 
 def ready_line(info: dict) -> str:

@@ -9,12 +9,12 @@ request to the model manager.
 
 from __future__ import annotations
 
-import uuid
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import Forbidden
 from .oip.requests import tensor_metadata
+from .request_id import new_request_id
 from .workers.messages import DESCRIBE, Request
 
 if TYPE_CHECKING:
@@ -33,7 +33,7 @@ PAGE_LIMIT = 100
 def derive_request_id(header: str | None, protocol_id: str | None = None) -> str:
     """The id a request goes by: the client's ``X-Request-Id``, else the id its protocol
     carries (OIP's ``id``), else a new one."""
-    return header or protocol_id or uuid.uuid4().hex
+    return header or protocol_id or new_request_id()
 
 
 def server_metadata() -> dict:

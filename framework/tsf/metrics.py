@@ -21,6 +21,8 @@ from prometheus_client import (CollectorRegistry, Counter, Gauge, Histogram,
                                disable_created_metrics)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from .loop_metrics import LoopCounter, LoopGauge, LoopHistogram
+
 disable_created_metrics()  # ``*_created`` series only add noise to every scrape
 
 log = logging.getLogger(__name__)
@@ -148,25 +150,25 @@ class ServerMetrics:
         self.ts = TorchServeCounters()
         self.registry.register(self.ts)
         r = self.registry
-        self.requests = Counter("tsf_requests", "Requests by kind (predict, explain) and outcome",
-                                MODEL_LABELS + ("kind", "code"), registry=r)
-        self.request_seconds = Histogram("tsf_request_duration_seconds",
-                                         "Time from request arrival to response",
-                                         MODEL_LABELS + ("kind",), buckets=LATENCY_BUCKETS,
-                                         registry=r)
-        self.queue_seconds = Histogram("tsf_queue_duration_seconds",
-                                       "Time requests wait in the queue before dispatch",
-                                       MODEL_LABELS, buckets=LATENCY_BUCKETS, registry=r)
-        self.stage_seconds = Histogram("tsf_stage_duration_seconds",
-                                       "Time per batch in each worker stage",
-                                       MODEL_LABELS + ("stage",), buckets=LATENCY_BUCKETS,
-                                       registry=r)
-        self.batch_size = Histogram("tsf_batch_size", "Requests per dispatched batch",
-                                    MODEL_LABELS, buckets=BATCH_BUCKETS, registry=r)
-        self.queue_depth = Gauge("tsf_queue_depth", "Requests waiting in a model's queue",
-                                 MODEL_LABELS, registry=r)
-        self.inflight = Gauge("tsf_inflight_requests", "Requests a model accepted and has not "
-                              "answered yet (queued or running)", ("model_name",), registry=r)
+        # recorded per request or per batch: loop metrics (see tsf.loop_metrics)
+        self.requests = LoopCounter("tsf_requests",
+                                    "Requests by kind (predict, explain) and outcome",
+                                    MODEL_LABELS + ("kind", "code"), r)
+        self.request_seconds = LoopHistogram("tsf_request_duration_seconds",
+                                             "Time from request arrival to response",
+                                             MODEL_LABELS + ("kind",), r, LATENCY_BUCKETS)
+        self.queue_seconds = LoopHistogram("tsf_queue_duration_seconds",
+                                           "Time requests wait in the queue before dispatch",
+                                           MODEL_LABELS, r, LATENCY_BUCKETS)
+        self.stage_seconds = LoopHistogram("tsf_stage_duration_seconds",
+                                           "Time per batch in each worker stage",
+                                           MODEL_LABELS + ("stage",), r, LATENCY_BUCKETS)
+        self.batch_size = LoopHistogram("tsf_batch_size", "Requests per dispatched batch",
+                                        MODEL_LABELS, r, BATCH_BUCKETS)
+        self.queue_depth = LoopGauge("tsf_queue_depth", "Requests waiting in a model's queue",
+                                     MODEL_LABELS, r)
+        self.inflight = LoopGauge("tsf_inflight_requests", "Requests a model accepted and has "
+                                  "not answered yet (queued or running)", ("model_name",), r)
         self.workers_alive = Gauge("tsf_workers_alive", "Live worker processes per model",
                                    MODEL_LABELS, registry=r)
         self.worker_restarts = Gauge("tsf_worker_restarts", "Worker restarts per model",
@@ -200,8 +202,9 @@ class ServerMetrics:
     def record_queue(self, model: str, version: str, label_version: str, wait: float) -> None:
         self.queue_seconds.labels(model, version).observe(wait)
         self.ts.add("queue", model, label_version, wait * 1e6)
-        self._observe("tsf_queue_duration_seconds", "histogram", wait,
-                      {"model_name": model, "model_version": version})
+        if self.observer is not None:
+            self._observe("tsf_queue_duration_seconds", "histogram", wait,
+                          {"model_name": model, "model_version": version})
 
     def record_batch(self, model: str, version: str, size: int, timings: dict) -> None:
         self.batch_size.labels(model, version).observe(size)

@@ -32,7 +32,7 @@ def inflight(text: str, model: str) -> float:
 
 def test_outcome_counts_in_flight_from_acceptance_to_close():
     metrics = ServerMetrics()
-    gauge = lambda: metrics.inflight.labels("m")._value.get()  # noqa: E731
+    gauge = lambda: metrics.inflight.labels("m").value  # noqa: E731
     outcome = Outcome(metrics=metrics)
     assert gauge() == 0
     outcome.model_version = _Version()

@@ -49,9 +49,18 @@ class BoundedBody:
             self._too_large = True
             raise self.too_large(int(declared))
         if self._idle_timeout > 0 and (declared not in (None, "0") or
-                                       "Transfer-Encoding" in self.request.headers):
+                                       "Transfer-Encoding" in self.request.headers) \
+                and not self._arrived_with_headers(declared):
             self._last_data = time.monotonic()
             self._arm_idle_timer(self._idle_timeout)
+
+    def _arrived_with_headers(self, declared: str | None) -> bool:
+        """Whether the whole declared body is already read from the socket (it came with the
+        headers, as a small body does): Tornado hands it over without waiting, so it cannot
+        stall and needs no idle timer."""
+        stream = getattr(self.request.connection, "stream", None)
+        buffered = getattr(stream, "_read_buffer_size", 0)  # Tornado's bytes read, not consumed
+        return declared is not None and declared.isdigit() and buffered >= int(declared)
 
     def data_received(self, chunk: bytes) -> None:
         self._last_data = time.monotonic()
