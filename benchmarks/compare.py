@@ -34,7 +34,7 @@ import ceiling  # noqa: E402
 import workloads  # noqa: E402
 from drive import drive  # noqa: E402
 from servers import (BareTornado, LitServe, TorchServe, Tsf, cpu_seconds, memory_mb,  # noqa: E402
-                     wait_idle)
+                     idle_load, wait_idle)
 
 PEERS = ("torchserve", "litserve")
 NO_MODEL = ("workers_mb", "ceiling", "x_ceiling")  # columns left blank for the bare floor
@@ -57,16 +57,17 @@ def measure_point(systems: list, workload, batch_size: int, conc: int, store: Pa
     cpu_us: dict[str, list] = {s.name: [] for s in systems}
     ceilings = []
     everything = [pid for s in systems for pid in s.front_pids() + s.worker_pids()]
+    idle = args.idle_load
     for round_index in range(args.rounds):
         # A run leaves requests queued in a server, which its worker still computes after
         # wrk has gone (2-4 s of ResNet-18 batches): a ceiling measured then shares the cores
         # with it (batch 2: 2-3/s, p50 0.6-1 s, against 23-26/s once the servers are idle),
         # and so would the next system's run.
-        wait_idle(everything)
+        wait_idle(everything, idle=idle)
         ceilings.append(ceiling.measure(workload, store, batch_size, args.duration / 2))
         order = systems if round_index % 2 == 0 else systems[::-1]
         for system in order:
-            wait_idle(everything)
+            wait_idle(everything, idle=idle)
             pids = system.front_pids()
             before = cpu_seconds(pids)
             run = drive(args.load, url[system.name], workload.body, workload.content_type,
@@ -159,12 +160,15 @@ def main() -> int:
     store = Path(tempfile.mkdtemp(prefix="tsf-bench-store-"))
     chosen = workloads.build(store, tuple(args.workloads))
     systems = start_systems(store, args)
+    # what the servers use unloaded (LitServe polls), so that waiting for idle servers ends
+    args.idle_load = idle_load([pid for s in systems for pid in s.front_pids() + s.worker_pids()])
     rows = []
     try:
         for workload in chosen:
             batches, concurrencies = workload.batch_sizes, args.concurrency
             if workload.name == "conv":
-                wait_idle([pid for s in systems for pid in s.front_pids() + s.worker_pids()])
+                wait_idle([pid for s in systems for pid in s.front_pids() + s.worker_pids()],
+                          idle=args.idle_load)
                 batches = [best_conv_batch(workload, store, max(1.0, args.duration / 2))]
                 concurrencies = args.conv_concurrency
             serving = [s for s in systems if s.supports(workload)]

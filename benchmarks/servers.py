@@ -39,16 +39,23 @@ def cpu_seconds(pids: list[int]) -> float:
     return total / CLOCK_TICKS
 
 
+def idle_load(pids: list[int], window: float = 1.0) -> float:
+    """The cores the processes use with no load at all (LitServe's loops poll: about 0.2)."""
+    before = cpu_seconds(pids)
+    time.sleep(window)
+    return (cpu_seconds(pids) - before) / window
+
+
 def wait_idle(pids: list[int], timeout: float = 60.0, window: float = 0.25,
-              busy: float = 0.1) -> float:
-    """Wait until the processes use less than ``busy`` of a core over ``window`` seconds (a
-    server still answering the requests a finished run left queued); return the seconds
-    waited, at most ``timeout``."""
+              busy: float = 0.1, idle: float = 0.0) -> float:
+    """Wait until the processes use less than ``busy`` of a core over ``window`` seconds
+    beyond ``idle`` (what they use unloaded, :func:`idle_load`): a server may still answer the
+    requests a finished run left queued.  Return the seconds waited, at most ``timeout``."""
     started = time.monotonic()
     while time.monotonic() - started < timeout:
         before = cpu_seconds(pids)
         time.sleep(window)
-        if cpu_seconds(pids) - before < busy * window:
+        if cpu_seconds(pids) - before < (idle + busy) * window:
             break
     return time.monotonic() - started
 
