@@ -104,11 +104,15 @@ def split_server(store):
         server.stop()
 
 
-def put_traffic(server: ServerProcess, model: str, weights):
+def put_json(server: ServerProcess, path: str, document):
     import json
 
-    return server.manage("PUT", f"/models/{model}/traffic", data=json.dumps(weights),
+    return server.manage("PUT", path, data=json.dumps(document),
                          headers={"Content-Type": "application/json"})
+
+
+def put_traffic(server: ServerProcess, model: str, weights):
+    return put_json(server, f"/models/{model}/traffic", weights)
 
 
 # --- 1. weighted split ------------------------------------------------------------------------
@@ -503,10 +507,7 @@ def shadow_server(tmp_path_factory):
 
 
 def put_shadow(server: ServerProcess, model: str, rule):
-    import json
-
-    return server.manage("PUT", f"/models/{model}/shadow", data=json.dumps(rule),
-                         headers={"Content-Type": "application/json"})
+    return put_json(server, f"/models/{model}/shadow", rule)
 
 
 def test_shadow_answers_never_reach_clients_and_agreement_is_exported(shadow_server):

@@ -135,9 +135,6 @@ class ManagementService(GrpcService):
     def _reply(self, value: Any) -> Any:
         return self.pb.ManagementResponse(msg=json.dumps(value, indent=2))
 
-    def _check_model_api(self) -> None:
-        self.dataplane.check_model_api()
-
     async def DescribeModel(self, request: Any, context: Any) -> Any:
         async with self.answering(context):
             self.authorize(context)
@@ -153,7 +150,7 @@ class ManagementService(GrpcService):
     async def RegisterModel(self, request: Any, context: Any) -> Any:
         async with self.answering(context):
             self.authorize(context)
-            self._check_model_api()
+            self.dataplane.check_model_api()
             if not request.url:
                 raise BadRequest("Parameter url is required.")
             result = await self.manager.register(RegisterRequest(
@@ -183,7 +180,7 @@ class ManagementService(GrpcService):
     async def UnregisterModel(self, request: Any, context: Any) -> Any:
         async with self.answering(context):
             self.authorize(context)
-            self._check_model_api()
+            self.dataplane.check_model_api()
             result = await self.manager.unregister(request.model_name,
                                                    _version(request.model_version))
             return self._reply(result.body())

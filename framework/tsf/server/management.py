@@ -102,9 +102,6 @@ class ManagementHandler(ApiHandler):
         except ValueError:
             raise BadRequest("limit and next_page_token must be integers") from None
 
-    def check_model_api(self) -> None:
-        self.services.dataplane.check_model_api()
-
 
 class ModelsHandler(ManagementHandler, BodyHandler):
     """``GET /models`` (paged list) and ``POST /models`` (register)."""
@@ -113,7 +110,7 @@ class ModelsHandler(ManagementHandler, BodyHandler):
         self.write_json(self.services.dataplane.list_models(*self.page()))
 
     async def post(self) -> None:
-        self.check_model_api()
+        self.services.dataplane.check_model_api()
         ctype = self.request.headers.get("Content-Type", "")
         body = self.body()
         data = json_object(body) if ctype.startswith("application/json") and body else {}
@@ -136,7 +133,7 @@ class ModelHandler(ManagementHandler):
                                             _bool(self.arg("synchronous"), False)))
 
     async def delete(self, name: str, version: str | None = None) -> None:
-        self.check_model_api()
+        self.services.dataplane.check_model_api()
         self.reply(await self.manager.unregister(name, version))
 
 

@@ -30,7 +30,7 @@ class WorkflowsHandler(WorkflowManagementHandler):
         self.write_json(self.workflows.list(*self.page()))
 
     async def post(self) -> None:
-        self.check_model_api()
+        self.services.dataplane.check_model_api()
         message = await self.workflows.register(self.arg("url"), self.arg("workflow_name"))
         self.status(200, message)
 
@@ -42,7 +42,7 @@ class WorkflowHandler(WorkflowManagementHandler):
         self.write_json([self.workflows.get(name).describe()])
 
     async def delete(self, name: str) -> None:
-        self.check_model_api()
+        self.services.dataplane.check_model_api()
         self.status(200, await self.workflows.unregister(name))
 
 
