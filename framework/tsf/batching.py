@@ -4,8 +4,12 @@
 * A batch holds up to ``batch_size`` jobs and waits at most ``max_batch_delay`` counted from the
   arrival of its *first* job, not from when a worker became free: a job that already waited
   behind a busy worker is sent as soon as a worker is idle.
-* The dispatcher takes an idle worker first, then assembles the batch, so a batch never waits
-  for a worker while more jobs could have joined it.
+* Once a job is queued, the dispatcher takes a worker, then assembles the batch, so a batch never
+  waits for a worker while more jobs could have joined it.  An idle worker goes first; a busy one with fewer
+  than ``worker_pipeline_depth`` batches in flight is taken too, and the batch waits in its socket
+  until the worker has answered the one before it (see :mod:`tsf.workers.process`).
+* If a worker dies before it begins a batch it was sent, that batch's jobs go back to the front
+  of the queue; only the batch it was computing fails.
 * A job still queued after ``response_timeout`` (or the model's ``clientTimeoutInMills``, when
   shorter) fails with 503, so no request waits forever.
 * With ``useJobTicket`` a job that no worker is free to take (an idle worker, or room in the
@@ -23,7 +27,7 @@ import logging
 import time
 from typing import Any, Callable, Protocol
 
-from .errors import ClientGone, ServiceUnavailable, TsfError
+from .errors import BatchNotStarted, ClientGone, ServiceUnavailable, TsfError
 from .traffic import ROUTING_HEADER, header_value
 from .workers.messages import Answer, Batch, BatchResult, Request
 from .workers.pool import WorkerPool
@@ -41,7 +45,7 @@ class Job:
     bookkeeping of it, which is never sent."""
 
     __slots__ = ("request", "future", "arrival", "dispatched", "expiry", "trace",
-                 "on_partial", "label_version")
+                 "on_partial", "label_version", "sent_to")
 
     def __init__(self, request: Request, future: asyncio.Future, trace: Any = None,
                  label_version: str = "default") -> None:
@@ -54,6 +58,7 @@ class Job:
         self.expiry: asyncio.TimerHandle | None = None
         # called with each intermediate answer a streaming handler sends
         self.on_partial: Callable[[Answer], None] | None = None
+        self.sent_to: tuple[Any, int, int] | None = None  # (worker, batch number, index)
 
     @property
     def routing_key(self) -> str | None:
@@ -97,6 +102,12 @@ class BatchQueue:
         except ValueError:
             pass
 
+    def requeue(self, jobs: list[Job]) -> None:
+        """Put ``jobs`` back at the front, in their order (they were already admitted)."""
+        self._items.extendleft(reversed(jobs))
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
     def drain(self) -> list[Job]:
         items = list(self._items)
         self._items.clear()
@@ -117,12 +128,16 @@ class BatchQueue:
         while self._items and self._items[0].future.done():
             self._items.popleft()
 
-    async def next_batch(self, batch_size: int, max_delay: float) -> list[Job]:
-        """Wait for a first job, then for more until full or its delay has passed."""
+    async def first_job(self) -> None:
+        """Wait until a job is queued."""
         self._prune()
         while not self._items:
             await self._wait(None)
             self._prune()
+
+    async def next_batch(self, batch_size: int, max_delay: float) -> list[Job]:
+        """Wait for a first job, then for more until full or its delay has passed."""
+        await self.first_job()
         deadline = self._items[0].arrival + max_delay
         while len(self._items) < batch_size:
             remaining = deadline - time.monotonic()
@@ -145,9 +160,10 @@ def _settle(future: asyncio.Future) -> None:
 class BatchObserver(Protocol):
     """What a batcher reports as it works (see :class:`tsf.observer.VersionObserver`)."""
 
-    def batch_done(self, batch: list[Job], result: BatchResult, dispatched: float,
+    def batch_done(self, batch: list[Job], result: BatchResult, started: float,
                    finished: float, worker_id: str) -> None:
-        """A worker answered ``batch`` with ``result``; times from ``time.monotonic()``."""
+        """A worker answered ``batch`` with ``result``; ``started`` (when the worker began it)
+        and ``finished`` are ``time.monotonic()`` times."""
 
     def abandoned(self, stage: str) -> None:
         """A job's client went away while it was ``"queued"`` (dropped before any worker saw
@@ -155,7 +171,7 @@ class BatchObserver(Protocol):
 
 
 class Batcher:
-    """Moves jobs from a queue to the idle workers of a pool, in batches."""
+    """Moves jobs from a queue to the workers of a pool, in batches."""
 
     def __init__(self, queue: BatchQueue, pool: WorkerPool, *, batch_size: int,
                  max_batch_delay_ms: float, response_timeout: float,
@@ -170,42 +186,53 @@ class Batcher:
         self.stage_stamps = stage_stamps  # ask workers for wall-clock stage times (tracing)
         self.client_timeout_ms = client_timeout_ms
         self.job_ticket = job_ticket
-        self._holding = False  # a worker is acquired and waits for its batch to fill
+        self._holding = False  # an idle worker is acquired and waits for its batch to fill
         self._task: asyncio.Task | None = None
-        self._inflight: set[asyncio.Task] = set()
-        self._stop_error: TsfError = ServiceUnavailable("the model is being removed")
+        self._in_flight: dict[int, list[Job]] = {}  # batches sent and not answered, by id
+        self._all_answered: asyncio.Future | None = None  # stop() waits on it
+        self._stop_error: TsfError | None = None  # set once stop() begins
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self, error: TsfError, wait: float | None = None) -> None:
-        """Fail queued jobs with ``error``; give running batches ``wait`` seconds (default:
-        ``response_timeout``) to finish, then fail their jobs with ``error`` too."""
+        """Fail queued jobs with ``error``; give batches in flight ``wait`` seconds (default:
+        ``response_timeout``) to be answered, then fail their jobs with ``error`` too."""
         self._stop_error = error
         if self._task is not None:
             self._task.cancel()
         for job in self.queue.drain():
             _fail(job, error)
-        if self._inflight:
-            await asyncio.wait(self._inflight,
-                               timeout=self.response_timeout if wait is None else max(wait, 0.01))
-        for task in list(self._inflight):
-            task.cancel()
+        if self._in_flight:
+            self._all_answered = asyncio.get_running_loop().create_future()
+            timeout = self.response_timeout if wait is None else max(wait, 0.01)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._all_answered), timeout)
+            except asyncio.TimeoutError:
+                pass
+        for batch in list(self._in_flight.values()):
+            for job in batch:
+                _fail(job, error)
+        self._in_flight.clear()
 
     def submit(self, job: Job) -> None:
         if self.job_ticket and not self._room_now():
             raise ServiceUnavailable("no worker is free to take this request and the model uses "
                                      "useJobTicket (refuse rather than queue); retry later")
         self.queue.put(job)
+        self._arm_expiry(job, 0.0)
+        job.future.add_done_callback(functools.partial(self._settled, job))
+
+    def _arm_expiry(self, job: Job, waited: float) -> None:
+        """Fail ``job`` if it is still queued at its timeout (``waited`` s of it already gone)."""
         loop = asyncio.get_running_loop()
         client = self.client_timeout_ms / 1000.0
         if client and client < self.response_timeout:
             why = f"{self.client_timeout_ms} ms (clientTimeoutInMills); the request was dropped"
-            job.expiry = loop.call_later(client, _expire, job, why)
+            job.expiry = loop.call_later(max(0.0, client - waited), _expire, job, why)
         else:
-            job.expiry = loop.call_later(self.response_timeout, _expire, job,
+            job.expiry = loop.call_later(max(0.0, self.response_timeout - waited), _expire, job,
                                          f"{self.response_timeout:g} s (response_timeout)")
-        job.future.add_done_callback(functools.partial(self._settled, job))
 
     def _room_now(self) -> bool:
         """Whether a worker could take one more job without it waiting for a busy one."""
@@ -218,56 +245,93 @@ class Batcher:
             return
         if job.expiry is not None:
             job.expiry.cancel()
-        if not job.dispatched:
+        queued = not job.dispatched
+        if queued:
             self.queue.discard(job)
+        elif job.sent_to is not None:  # sent: the worker skips it if it has not begun it
+            worker, number, index = job.sent_to
+            queued = worker.cancel(number, index)
+        job.sent_to = None
         if self.observer is not None:
-            self.observer.abandoned("running" if job.dispatched else "queued")
+            self.observer.abandoned("queued" if queued else "running")
 
     async def _run(self) -> None:
+        pool, queue = self.pool, self.queue
         while True:
-            worker = await self.pool.acquire()
-            self._holding = True
+            await queue.first_job()  # a worker is held only while a batch fills
+            worker = await pool.acquire()
+            self._holding = not worker.in_flight
             try:
                 batch = await self.queue.next_batch(self.batch_size, self.max_delay)
+            except BaseException:
+                pool.release(worker)
+                raise
             finally:
                 self._holding = False
+            worker = pool.swap_for_idle(worker)
             while not worker.alive:
-                worker = await self.pool.acquire()
+                pool.release(worker)
+                worker = await pool.acquire()
             batch = [job for job in batch if not job.future.done()]
-            if not batch:
-                self.pool.release(worker)
-                continue
-            task = asyncio.ensure_future(self._dispatch(worker, batch))
-            self._inflight.add(task)
-            task.add_done_callback(self._inflight.discard)
+            if batch:
+                self._send(worker, batch)
+            pool.release(worker)
 
-    async def _dispatch(self, worker: Any, batch: list[Job]) -> None:
+    def _send(self, worker: Any, batch: list[Job]) -> None:
         now = time.monotonic()
+        waits = worker.in_flight > 0  # behind another batch: it may still expire meanwhile
         for job in batch:
-            if job.expiry is not None:
+            if job.expiry is not None and not waits:
                 job.expiry.cancel()
             job.dispatched = now
-        succeeded = False
-        try:
-            result = await worker.run_batch(Batch([job.request for job in batch],
-                                                  self.stage_stamps),
-                                            self.response_timeout, _partials_to(batch))
-            succeeded = True
-        except TsfError as error:
-            for job in batch:
-                _fail(job, error)
+        key = id(batch)
+        self._in_flight[key] = batch
+        number = worker.send_batch(Batch([job.request for job in batch], self.stage_stamps),
+                                   self.response_timeout,
+                                   functools.partial(self._answered, worker, batch, key),
+                                   _partials_to(batch))
+        if waits:  # cancellable (client gone, expired) until the worker begins it
+            for index, job in enumerate(batch):
+                job.sent_to = (worker, number, index)
+
+    def _answered(self, worker: Any, batch: list[Job], key: int, result: BatchResult | None,
+                  error: TsfError | None, started: float) -> None:
+        """A worker answered ``batch`` (or failed it): settle its jobs."""
+        self._in_flight.pop(key, None)
+        for job in batch:
+            if job.sent_to is not None:  # it waited behind another batch
+                job.sent_to = None  # lets go of the worker
+                job.expiry.cancel()  # type: ignore[union-attr]
+        if not self._in_flight and self._all_answered is not None \
+                and not self._all_answered.done():
+            self._all_answered.set_result(None)
+        self.pool.batch_finished(worker, error is None)
+        if isinstance(error, BatchNotStarted) and self._stop_error is None:
+            self._requeue(batch)
             return
-        except asyncio.CancelledError:
+        if error is not None or result is None:
             for job in batch:
-                _fail(job, self._stop_error)
-            raise
-        finally:
-            self.pool.release(worker, succeeded)
+                _fail(job, error or self._stop_error or ServiceUnavailable("no answer"))
+            return
         for job, answer in zip(batch, result.answers):
             if not job.future.done():
                 job.future.set_result(answer)
         if self.observer is not None:
-            self.observer.batch_done(batch, result, now, time.monotonic(), worker.id)
+            self.observer.batch_done(batch, result, started, time.monotonic(), worker.id)
+
+    def _requeue(self, batch: list[Job]) -> None:
+        """Queue again the jobs of a batch no worker began (its worker died first)."""
+        now = time.monotonic()
+        live = [job for job in batch if not job.future.done()]
+        for job in live:
+            job.dispatched = 0.0
+            job.sent_to = None
+            if job.expiry is not None:
+                job.expiry.cancel()
+            self._arm_expiry(job, now - job.arrival)
+        self.queue.requeue(live)
+        log.warning("%d request(s) sent to a worker that died before it began them were "
+                    "queued again", len(live))
 
 
 def _partials_to(batch: list[Job]) -> Callable[[Answer], None]:
@@ -295,7 +359,16 @@ def _fail(job: Job, error: TsfError) -> None:
 
 
 def _expire(job: Job, within: str) -> None:
-    if not job.dispatched and not job.future.done():
+    if job.future.done():
+        return
+    if job.dispatched:  # sent behind a busy worker's batch: expires only if not begun yet
+        if job.sent_to is None:
+            return
+        worker, number, index = job.sent_to
+        if not worker.cancel(number, index):
+            return
+        job.sent_to = None
+    if not job.future.done():
         job.future.set_exception(ServiceUnavailable(
             f"no worker became free for this request within {within}; the model may be "
             "overloaded or restarting"))

@@ -57,6 +57,7 @@ class ServerConfig:
     worker_restart_backoff_max: float = 30.0
     worker_stall_seconds: float = 30.0  # a batch running longer: the worker counts as not serving
     worker_memory_limit_mb: int = 0     # resident memory per worker; 0: no limit
+    worker_pipeline_depth: int = 2      # batches sent to a worker at once (1: one at a time)
     max_workers_per_model: int = 32     # 0: no limit
     # worker autoscaling between min and max workers (see tsf.autoscale)
     autoscale_interval_s: float = 0.5

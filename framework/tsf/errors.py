@@ -114,6 +114,10 @@ class WorkerTimeout(TsfError):
     status, type = 504, "WorkerTimeoutException"
 
 
+class BatchNotStarted(WorkerDied):
+    """A batch waited for a worker that died before beginning it: safe to send again."""
+
+
 _BY_TYPE = {
     cls.type: cls
     for cls in (

@@ -35,20 +35,20 @@ class VersionObserver:
         self.metrics = metrics
         self.tracing = tracing
 
-    def batch_done(self, batch: list[Job], result: BatchResult, dispatched: float,
+    def batch_done(self, batch: list[Job], result: BatchResult, started: float,
                    finished: float, worker_id: str) -> None:
         """Queue waits (metrics and autoscaler), batch size, stage times, the handler's custom
         metrics, the queue depth left, and with tracing on each job's stages."""
         m, name, version = self.metrics, self.name, self.version
         for job in batch:
-            self.autoscaler.observe_wait(dispatched - job.arrival)
-            m.record_queue(name, version, job.label_version, dispatched - job.arrival)
+            self.autoscaler.observe_wait(started - job.arrival)
+            m.record_queue(name, version, job.label_version, started - job.arrival)
         m.record_batch(name, version, len(batch), result.timings)
         if result.metrics:
             m.record_custom(name, version, result.metrics)
         m.queue_depth.labels(name, version).set(len(self.queue))
         if self.tracing.enabled:
-            self.tracing.record_batch(name, version, worker_id, batch, result, dispatched,
+            self.tracing.record_batch(name, version, worker_id, batch, result, started,
                                       finished)
 
     def abandoned(self, stage: str) -> None:

@@ -72,7 +72,7 @@ class Tracing:
         pass
 
     def record_batch(self, model: str, version: str, worker_id: str, jobs: list,
-                     result: BatchResult, dispatched: float, finished: float) -> None:
+                     result: BatchResult, started: float, finished: float) -> None:
         pass
 
     def shutdown(self) -> None:
@@ -154,7 +154,7 @@ class OtelTracing(Tracing):
         self._end(span, "tsf.status_code", status)
 
     def record_batch(self, model: str, version: str, worker_id: str, jobs: list,
-                     result: BatchResult, dispatched: float, finished: float) -> None:
+                     result: BatchResult, started: float, finished: float) -> None:
         trace = self._trace
         attributes = {"tsf.model.name": model, "tsf.model.version": version,
                       "tsf.worker.id": worker_id}
@@ -167,9 +167,12 @@ class OtelTracing(Tracing):
             queued = self.tracer.start_span(
                 "queue wait", context=trace.set_span_in_context(span),
                 start_time=wall_ns(job.arrival), attributes=attributes)
-            queued.end(end_time=wall_ns(dispatched))
+            queued.end(end_time=wall_ns(started))
+        # the worker may begin a batch that waited in its socket a moment before the front end
+        # reads the answer before it: the batch span starts no later than its first stage
+        start = min([wall_ns(started), *(int(s[1]) for s in result.stamps or ())])
         batch = self.tracer.start_span(
-            f"batch {model}", context=None, links=links, start_time=wall_ns(dispatched),
+            f"batch {model}", context=None, links=links, start_time=start,
             attributes=dict(attributes, **{"tsf.batch.size": len(jobs)}))
         parent = trace.set_span_in_context(batch)
         for stage, start_ns, end_ns in result.stamps or ():

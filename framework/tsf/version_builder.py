@@ -49,7 +49,8 @@ class VersionBuilder:
                           memory_limit=settings.worker_memory_limit_mb * 2**20,
                           stall_seconds=min(settings.response_timeout,
                                             config.worker_stall_seconds),
-                          max_retry_seconds=options.max_retry_timeout_s)
+                          max_retry_seconds=options.max_retry_timeout_s,
+                          pipeline_depth=config.worker_pipeline_depth)
         queue = BatchQueue(options.job_queue_size or config.job_queue_size)
         autoscaler = Autoscaler(settings.autoscale)
         observer = VersionObserver(name, version, queue=queue, pool=pool, autoscaler=autoscaler,

@@ -122,3 +122,36 @@ def test_response_timeout_kills_the_worker_and_answers_504(server):
     assert time.monotonic() - start < 15
     _wait_until_served(server, "slow")
     assert server.manage("DELETE", "/models/slow").status_code == 200
+
+
+def test_a_batch_sent_behind_a_killed_workers_batch_is_queued_again(server):
+    # worker_pipeline_depth 2 (the default): the second request is sent to the busy worker and
+    # waits in its socket; the worker dies before beginning it, so it is served by the next one
+    assert server.register("sleepy.mar", model_name="piped").status_code == 200
+    pid = _worker_pid(server, "piped")
+    headers = {"Content-Type": "text/plain"}
+    with ThreadPoolExecutor(2) as pool:
+        running = pool.submit(server.post, "/predictions/piped", data=b"5", headers=headers)
+        time.sleep(0.5)
+        waiting = pool.submit(server.post, "/predictions/piped", data=b"0", headers=headers)
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGKILL)
+        first, second = running.result(timeout=60), waiting.result(timeout=60)
+    assert_error(first, 503, "WorkerDiedException", "died")
+    assert second.status_code == 200 and second.json() == {"slept": 0.0}, second.text
+    assert "were queued again" in server.log()
+    assert _worker_pid(server, "piped") != pid
+    assert server.manage("DELETE", "/models/piped").status_code == 200
+
+
+def test_response_timeout_counts_from_when_the_worker_begins_a_batch(server):
+    # two batches of 1.2 s each, sent together to one worker with a 2 s response_timeout: the
+    # second waits 1.2 s in the worker's socket and is not timed out for it
+    assert server.register("sleepy.mar", model_name="queued2", response_timeout=2
+                           ).status_code == 200
+    pid = _worker_pid(server, "queued2")
+    responses = _burst(server, "/predictions/queued2", 2, data=b"1.2",
+                       headers={"Content-Type": "text/plain"})
+    assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
+    assert _worker_pid(server, "queued2") == pid  # not killed for a timeout
+    assert server.manage("DELETE", "/models/queued2").status_code == 200

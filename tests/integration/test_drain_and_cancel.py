@@ -65,6 +65,31 @@ def test_clients_that_hang_up_leave_the_queue(model_store):
         server.stop()
 
 
+def test_a_request_sent_to_a_busy_worker_is_skipped_when_its_client_leaves(model_store):
+    # worker_pipeline_depth 2: the 3 s request is sent to the worker while it runs the 2 s one,
+    # and waits in its socket; its client leaves, so the worker skips it and runs the next
+    server = ServerProcess(model_store=model_store)
+    try:
+        assert server.register("sleepy.mar", model_name="slow").status_code == 200
+        headers = {"Content-Type": "text/plain"}
+        with ThreadPoolExecutor(1) as pool:
+            start = time.monotonic()
+            busy = pool.submit(server.post, "/predictions/slow", data=b"2", headers=headers)
+            time.sleep(0.3)
+            _send_and_hang_up(server.inference, "/predictions/slow", b"3", 0.3)
+            after = server.post("/predictions/slow", data=b"0", headers=headers)
+            waited = time.monotonic() - start
+            assert busy.result().status_code == 200
+        assert after.status_code == 200, after.text
+        assert waited < 4.5, waited  # 2 s and 0 s run; the abandoned 3 s do not
+        text = server.scrape()
+        assert _metric(text, 'tsf_requests_abandoned_total{model_name="slow",'
+                             'model_version="1.0",stage="queued"}') == 1, text
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+
+
 def test_a_running_request_whose_client_left_is_discarded(model_store):
     server = ServerProcess(model_store=model_store)
     try:

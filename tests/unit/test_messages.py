@@ -118,11 +118,12 @@ class EchoWorker:
 
     id = "w1"
     alive = True
+    in_flight = 0
 
     def __init__(self) -> None:
         self.batches: list[Batch] = []
 
-    async def run_batch(self, batch: Batch, timeout: float, on_partial) -> BatchResult:
+    def send_batch(self, batch: Batch, timeout: float, on_done, on_partial) -> None:
         batch = Batch.from_wire(*through_frame(protocol.BATCH, *batch.to_wire()))
         self.batches.append(batch)
         for index, request in enumerate(batch.requests):
@@ -130,7 +131,9 @@ class EchoWorker:
             on_partial(Answer.from_wire(*through_frame(protocol.PARTIAL, *partial.to_wire())))
         result = BatchResult([Answer(200, "text/plain", r.parts[0].data) for r in batch.requests],
                              timings={"inference": 0.1})
-        return BatchResult.from_wire(*through_frame(protocol.RESULT, *result.to_wire()))
+        on_done(BatchResult.from_wire(*through_frame(protocol.RESULT, *result.to_wire())), None,
+                0.0)
+        return len(self.batches) - 1
 
 
 class OneWorkerPool:
@@ -145,8 +148,14 @@ class OneWorkerPool:
     async def acquire(self) -> EchoWorker:
         return await self.idle.get()
 
+    def swap_for_idle(self, worker: EchoWorker) -> EchoWorker:
+        return worker
+
     def release(self, worker: EchoWorker, succeeded: bool = True) -> None:
         self.idle.put_nowait(worker)
+
+    def batch_finished(self, worker: EchoWorker, succeeded: bool) -> None:
+        pass
 
 
 class RecordingObserver:

@@ -63,7 +63,7 @@ def test_a_batch_records_waits_size_stages_custom_metrics_and_depth():
     result = BatchResult([], timings={"preprocess": 0.01, "inference": 0.03},
                          metrics=[{"name": "images_total", "kind": "counter", "value": 2,
                                    "labels": {}}])
-    observer.batch_done(batch, result, dispatched=10.5, finished=10.6, worker_id="w1")
+    observer.batch_done(batch, result, started=10.5, finished=10.6, worker_id="w1")
 
     assert sample(observer, "tsf_queue_duration_seconds_count") == 2
     assert sample(observer, "tsf_queue_duration_seconds_sum") == pytest.approx(0.8)
@@ -94,7 +94,7 @@ def test_a_batch_is_traced_only_when_tracing_is_on():
     observer, _ = observer_for(tracing)
     batch = fake_batch([1.0], ["default"])
     result = BatchResult([], stamps=[])
-    observer.batch_done(batch, result, dispatched=2.0, finished=3.0, worker_id="w7")
+    observer.batch_done(batch, result, started=2.0, finished=3.0, worker_id="w7")
     assert tracing.batches == [("m", "1.0", "w7", batch, result, 2.0, 3.0)]
 
 

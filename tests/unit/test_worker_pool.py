@@ -12,7 +12,9 @@ from typing import Callable
 
 import pytest
 
-from tsf.errors import ModelLoadError
+from tsf.batching import Batcher, BatchQueue, Job
+from tsf.errors import BatchNotStarted, ModelLoadError, ServiceUnavailable, WorkerDied
+from tsf.workers.messages import Answer, BatchResult, Request
 from tsf.workers import pool as pool_module
 from tsf.workers.pool import WorkerPool
 from tsf.workers.process import WorkerProcess
@@ -72,6 +74,27 @@ class FakeWorker(WorkerProcess):
 
     def crash(self, code: int = 1) -> None:
         self.proc.exit(code)  # type: ignore[union-attr]
+
+    def send_batch(self, batch, timeout, on_done, on_partial=None) -> None:
+        """Keep the batch in flight until the test answers it (see :meth:`answer`)."""
+        self._in_flight.append((batch, on_done))  # type: ignore[arg-type]
+        self.status = "BUSY"
+
+    def answer(self) -> None:
+        """Answer the oldest batch in flight, each request with its id."""
+        batch, on_done = self._in_flight.popleft()  # type: ignore[misc]
+        self.status = "BUSY" if self._in_flight else "READY"
+        on_done(BatchResult([Answer(200, "text/plain", r.id.encode()) for r in batch.requests]),
+                None, time.monotonic())
+
+    def die_with_batches_in_flight(self) -> None:
+        """Die computing the oldest batch; the others were never begun."""
+        (_, head), *waiting = list(self._in_flight)  # type: ignore[misc]
+        self._in_flight.clear()
+        self.status = "DEAD"
+        head(None, WorkerDied("died while processing the batch"), time.monotonic())
+        for _, on_done in waiting:
+            on_done(None, BatchNotStarted("died before it began this batch"), 0.0)
 
     def memory_rss(self) -> int:
         return 0
@@ -313,4 +336,151 @@ def test_a_worker_that_loads_once_the_server_is_stopping_is_stopped_not_kept(fak
         [worker] = fake_workers
         assert worker.proc.returncode is not None and pool.live_count == 0
         assert worker.id not in pool.workers
+    run(main())
+
+
+# --- several batches in flight per worker (worker_pipeline_depth) -----------------------------
+
+async def _acquired_within(pool: WorkerPool, seconds: float = 0.05):
+    try:
+        return await asyncio.wait_for(pool.acquire(), seconds)
+    except asyncio.TimeoutError:
+        return None
+
+
+def _send(worker: FakeWorker, pool: WorkerPool) -> None:
+    worker.send_batch(None, 1.0, lambda *_: pool.batch_finished(worker, True))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3])
+def test_a_busy_worker_is_handed_out_again_while_its_pipeline_has_room(fake_workers, depth):
+    async def main():
+        pool = new_pool(pipeline_depth=depth)
+        await pool.scale(1)
+        [worker] = fake_workers
+        for _ in range(depth):
+            assert await _acquired_within(pool) is worker
+            _send(worker, pool)
+            pool.release(worker)
+        assert await _acquired_within(pool) is None  # depth batches in flight: full
+        waiting = asyncio.ensure_future(pool.acquire())
+        await settle()
+        worker._in_flight.popleft()
+        pool.batch_finished(worker, True)  # one answered: room for one more
+        assert await asyncio.wait_for(waiting, 5) is worker
+        pool.release(worker)
+        await pool.close()
+    run(main())
+
+
+def test_an_idle_worker_goes_before_a_busy_one(fake_workers):
+    async def main():
+        pool = new_pool(pipeline_depth=2)
+        await pool.scale(2)
+        first = await pool.acquire()
+        _send(first, pool)
+        pool.release(first)
+        second = await pool.acquire()
+        assert second is not first  # idle before busy
+        pool.release(second)
+        held = await pool.acquire()
+        assert held is second
+        _send(held, pool)
+        pool.release(held)
+        held = await pool.acquire()  # both busy: one of them, with room
+        assert held.in_flight == 1
+        other = first if held is second else second
+        other._in_flight.popleft()
+        pool.batch_finished(other, True)  # the other became idle while the batch filled
+        assert pool.swap_for_idle(held) is other
+        pool.release(other)
+        await pool.close()
+    run(main())
+
+
+def test_a_retiring_worker_stops_after_its_last_batch_in_flight(fake_workers):
+    async def main():
+        pool = new_pool(pipeline_depth=2)
+        await pool.scale(1)
+        [worker] = fake_workers
+        for _ in range(2):
+            held = await pool.acquire()
+            _send(held, pool)
+            pool.release(held)
+        await pool.scale(0)
+        await settle()
+        assert worker.retiring and worker.proc.returncode is None
+        worker._in_flight.popleft()
+        pool.batch_finished(worker, True)
+        await settle()
+        assert worker.proc.returncode is None  # one batch still in flight
+        worker._in_flight.popleft()
+        pool.batch_finished(worker, True)
+        await until(lambda: worker.proc.returncode is not None, "the retiring worker stayed")
+        assert worker.kill_reason == "scaled down" and pool.restarts == 0
+        await pool.close()
+    run(main())
+
+
+def _jobs(loop, names):
+    return [Job(Request(name, []), loop.create_future()) for name in names]
+
+
+def test_the_batcher_sends_the_next_batch_before_the_worker_answers(fake_workers):
+    async def main():
+        loop = asyncio.get_running_loop()
+        pool = new_pool(pipeline_depth=2)
+        await pool.scale(1)
+        [worker] = fake_workers
+        batcher = Batcher(BatchQueue(10), pool, batch_size=2, max_batch_delay_ms=0,
+                          response_timeout=10)
+        batcher.start()
+        jobs = _jobs(loop, "abcdef")
+        for job in jobs:
+            batcher.submit(job)
+        await until(lambda: worker.in_flight == 2, "the second batch was not sent")
+        await settle()
+        assert worker.in_flight == 2  # not a third: the pipeline is full
+        sent = [[r.id for r in batch.requests] for batch, _ in worker._in_flight]
+        assert sent == [["a", "b"], ["c", "d"]]
+        worker.answer()
+        await until(lambda: worker.in_flight == 2, "the third batch was not sent")
+        worker.answer()
+        worker.answer()
+        answers = await asyncio.gather(*(job.future for job in jobs))
+        assert [a.body for a in answers] == [b"a", b"b", b"c", b"d", b"e", b"f"]
+        await batcher.stop(ServiceUnavailable("test over"))
+        await pool.close()
+    run(main())
+
+
+def test_batches_a_dead_worker_never_began_go_back_to_the_queue(sleeps, fake_workers):
+    async def main():
+        loop = asyncio.get_running_loop()
+        pool = new_pool(pipeline_depth=2)
+        await pool.scale(1)
+        [worker] = fake_workers
+        queue = BatchQueue(10)
+        batcher = Batcher(queue, pool, batch_size=1, max_batch_delay_ms=0,
+                          response_timeout=10)
+        batcher.start()
+        jobs = _jobs(loop, "xyz")
+        for job in jobs:
+            batcher.submit(job)
+        await until(lambda: worker.in_flight == 2, "the batches were not sent")
+        worker.die_with_batches_in_flight()
+        worker.crash(-9)
+        with pytest.raises(WorkerDied):
+            await jobs[0].future  # the batch it was computing fails
+        assert not jobs[1].future.done() and not jobs[2].future.done()
+        await until(lambda: len(fake_workers) == 2, "no replacement started")
+        replacement = fake_workers[1]
+        await until(lambda: replacement.in_flight == 2, "the queued jobs were not sent again")
+        sent = [[r.id for r in batch.requests] for batch, _ in replacement._in_flight]
+        assert sent == [["y"], ["z"]]  # in their order, before anything newer
+        replacement.answer()
+        replacement.answer()
+        assert [(await job.future).body for job in jobs[1:]] == [b"y", b"z"]
+        await batcher.stop(ServiceUnavailable("test over"))
+        await pool.close()
     run(main())

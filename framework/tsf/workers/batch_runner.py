@@ -22,7 +22,8 @@ from typing import Any, Callable
 import pluggy
 
 from ..context import Context, PartialSink
-from ..errors import BadRequest, HandlerError, NotImplementedByModel, OutOfResources, TsfError
+from ..errors import (BadRequest, ClientGone, HandlerError, NotImplementedByModel, OutOfResources,
+                      TsfError)
 from ..handler_resolver import describe_hook
 from ..json_body import load_json
 from ..oip.tensors import (PROTOCOL as OIP, TENSOR_CTYPE, TENSORS_CTYPE, decode_tensor,
@@ -118,11 +119,17 @@ class BatchRunner:
         self.context = context
         self.send_partial = send_partial
 
-    def run(self, batch: Batch) -> BatchResult:
+    def run(self, batch: Batch, skip: frozenset[int] | set[int] = frozenset()) -> BatchResult:
+        """Run ``batch``; the requests at the positions in ``skip`` (whose clients have gone)
+        are not run, and answered with ClientGone."""
         messages = batch.requests
         answers: list[Answer | None] = [None] * len(messages)
         decoded: dict[str, list[tuple[int, dict]]] = {}
         for index, message in enumerate(messages):
+            if index in skip:
+                answers[index] = error_result(ClientGone(
+                    f"request {message.id}: the client went away before it was run"))
+                continue
             request: dict[str, Any] = {}
             try:
                 for part in message.parts:

@@ -5,15 +5,18 @@ The first frame on the socket (SPEC) describes the model to serve: settings trav
 not the command line, whose length is limited.  The worker builds its own plugin manager,
 registers the model's handler into it, loads the model, runs the model's warm-up inputs (see
 :mod:`tsf.workers.warmup`), reports READY (or LOAD_ERROR), then
-serves batches until the socket closes.  It ignores SIGINT (a Ctrl-C in a terminal reaches the
+serves batches, one at a time in the order sent, until the socket closes; a request cancelled
+(CANCEL frame) before its batch begins is not run.  It ignores SIGINT (a Ctrl-C in a terminal reaches the
 whole process group; the front end stops its workers itself) and exits when the front end dies.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import logging
 import os
+import select
 import signal
 import socket
 import sys
@@ -99,17 +102,48 @@ def serve(sock: socket.socket, spec: dict) -> int:
             protocol.send_frame(sock, protocol.PARTIAL, *answer.to_wire())
 
     runner.send_partial = send_partial  # not during warm-up: nobody listens before READY
+    inbox = Inbox(sock)
     while True:
         try:
-            kind, header, blobs = protocol.recv_frame(sock)
+            _, batch, skip = inbox.next_batch()
         except (EOFError, ConnectionError):
             return 0
-        if kind != protocol.BATCH:
-            print(f"unexpected frame kind {kind}", file=sys.stderr)
-            continue
-        result = runner.run(Batch.from_wire(header, blobs))
+        result = runner.run(batch, skip)
         with sending:
             protocol.send_frame(sock, protocol.RESULT, *result.to_wire())
+
+
+class Inbox:
+    """The frames the front end sent: batches in their order, and the cancellations of requests
+    in batches not begun yet (the front end may send a batch while the one before it runs)."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.batches: collections.deque[tuple[int, Batch]] = collections.deque()
+        self.cancelled: set[tuple[int, int]] = set()  # (batch number, request index)
+        self.received = 0
+
+    def next_batch(self) -> tuple[int, Batch, set[int]]:
+        """The next batch to run, its number, and the indexes of its requests to skip."""
+        if not self.batches:
+            self._take(*protocol.recv_frame(self.sock))
+        while select.select([self.sock], [], [], 0)[0]:  # whatever else already arrived
+            self._take(*protocol.recv_frame(self.sock))
+        while not self.batches:
+            self._take(*protocol.recv_frame(self.sock))
+        number, batch = self.batches.popleft()
+        skip = {index for n, index in self.cancelled if n == number}
+        self.cancelled = {c for c in self.cancelled if c[0] > number}
+        return number, batch, skip
+
+    def _take(self, kind: int, header: dict, blobs: list[bytes]) -> None:
+        if kind == protocol.BATCH:
+            self.batches.append((self.received, Batch.from_wire(header, blobs)))
+            self.received += 1
+        elif kind == protocol.CANCEL:
+            self.cancelled.add((int(header["batch"]), int(header["index"])))
+        else:
+            print(f"unexpected frame kind {kind}", file=sys.stderr)
 
 
 def receive_spec(sock: socket.socket) -> dict:

@@ -8,6 +8,11 @@ killed by SIGTERM from outside tsf is replaced only after ``TERM_GRACE`` seconds
 ``kill`` of a process group send SIGTERM to the front end and its workers at once, and the
 front end needs that moment to begin stopping.  With a memory limit, a worker whose resident
 memory is over it after a batch is stopped and replaced.
+
+Handing out: the batcher acquires a worker, fills a batch for it, sends it and releases it.  An
+idle worker (no batch in flight) goes first; a busy one is handed out again while it has fewer
+than ``pipeline_depth`` batches in flight, so the next batch already waits in its socket when it
+finishes the current one.
 """
 
 from __future__ import annotations
@@ -36,8 +41,10 @@ class WorkerPool:
 
     def __init__(self, spec: dict, *, startup_timeout: float, threads_per_worker: int = 0,
                  backoff_max: float = 30.0, memory_limit: int = 0,
-                 stall_seconds: float = float("inf"), max_retry_seconds: float = 0) -> None:
+                 stall_seconds: float = float("inf"), max_retry_seconds: float = 0,
+                 pipeline_depth: int = 1) -> None:
         self.spec = spec
+        self.pipeline_depth = max(1, pipeline_depth)  # batches in flight per worker, at most
         self.startup_timeout = startup_timeout
         self.threads_per_worker = threads_per_worker
         self.backoff_max = backoff_max
@@ -53,6 +60,8 @@ class WorkerPool:
         self.restarts = 0
         self.memory_restarts = 0
         self._idle: collections.deque[WorkerProcess] = collections.deque()
+        self._open: collections.deque[WorkerProcess] = collections.deque()  # busy, with room
+        self._recycling: dict[str, str] = {}  # worker id -> why it is replaced once its batches end
         self._idle_since: dict[str, float] = {}  # worker id -> when it last became idle
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._failures = 0
@@ -132,8 +141,7 @@ class WorkerPool:
         code = await worker.proc.wait()
         self.workers.pop(worker.id, None)
         self._idle_since.pop(worker.id, None)
-        if worker in self._idle:
-            self._idle.remove(worker)
+        self._unlist(worker)
         worker.status = "DEAD"
         worker.close_socket()
         self.on_change()
@@ -190,14 +198,13 @@ class WorkerPool:
                 raise errors[0] if isinstance(errors[0], ModelLoadError) else \
                     ModelLoadError(str(errors[0]))
         excess = self.live_count - target
-        # idle workers go first; a busy one retires after its batch (see release)
+        # idle workers go first; a busy or held one retires after its batches (batch_finished)
         candidates = sorted((w for w in self.workers.values() if not w.retiring),
                             key=lambda w: w.status == "BUSY")
         for worker in candidates[:max(0, excess)]:
             worker.retiring = True
-            if worker in self._idle:
-                self._idle.remove(worker)
-            if worker.status != "BUSY":
+            self._unlist(worker)
+            if worker.status != "BUSY" and not worker.in_flight and not worker.held:
                 self._spawn(worker.stop("scaled down"))
         self.on_change()
 
@@ -214,22 +221,46 @@ class WorkerPool:
 
     # --- handing out workers ----------------------------------------------------------------
     async def acquire(self) -> WorkerProcess:
-        """An idle live worker, waiting for one if necessary."""
+        """A live worker to send a batch to: an idle one if any, else one with room for another
+        batch in flight; waits for one if necessary.  Give it back with :meth:`release`."""
         while True:
-            while self._idle:
-                worker = self._idle.popleft()
-                if worker.alive:
-                    return worker
+            for listed in (self._idle, self._open):
+                while listed:
+                    worker = listed.popleft()
+                    if worker.alive and not worker.held:
+                        worker.held = True
+                        return worker
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             await waiter
 
+    def swap_for_idle(self, worker: WorkerProcess) -> WorkerProcess:
+        """An idle worker in place of ``worker`` (held, busy) if one became idle meanwhile."""
+        if not worker.in_flight:
+            return worker
+        while self._idle:
+            other = self._idle.popleft()
+            if other.alive and not other.held:
+                other.held = True
+                self.release(worker)
+                return other
+        return worker
+
     def release(self, worker: WorkerProcess, succeeded: bool = False) -> None:
+        """The holder is done with ``worker`` (it sent a batch to it, or none)."""
+        worker.held = False
+        self.batch_finished(worker, succeeded)
+
+    def batch_finished(self, worker: WorkerProcess, succeeded: bool) -> None:
+        """A batch ``worker`` was sent has been answered (or has failed)."""
         if succeeded:
             self._failures = 0
             self._failing_since = None
+        if worker.held:
+            return  # the holder lists it again when it releases it
         if worker.retiring:
-            self._spawn(worker.stop("scaled down"))
+            if not worker.in_flight:
+                self._spawn(self._retire(worker))
             return
         if not worker.alive:
             return
@@ -239,28 +270,43 @@ class WorkerPool:
                 self._recycle(worker, f"resident memory {rss / 2**20:.0f} MiB is over the "
                                       f"memory limit of {self.memory_limit / 2**20:.0f} MiB")
                 return
-        self._idle.append(worker)
-        self._idle_since[worker.id] = time.monotonic()
+        self._unlist(worker)
+        if not worker.in_flight:
+            self._idle.append(worker)
+            self._idle_since[worker.id] = time.monotonic()
+        elif worker.in_flight < self.pipeline_depth:
+            self._open.append(worker)
+        else:
+            return
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 break
 
+    def _unlist(self, worker: WorkerProcess) -> None:
+        for listed in (self._idle, self._open):
+            if worker in listed:
+                listed.remove(worker)
+
     def _recycle(self, worker: WorkerProcess, reason: str) -> None:
-        """Stop ``worker`` (after its batch) and start another in its place."""
+        """Stop ``worker`` (after the batches it was sent) and start another in its place."""
         log.warning("worker %s of %s: %s; restarting it", worker.id,
                     self.spec.get("model_name"), reason)
         worker.retiring = True
+        self._recycling[worker.id] = reason
         self.memory_restarts += 1
         self.on_memory_restart()
         self.on_change()
+        if not worker.in_flight:
+            self._spawn(self._retire(worker))
 
-        async def stop_and_replace() -> None:
-            await worker.stop(reason)
+    async def _retire(self, worker: WorkerProcess) -> None:
+        """Stop a retiring worker whose batches are done; replace it if it was recycled."""
+        reason = self._recycling.pop(worker.id, None)
+        await worker.stop(reason or "scaled down")
+        if reason is not None:
             await self._replace()
-
-        self._spawn(stop_and_replace())
 
     def describe(self) -> list[dict]:
         return [w.describe() for w in self.workers.values()]

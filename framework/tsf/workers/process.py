@@ -1,7 +1,13 @@
 """One worker process as the front end sees it: spawn, handshake, batches, kill.
 
 The worker gets one end of a ``socketpair`` (no filesystem path, no connect race) and, as the
-first frame on it, the description of the model to serve.  Its stdout and stderr are read
+first frame on it, the description of the model to serve.  The worker computes one batch at a
+time, in the order they were sent, so the front end may send the next batches before the
+current one is answered (up to ``worker_pipeline_depth``): they wait in the socket, and the
+worker starts the next one the moment it has written an answer.  One reader per worker takes
+the answers as they come and hands each to the callback its batch was sent with.  A batch's
+``response_timeout`` counts from when the worker starts it (when the answer before it arrived),
+not from when it was sent.  Its stdout and stderr are read
 without pause while it lives and forwarded to the log line by line (see ``tsf.workers.output``),
 prefixed with the worker id; the last lines are kept so that a crash or a load failure can be
 reported with them.  Every kill records its reason, for the log line that reports the exit.
@@ -19,7 +25,8 @@ import sys
 import time
 from typing import Any, Callable
 
-from ..errors import ModelLoadError, TsfError, WorkerDied, WorkerTimeout, from_dict
+from ..errors import (BatchNotStarted, ModelLoadError, TsfError, WorkerDied, WorkerTimeout,
+                      from_dict)
 from . import protocol
 from .messages import Answer, Batch, BatchResult
 from .output import CHUNK, LevelReader, LineBudget, LineSplitter
@@ -28,9 +35,28 @@ log = logging.getLogger("tsf.worker")
 
 STDERR_TAIL_LINES = 40
 
+# called once per batch: (result, None, started) or (None, error, started); ``started`` is the
+# time.monotonic() at which the worker began the batch (0.0 if it never did)
+BatchDone = Callable[[BatchResult | None, TsfError | None, float], None]
+
+
+class _InFlight:
+    """A batch sent to the worker and not answered yet."""
+
+    __slots__ = ("number", "on_partial", "on_done", "timeout", "started")
+
+    def __init__(self, number: int, on_partial: Callable[[Answer], None] | None,
+                 on_done: BatchDone, timeout: float) -> None:
+        self.number = number  # batches sent to this worker before it
+        self.on_partial = on_partial
+        self.on_done = on_done
+        self.timeout = timeout
+        self.started = 0.0
+
 
 class WorkerProcess:
-    """A worker process serving one model version, one batch at a time."""
+    """A worker process serving one model version: it computes one batch at a time, and holds
+    the batches sent after it in its socket until then."""
 
     def __init__(self, worker_id: str, index: int, spec: dict, threads: int) -> None:
         self.id = worker_id
@@ -52,6 +78,16 @@ class WorkerProcess:
         self._log_tasks: list[asyncio.Task] = []
         self.busy_since: float | None = None  # time.monotonic() at the start of the batch
         self.kill_reason = ""  # why the front end killed or stopped it, for the exit log line
+        self.held = False  # the batcher holds it while a batch for it fills (see WorkerPool)
+        self._in_flight: collections.deque[_InFlight] = collections.deque()
+        self._answers: asyncio.Task | None = None  # the reader of RESULT and PARTIAL frames
+        self._timer: asyncio.TimerHandle | None = None  # response_timeout of the batch begun
+        self._sent = 0  # batches sent so far (the worker numbers them the same way)
+
+    @property
+    def in_flight(self) -> int:
+        """Batches sent and not answered yet (the first is being computed)."""
+        return len(self._in_flight)
 
     @property
     def alive(self) -> bool:
@@ -132,6 +168,7 @@ class WorkerProcess:
         self.device = header.get("device", "cpu")
         self.signature = header.get("signature")
         self.load_seconds = time.monotonic() - started
+        self._answers = asyncio.ensure_future(self._read_answers())
 
     async def _forward(self, stream: asyncio.StreamReader | None, stderr: bool) -> None:
         """Log ``stream`` line by line until EOF; never stops early, whatever the output."""
@@ -201,45 +238,124 @@ class WorkerProcess:
         self._timed_out = True
         self.kill(f"no answer within response_timeout of {timeout:g} s")
 
+    def send_batch(self, batch: Batch, timeout: float, on_done: BatchDone,
+                   on_partial: Callable[[Answer], None] | None = None) -> int:
+        """Send ``batch``; ``on_done`` gets its result or error once the worker answers it.
+
+        Intermediate answers a streaming handler sends before the result go to ``on_partial``
+        as they arrive; each restarts the timeout (as TorchServe counts it per answer).  A
+        timeout kills the worker.  If the worker dies first, the batch it was computing fails
+        with WorkerDied (or WorkerTimeout), and each batch it had not begun with
+        BatchNotStarted, which its sender may send again.  Returns the batch's number, for
+        :meth:`cancel`.
+        """
+        number, now = self._sent, time.monotonic()
+        if self._writer is None:
+            on_done(None, BatchNotStarted(f"worker {self.id} is gone; the batch was not sent"),
+                    0.0)
+            return number
+        protocol.write_frame(self._writer, protocol.BATCH, *batch.to_wire())
+        self._sent += 1
+        self._in_flight.append(_InFlight(number, on_partial, on_done, timeout))
+        if len(self._in_flight) == 1:
+            self._begin_next(now)
+        return number
+
+    def cancel(self, number: int, index: int) -> bool:
+        """Ask the worker not to run request ``index`` of batch ``number`` (its client went
+        away); True if that batch was still waiting behind another, so the worker skips it."""
+        if self._writer is None or not any(entry.number == number
+                                           for entry in list(self._in_flight)[1:]):
+            return False
+        protocol.write_frame(self._writer, protocol.CANCEL, {"batch": number, "index": index})
+        return True
+
     async def run_batch(self, batch: Batch, timeout: float,
                         on_partial: Callable[[Answer], None] | None = None) -> BatchResult:
-        """Send one batch and wait for its results; a timeout kills the worker.
+        """Send one batch and wait for its result (see :meth:`send_batch`)."""
+        future: asyncio.Future = asyncio.get_running_loop().create_future()
 
-        Intermediate answers a streaming handler sends before the results go to ``on_partial``
-        as they arrive; each restarts the timeout (as TorchServe counts it per answer).
-        """
-        assert self._writer is not None and self._reader is not None
+        def done(result: BatchResult | None, error: TsfError | None, started: float) -> None:
+            if not future.done():
+                future.set_result(result) if error is None else future.set_exception(error)
+
+        self.send_batch(batch, timeout, done, on_partial)
+        return await future
+
+    def _begin_next(self, now: float | None = None) -> None:
+        """The worker has begun the first batch in flight (at ``now``): start its clock."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if not self._in_flight:
+            self.status = "READY"
+            self.busy_since = None
+            return
+        head = self._in_flight[0]
         self.status = "BUSY"
-        self.busy_since = time.monotonic()
-        loop = asyncio.get_running_loop()
-        timer = loop.call_later(timeout, self._on_timeout, timeout)
+        head.started = self.busy_since = time.monotonic() if now is None else now
+        self._timer = asyncio.get_running_loop().call_later(head.timeout, self._on_timeout,
+                                                            head.timeout)
+
+    async def _read_answers(self) -> None:
+        """Hand each answer to its batch's callback until the socket closes."""
+        assert self._reader is not None
+        reader = self._reader
         try:
-            protocol.write_frame(self._writer, protocol.BATCH, *batch.to_wire())
-            await self._writer.drain()
-            kind, result, result_blobs = await protocol.read_frame(self._reader)
-            while kind == protocol.PARTIAL:
-                timer.cancel()
-                timer = loop.call_later(timeout, self._on_timeout)
-                if on_partial is not None:
-                    on_partial(Answer.from_wire(result, result_blobs))
-                kind, result, result_blobs = await protocol.read_frame(self._reader)
-        except (EOFError, ConnectionError, protocol.ProtocolError) as exc:
+            while True:
+                kind, header, blobs = await protocol.read_frame(reader)
+                if not self._in_flight:
+                    raise protocol.ProtocolError(f"frame kind {kind} with no batch in flight")
+                head = self._in_flight[0]
+                if kind == protocol.PARTIAL:
+                    self._restart_timer(head.timeout)
+                    if head.on_partial is not None:
+                        head.on_partial(Answer.from_wire(header, blobs))
+                    continue
+                if kind != protocol.RESULT:
+                    raise protocol.ProtocolError(f"unexpected frame kind {kind}")
+                result = BatchResult.from_wire(header, blobs)
+                self._in_flight.popleft()
+                self._begin_next()
+                _call(head.on_done, result, None, head.started)
+        except (EOFError, ConnectionError, protocol.ProtocolError, ValueError, KeyError) as exc:
+            if self._in_flight and not isinstance(exc, EOFError):
+                self.kill(f"sent something that is not a valid answer ({exc})")
             await self._reap()
-            if self._timed_out:
-                raise WorkerTimeout(
-                    f"worker {self.id} did not answer within {timeout:g} s "
-                    "(response_timeout); it was stopped and will be restarted") from None
+            self._fail_in_flight()
+        except asyncio.CancelledError:
+            self._fail_in_flight()
+            raise
+
+    def _restart_timer(self, timeout: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(timeout, self._on_timeout, timeout)
+
+    def _fail_in_flight(self) -> None:
+        """The worker is gone: fail the batch it was computing, and hand back the others."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.busy_since = None
+        if not self._in_flight:
+            return
+        head = self._in_flight.popleft()
+        if self._timed_out:
+            error: TsfError = WorkerTimeout(
+                f"worker {self.id} did not answer within {head.timeout:g} s "
+                "(response_timeout); it was stopped and will be restarted")
+        else:
             log.error("worker %s died (%s); last output:\n%s", self.id,
                       self.exit_description(), self.tail_text())
-            raise WorkerDied(f"worker {self.id} died while processing the batch "
-                             f"({self.exit_description()}); it will be restarted") from exc
-        finally:
-            timer.cancel()
-            self.busy_since = None
-        if kind != protocol.RESULT:
-            raise TsfError(f"worker {self.id} sent an unexpected frame kind {kind}")
-        self.status = "READY"
-        return BatchResult.from_wire(result, result_blobs)
+            error = WorkerDied(f"worker {self.id} died while processing the batch "
+                               f"({self.exit_description()}); it will be restarted")
+        waiting = list(self._in_flight)
+        self._in_flight.clear()
+        _call(head.on_done, None, error, head.started)
+        for entry in waiting:
+            _call(entry.on_done, None, BatchNotStarted(
+                f"worker {self.id} died before it began this batch"), 0.0)
 
     async def stop(self, reason: str = "", grace: float = 5.0) -> None:
         """Close the socket (the worker exits on EOF); kill it if it lingers."""
@@ -247,6 +363,8 @@ class WorkerProcess:
         self.kill_reason = self.kill_reason or reason
         self.close_socket()
         await self._reap(grace)
+        if self._answers is not None:
+            await asyncio.wait([self._answers], timeout=1.0)
 
     def describe(self) -> dict[str, Any]:
         memory = self.memory_rss() if self.alive else 0
@@ -260,3 +378,11 @@ class WorkerProcess:
             "gpu": gpu,
             "gpuUsage": self.device if gpu else "N/A",
         }
+
+
+def _call(on_done: BatchDone, result: BatchResult | None, error: TsfError | None,
+          started: float) -> None:
+    try:
+        on_done(result, error, started)
+    except Exception:  # one batch's bookkeeping must not stop the answers of the next
+        log.exception("handling a batch's answer failed")
