@@ -5,9 +5,11 @@
   arrival of its *first* job, not from when a worker became free: a job that already waited
   behind a busy worker is sent as soon as a worker is idle.
 * Once a job is queued, the dispatcher takes a worker, then assembles the batch, so a batch never
-  waits for a worker while more jobs could have joined it.  An idle worker goes first; a busy one with fewer
-  than ``worker_pipeline_depth`` batches in flight is taken too, and the batch waits in its socket
-  until the worker has answered the one before it (see :mod:`tsf.workers.process`).
+  waits for a worker while more jobs could have joined it.  An idle worker goes first; a busy
+  one with fewer than ``worker_pipeline_depth`` batches in flight is taken too, and the batch
+  waits in its socket until the worker has answered the one before it (see
+  :mod:`tsf.workers.process`).  A batch for a busy worker is sent once full; if it is not full
+  when a worker becomes idle, the ``max_batch_delay`` rule applies from then on.
 * If a worker dies before it begins a batch it was sent, that batch's jobs go back to the front
   of the queue; only the batch it was computing fails.
 * A job still queued after ``response_timeout`` (or the model's ``clientTimeoutInMills``, when
@@ -15,7 +17,8 @@
 * With ``useJobTicket`` a job that no worker is free to take (an idle worker, or room in the
   batch a worker is waiting to fill) is refused at once with 503 instead of queueing.
 * A job whose client went away (HTTP disconnect, gRPC cancel) leaves the queue at once, so the
-  queue limit counts live requests only; if it was already in a batch, its answer is dropped.
+  queue limit counts live requests only; if its batch waits behind another in a worker's
+  socket, the worker skips it; if the worker is computing it, its answer is dropped.
 """
 
 from __future__ import annotations
@@ -45,7 +48,7 @@ class Job:
     bookkeeping of it, which is never sent."""
 
     __slots__ = ("request", "future", "arrival", "dispatched", "expiry", "trace",
-                 "on_partial", "label_version", "sent_to")
+                 "on_partial", "label_version", "sent_to", "expired")
 
     def __init__(self, request: Request, future: asyncio.Future, trace: Any = None,
                  label_version: str = "default") -> None:
@@ -59,6 +62,7 @@ class Job:
         # called with each intermediate answer a streaming handler sends
         self.on_partial: Callable[[Answer], None] | None = None
         self.sent_to: tuple[Any, int, int] | None = None  # (worker, batch number, index)
+        self.expired = ""  # why it timed out waiting behind a worker's batch, if it did
 
     @property
     def routing_key(self) -> str | None:
@@ -128,6 +132,15 @@ class BatchQueue:
         while self._items and self._items[0].future.done():
             self._items.popleft()
 
+    def wake(self) -> None:
+        """Wake whoever waits on the queue (a worker answered a batch)."""
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+    async def changed(self) -> None:
+        """Wait until a job is queued or :meth:`wake` is called."""
+        await self._wait(None)
+
     async def first_job(self) -> None:
         """Wait until a job is queued."""
         self._prune()
@@ -138,6 +151,14 @@ class BatchQueue:
     async def next_batch(self, batch_size: int, max_delay: float) -> list[Job]:
         """Wait for a first job, then for more until full or its delay has passed."""
         await self.first_job()
+        return await self.fill(batch_size, max_delay)
+
+    async def fill(self, batch_size: int, max_delay: float) -> list[Job]:
+        """The queued jobs, waiting for more until full or the first one's delay has passed;
+        empty at once if every job has left the queue."""
+        self._prune()
+        if not self._items:
+            return []
         deadline = self._items[0].arrival + max_delay
         while len(self._items) < batch_size:
             remaining = deadline - time.monotonic()
@@ -204,7 +225,8 @@ class Batcher:
         for job in self.queue.drain():
             _fail(job, error)
         if self._in_flight:
-            self._all_answered = asyncio.get_running_loop().create_future()
+            if self._all_answered is None:
+                self._all_answered = asyncio.get_running_loop().create_future()
             timeout = self.response_timeout if wait is None else max(wait, 0.01)
             try:
                 await asyncio.wait_for(asyncio.shield(self._all_answered), timeout)
@@ -261,21 +283,45 @@ class Batcher:
             await queue.first_job()  # a worker is held only while a batch fills
             worker = await pool.acquire()
             self._holding = not worker.in_flight
+            batch: list[Job] = []
             try:
-                batch = await self.queue.next_batch(self.batch_size, self.max_delay)
-            except BaseException:
+                worker = await self._while_busy(worker)
+                batch = await queue.fill(self.batch_size, self.max_delay)
+                worker = pool.swap_for_idle(worker)
+                while not worker.alive:
+                    pool.release(worker)
+                    worker = await pool.acquire()
+            except asyncio.CancelledError:  # stopping: the jobs in hand get its error
                 pool.release(worker)
+                for job in batch:
+                    _fail(job, self._stop_error or ServiceUnavailable("the model is stopping"))
                 raise
             finally:
                 self._holding = False
-            worker = pool.swap_for_idle(worker)
-            while not worker.alive:
-                pool.release(worker)
-                worker = await pool.acquire()
             batch = [job for job in batch if not job.future.done()]
-            if batch:
-                self._send(worker, batch)
-            pool.release(worker)
+            try:
+                if batch:
+                    self._send(worker, batch)
+            except Exception as exc:  # a batch that cannot be sent fails alone
+                log.exception("sending a batch to worker %s failed", worker.id)
+                self._in_flight.pop(id(batch), None)
+                for job in batch:
+                    _fail(job, exc if isinstance(exc, TsfError) else TsfError(
+                        f"the batch could not be sent to the worker ({type(exc).__name__})"))
+            finally:
+                pool.release(worker)
+
+    async def _while_busy(self, worker: Any) -> Any:
+        """With a busy worker in hand, let the batch grow until it is full or a worker is idle:
+        it could not begin earlier anyway, and a batch sent half full at its deadline would
+        keep the requests that come next from joining it.  The worker to fill the batch for."""
+        queue, pool = self.queue, self.pool
+        while worker.in_flight and worker.alive and len(queue) < self.batch_size:
+            worker = pool.swap_for_idle(worker)
+            if not worker.in_flight:
+                break
+            await queue.changed()
+        return worker
 
     def _send(self, worker: Any, batch: list[Job]) -> None:
         now = time.monotonic()
@@ -290,7 +336,7 @@ class Batcher:
                                    self.response_timeout,
                                    functools.partial(self._answered, worker, batch, key),
                                    _partials_to(batch))
-        if waits:  # cancellable (client gone, expired) until the worker begins it
+        if waits and key in self._in_flight:  # cancellable until the worker begins it
             for index, job in enumerate(batch):
                 job.sent_to = (worker, number, index)
 
@@ -302,22 +348,28 @@ class Batcher:
             if job.sent_to is not None:  # it waited behind another batch
                 job.sent_to = None  # lets go of the worker
                 job.expiry.cancel()  # type: ignore[union-attr]
-        if not self._in_flight and self._all_answered is not None \
-                and not self._all_answered.done():
-            self._all_answered.set_result(None)
-        self.pool.batch_finished(worker, error is None)
-        if isinstance(error, BatchNotStarted) and self._stop_error is None:
-            self._requeue(batch)
-            return
-        if error is not None or result is None:
-            for job in batch:
-                _fail(job, error or self._stop_error or ServiceUnavailable("no answer"))
-            return
-        for job, answer in zip(batch, result.answers):
-            if not job.future.done():
-                job.future.set_result(answer)
-        if self.observer is not None:
-            self.observer.batch_done(batch, result, started, time.monotonic(), worker.id)
+        try:
+            if isinstance(error, BatchNotStarted) and self._stop_error is None:
+                self._requeue(batch)
+            elif error is not None or result is None:
+                for job in batch:
+                    _fail(job, self._stop_error if isinstance(error, BatchNotStarted) else
+                          error or ServiceUnavailable("the worker sent no answer"))
+            else:
+                for job, answer in zip(batch, result.answers):
+                    if job.expired and answer.error and answer.status == ClientGone.status:
+                        _fail(job, ServiceUnavailable(_expired_message(job.expired)))
+                    elif not job.future.done():
+                        job.future.set_result(answer)
+                if self.observer is not None:
+                    self.observer.batch_done(batch, result, started, time.monotonic(),
+                                             worker.id)
+        finally:
+            if not self._in_flight and self._all_answered is not None \
+                    and not self._all_answered.done():
+                self._all_answered.set_result(None)
+            self.pool.batch_finished(worker, error is None)
+            self.queue.wake()  # a batch filling for a busy worker may go now
 
     def _requeue(self, batch: list[Job]) -> None:
         """Queue again the jobs of a batch no worker began (its worker died first)."""
@@ -358,17 +410,20 @@ def _fail(job: Job, error: TsfError) -> None:
         job.future.set_exception(error)
 
 
+def _expired_message(within: str) -> str:
+    return (f"no worker became free for this request within {within}; the model may be "
+            "overloaded or restarting")
+
+
 def _expire(job: Job, within: str) -> None:
     if job.future.done():
         return
-    if job.dispatched:  # sent behind a busy worker's batch: expires only if not begun yet
-        if job.sent_to is None:
-            return
-        worker, number, index = job.sent_to
-        if not worker.cancel(number, index):
-            return
-        job.sent_to = None
-    if not job.future.done():
-        job.future.set_exception(ServiceUnavailable(
-            f"no worker became free for this request within {within}; the model may be "
-            "overloaded or restarting"))
+    if job.dispatched:
+        # sent behind a busy worker's batch: ask the worker to skip it; it fails when the
+        # worker's answer says it was skipped (the worker may have begun the batch already)
+        if job.sent_to is not None:
+            worker, number, index = job.sent_to
+            if worker.cancel(number, index):
+                job.expired = within
+        return
+    job.future.set_exception(ServiceUnavailable(_expired_message(within)))

@@ -54,11 +54,12 @@ def test_batch_delay_counts_from_the_first_request(server):
 
 def test_full_queue_answers_503_at_once(server):
     assert server.register("sleepy.mar", model_name="busy").status_code == 200
-    # one request occupies the only worker; the queue holds 10; the rest are refused at once
-    responses = _burst(server, "/predictions/busy", 16, data=b"0.3",
+    # one request occupies the only worker and one more waits in its socket
+    # (worker_pipeline_depth 2); the queue holds 10; the rest are refused at once
+    responses = _burst(server, "/predictions/busy", 16, data=b"0.5",
                        headers={"Content-Type": "text/plain"})
     codes = sorted(r.status_code for r in responses)
-    assert codes.count(503) >= 4 and codes.count(200) >= 6, codes
+    assert codes.count(503) >= 3 and codes.count(200) >= 6, codes
     refused = next(r for r in responses if r.status_code == 503)
     assert_error(refused, 503, "ServiceUnavailableException", "job_queue_size")
     assert server.manage("DELETE", "/models/busy").status_code == 200
@@ -131,10 +132,10 @@ def test_a_batch_sent_behind_a_killed_workers_batch_is_queued_again(server):
     pid = _worker_pid(server, "piped")
     headers = {"Content-Type": "text/plain"}
     with ThreadPoolExecutor(2) as pool:
-        running = pool.submit(server.post, "/predictions/piped", data=b"5", headers=headers)
-        time.sleep(0.5)
+        running = pool.submit(server.post, "/predictions/piped", data=b"8", headers=headers)
+        time.sleep(1.5)
         waiting = pool.submit(server.post, "/predictions/piped", data=b"0", headers=headers)
-        time.sleep(0.5)
+        time.sleep(1.5)
         os.kill(pid, signal.SIGKILL)
         first, second = running.result(timeout=60), waiting.result(timeout=60)
     assert_error(first, 503, "WorkerDiedException", "died")
@@ -145,12 +146,12 @@ def test_a_batch_sent_behind_a_killed_workers_batch_is_queued_again(server):
 
 
 def test_response_timeout_counts_from_when_the_worker_begins_a_batch(server):
-    # two batches of 1.2 s each, sent together to one worker with a 2 s response_timeout: the
-    # second waits 1.2 s in the worker's socket and is not timed out for it
-    assert server.register("sleepy.mar", model_name="queued2", response_timeout=2
+    # two batches of 2 s each, sent together to one worker with a 3 s response_timeout: the
+    # second waits 2 s in the worker's socket and is not timed out for it
+    assert server.register("sleepy.mar", model_name="queued2", response_timeout=3
                            ).status_code == 200
     pid = _worker_pid(server, "queued2")
-    responses = _burst(server, "/predictions/queued2", 2, data=b"1.2",
+    responses = _burst(server, "/predictions/queued2", 2, data=b"2",
                        headers={"Content-Type": "text/plain"})
     assert [r.status_code for r in responses] == [200, 200], [r.text for r in responses]
     assert _worker_pid(server, "queued2") == pid  # not killed for a timeout

@@ -20,6 +20,16 @@ from tsf.archiver import ArchiveSpec, write_archive
 from tsf.testing import ServerProcess, assert_error, wait_for
 
 HANDLERS = {
+    # answers with the OpenMP settings its worker process was started with
+    "omp": '''
+        import os
+
+        def handle(data, context):
+            if data is None:
+                return None
+            keys = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+            return [{key: os.environ.get(key) for key in keys} for _ in data]
+    ''',
     # prints one line of as many bytes as the body says, on stdout and on stderr
     "longline": '''
         import sys
@@ -280,3 +290,20 @@ def test_workers_per_model_are_capped(model_store):
         assert server.manage("GET", "/models/fn").json()[0]["workers"] == []
     finally:
         server.stop()
+
+
+def test_workers_spin_openmp_threads_briefly_unless_the_environment_says_otherwise(tmp_path):
+    store = _archive(tmp_path, "omp")
+    settings = []
+    for env in ({}, {"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "50"}):
+        server = ServerProcess(model_store=store, config={"number_of_threads_per_worker": 2},
+                               env=env)
+        try:
+            assert server.register("omp.mar").status_code == 200
+            settings.append(_text(server, "omp", "").json())
+        finally:
+            server.stop()
+    default, active, spin = settings
+    assert default == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "3000"}
+    assert active["OMP_WAIT_POLICY"] == "ACTIVE" and active["GOMP_SPINCOUNT"] is None
+    assert spin["GOMP_SPINCOUNT"] == "50" and spin["OMP_WAIT_POLICY"] is None

@@ -47,6 +47,11 @@ class FakeWorker(WorkerProcess):
     failing_starts = 0
     gate: asyncio.Event | None = None
     started: list["FakeWorker"] = []
+    send_error: Exception | None = None  # send_batch raises it, while set
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.cancels: list[tuple[int, int]] = []
 
     async def start(self, startup_timeout: float) -> None:
         if FakeWorker.gate is not None:
@@ -75,25 +80,42 @@ class FakeWorker(WorkerProcess):
     def crash(self, code: int = 1) -> None:
         self.proc.exit(code)  # type: ignore[union-attr]
 
-    def send_batch(self, batch, timeout, on_done, on_partial=None) -> None:
+    def send_batch(self, batch, timeout, on_done, on_partial=None) -> int:
         """Keep the batch in flight until the test answers it (see :meth:`answer`)."""
-        self._in_flight.append((batch, on_done))  # type: ignore[arg-type]
+        if FakeWorker.send_error is not None:
+            raise FakeWorker.send_error
+        number = self._sent
+        self._sent += 1
+        self._in_flight.append((number, batch, on_done))  # type: ignore[arg-type]
         self.status = "BUSY"
+        return number
 
-    def answer(self) -> None:
-        """Answer the oldest batch in flight, each request with its id."""
-        batch, on_done = self._in_flight.popleft()  # type: ignore[misc]
+    def sent_ids(self) -> list[list[str]]:
+        """The request ids of each batch in flight."""
+        return [[r.id for r in batch.requests] for _, batch, _ in self._in_flight]
+
+    def cancel(self, number: int, index: int) -> bool:
+        self.cancels.append((number, index))
+        return any(n == number for n, _, _ in list(self._in_flight)[1:])
+
+    def answer(self, skip: tuple[int, ...] = ()) -> None:
+        """Answer the oldest batch in flight, each request with its id (or, at the indexes in
+        ``skip``, as the worker answers a request it skipped)."""
+        _, batch, on_done = self._in_flight.popleft()  # type: ignore[misc]
         self.status = "BUSY" if self._in_flight else "READY"
-        on_done(BatchResult([Answer(200, "text/plain", r.id.encode()) for r in batch.requests]),
-                None, time.monotonic())
+        answers = [Answer(499, "application/json", b'{"message": "went away"}', error=True)
+                   if i in skip else Answer(200, "text/plain", r.id.encode())
+                   for i, r in enumerate(batch.requests)]
+        on_done(BatchResult(answers), None, time.monotonic())
 
     def die_with_batches_in_flight(self) -> None:
-        """Die computing the oldest batch; the others were never begun."""
-        (_, head), *waiting = list(self._in_flight)  # type: ignore[misc]
+        """Die computing the oldest batch; the others were never begun (and come back to the
+        batcher last first, as WorkerProcess hands them back)."""
+        (_, _, head), *waiting = list(self._in_flight)  # type: ignore[misc]
         self._in_flight.clear()
         self.status = "DEAD"
         head(None, WorkerDied("died while processing the batch"), time.monotonic())
-        for _, on_done in waiting:
+        for _, _, on_done in reversed(waiting):
             on_done(None, BatchNotStarted("died before it began this batch"), 0.0)
 
     def memory_rss(self) -> int:
@@ -122,6 +144,7 @@ class RecordedSleep:
 def fake_workers(monkeypatch):
     """The pool starts FakeWorkers; returns the list of those started."""
     FakeWorker.failing_starts, FakeWorker.gate, FakeWorker.started = 0, None, []
+    FakeWorker.send_error = None
     monkeypatch.setattr(pool_module, "WorkerProcess", FakeWorker)
     return FakeWorker.started
 
@@ -441,8 +464,7 @@ def test_the_batcher_sends_the_next_batch_before_the_worker_answers(fake_workers
         await until(lambda: worker.in_flight == 2, "the second batch was not sent")
         await settle()
         assert worker.in_flight == 2  # not a third: the pipeline is full
-        sent = [[r.id for r in batch.requests] for batch, _ in worker._in_flight]
-        assert sent == [["a", "b"], ["c", "d"]]
+        assert worker.sent_ids() == [["a", "b"], ["c", "d"]]
         worker.answer()
         await until(lambda: worker.in_flight == 2, "the third batch was not sent")
         worker.answer()
@@ -454,10 +476,11 @@ def test_the_batcher_sends_the_next_batch_before_the_worker_answers(fake_workers
     run(main())
 
 
-def test_batches_a_dead_worker_never_began_go_back_to_the_queue(sleeps, fake_workers):
+@pytest.mark.parametrize("depth", [2, 3])
+def test_batches_a_dead_worker_never_began_go_back_to_the_queue(sleeps, fake_workers, depth):
     async def main():
         loop = asyncio.get_running_loop()
-        pool = new_pool(pipeline_depth=2)
+        pool = new_pool(pipeline_depth=depth)
         await pool.scale(1)
         [worker] = fake_workers
         queue = BatchQueue(10)
@@ -467,7 +490,7 @@ def test_batches_a_dead_worker_never_began_go_back_to_the_queue(sleeps, fake_wor
         jobs = _jobs(loop, "xyz")
         for job in jobs:
             batcher.submit(job)
-        await until(lambda: worker.in_flight == 2, "the batches were not sent")
+        await until(lambda: worker.in_flight == min(depth, 3), "the batches were not sent")
         worker.die_with_batches_in_flight()
         worker.crash(-9)
         with pytest.raises(WorkerDied):
@@ -476,11 +499,137 @@ def test_batches_a_dead_worker_never_began_go_back_to_the_queue(sleeps, fake_wor
         await until(lambda: len(fake_workers) == 2, "no replacement started")
         replacement = fake_workers[1]
         await until(lambda: replacement.in_flight == 2, "the queued jobs were not sent again")
-        sent = [[r.id for r in batch.requests] for batch, _ in replacement._in_flight]
-        assert sent == [["y"], ["z"]]  # in their order, before anything newer
+        assert replacement.sent_ids() == [["y"], ["z"]]  # in their order
         replacement.answer()
         replacement.answer()
         assert [(await job.future).body for job in jobs[1:]] == [b"y", b"z"]
+        await batcher.stop(ServiceUnavailable("test over"))
+        await pool.close()
+    run(main())
+
+
+def test_a_batch_that_cannot_be_sent_fails_alone(fake_workers):
+    async def main():
+        loop = asyncio.get_running_loop()
+        pool = new_pool(pipeline_depth=2)
+        await pool.scale(1)
+        [worker] = fake_workers
+        batcher = Batcher(BatchQueue(10), pool, batch_size=1, max_batch_delay_ms=0,
+                          response_timeout=10)
+        batcher.start()
+        FakeWorker.send_error = ValueError("a blob that is not bytes")
+        [bad] = _jobs(loop, "b")
+        batcher.submit(bad)
+        with pytest.raises(Exception, match="could not be sent"):
+            await asyncio.wait_for(bad.future, 5)
+        FakeWorker.send_error = None
+        [good] = _jobs(loop, "g")
+        batcher.submit(good)  # the batcher still runs, and the worker was given back
+        await until(lambda: worker.in_flight == 1, "the next batch was not sent")
+        worker.answer()
+        assert (await good.future).body == b"g"
+        await batcher.stop(ServiceUnavailable("test over"))
+        await pool.close()
+    run(main())
+
+
+def test_a_job_that_expires_behind_a_busy_workers_batch(fake_workers):
+    # clientTimeoutInMills passes while the job's batch waits in the worker's socket: the worker
+    # is asked to skip it; the job fails (503) when the answer says it was skipped, and gets its
+    # real answer if the worker had begun the batch before the cancel reached it
+    async def main():
+        loop = asyncio.get_running_loop()
+        pool = new_pool(pipeline_depth=2)
+        await pool.scale(1)
+        [worker] = fake_workers
+        batcher = Batcher(BatchQueue(10), pool, batch_size=1, max_batch_delay_ms=0,
+                          response_timeout=10, client_timeout_ms=50)
+        batcher.start()
+        first, skipped, ran = _jobs(loop, "fsr")
+        batcher.submit(first)
+        batcher.submit(skipped)
+        await until(lambda: worker.in_flight == 2, "the second batch was not sent")
+        await real_sleep(0.2)  # past the client timeout
+        assert worker.cancels == [(1, 0)] and not skipped.future.done()
+        worker.answer()
+        assert (await first.future).body == b"f"
+        worker.answer(skip=(0,))
+        with pytest.raises(ServiceUnavailable, match="clientTimeoutInMills"):
+            await skipped.future
+        batcher.submit(ran)
+        await until(lambda: worker.in_flight == 1, "the third batch was not sent")
+        [blocker] = _jobs(loop, "x")
+        batcher.submit(blocker)
+        await until(lambda: worker.in_flight == 2, "the fourth batch was not sent")
+        await real_sleep(0.2)
+        worker.answer()  # "ran" is answered: the fourth batch begins
+        worker.answer()  # the cancel came too late: the worker ran it, its answer counts
+        assert (await ran.future).body == b"r" and (await blocker.future).body == b"x"
+        await batcher.stop(ServiceUnavailable("test over"))
+        await pool.close()
+    run(main())
+
+
+def test_the_batcher_holds_no_worker_once_the_queue_is_empty(fake_workers):
+    # a job that expires while the batcher waits for a worker leaves nothing to send: the
+    # worker it then gets goes back at once, so scaling down stops it
+    async def main():
+        loop = asyncio.get_running_loop()
+        pool = new_pool(pipeline_depth=1)
+        await pool.scale(1)
+        [worker] = fake_workers
+        batcher = Batcher(BatchQueue(10), pool, batch_size=1, max_batch_delay_ms=0,
+                          response_timeout=10, client_timeout_ms=50)
+        batcher.start()
+        first, expiring = _jobs(loop, "fe")
+        batcher.submit(first)
+        await until(lambda: worker.in_flight == 1, "the first batch was not sent")
+        batcher.submit(expiring)
+        with pytest.raises(ServiceUnavailable):
+            await expiring.future  # expired in the queue: no worker was free
+        worker.answer()
+        await first.future
+        await settle()
+        assert not worker.held
+        await pool.scale(0)
+        await until(lambda: worker.proc.returncode is not None, "the worker was not stopped")
+        await batcher.stop(ServiceUnavailable("test over"))
+        await pool.close()
+    run(main())
+
+
+def test_a_batch_for_a_busy_worker_goes_full_or_once_a_worker_is_idle(fake_workers):
+    # max_batch_delay 0: a batch for an idle worker goes at once, but one for a busy worker
+    # keeps filling (it could not begin sooner), so later requests still join it
+    async def main():
+        loop = asyncio.get_running_loop()
+        pool = new_pool(pipeline_depth=2)
+        await pool.scale(1)
+        [worker] = fake_workers
+        batcher = Batcher(BatchQueue(10), pool, batch_size=4, max_batch_delay_ms=0,
+                          response_timeout=10)
+        batcher.start()
+        jobs = dict(zip("abcdef", _jobs(loop, "abcdef")))
+        batcher.submit(jobs["a"])
+        await until(lambda: worker.in_flight == 1, "the first batch was not sent")
+        batcher.submit(jobs["b"])
+        batcher.submit(jobs["c"])
+        await real_sleep(0.05)
+        assert worker.sent_ids() == [["a"]]  # not sent half full behind "a"
+        batcher.submit(jobs["d"])
+        batcher.submit(jobs["e"])
+        await until(lambda: worker.in_flight == 2, "the full batch was not sent")
+        assert worker.sent_ids() == [["a"], ["b", "c", "d", "e"]]
+        batcher.submit(jobs["f"])
+        worker.answer()
+        await settle()
+        assert worker.sent_ids() == [["b", "c", "d", "e"]]  # still busy: "f" keeps waiting
+        worker.answer()
+        await until(lambda: worker.in_flight == 1, "the last batch was not sent")
+        assert worker.sent_ids() == [["f"]]  # the worker is idle: the delay rule sends it
+        worker.answer()
+        assert [(await job.future).body for job in jobs.values()] == [b"a", b"b", b"c", b"d",
+                                                                      b"e", b"f"]
         await batcher.stop(ServiceUnavailable("test over"))
         await pool.close()
     run(main())

@@ -62,6 +62,7 @@ class WorkerPool:
         self._idle: collections.deque[WorkerProcess] = collections.deque()
         self._open: collections.deque[WorkerProcess] = collections.deque()  # busy, with room
         self._recycling: dict[str, str] = {}  # worker id -> why it is replaced once its batches end
+        self._retired: set[str] = set()  # ids of retiring workers already being stopped
         self._idle_since: dict[str, float] = {}  # worker id -> when it last became idle
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
         self._failures = 0
@@ -142,6 +143,7 @@ class WorkerPool:
         self.workers.pop(worker.id, None)
         self._idle_since.pop(worker.id, None)
         self._unlist(worker)
+        self._retired.discard(worker.id)
         worker.status = "DEAD"
         worker.close_socket()
         self.on_change()
@@ -204,8 +206,8 @@ class WorkerPool:
         for worker in candidates[:max(0, excess)]:
             worker.retiring = True
             self._unlist(worker)
-            if worker.status != "BUSY" and not worker.in_flight and not worker.held:
-                self._spawn(worker.stop("scaled down"))
+            if not worker.held:
+                self._list(worker)  # stops it now if it has no batch in flight
         self.on_change()
 
     async def close(self) -> None:
@@ -249,27 +251,37 @@ class WorkerPool:
     def release(self, worker: WorkerProcess, succeeded: bool = False) -> None:
         """The holder is done with ``worker`` (it sent a batch to it, or none)."""
         worker.held = False
-        self.batch_finished(worker, succeeded)
+        if succeeded:
+            self._succeeded()
+        self._list(worker)
 
     def batch_finished(self, worker: WorkerProcess, succeeded: bool) -> None:
         """A batch ``worker`` was sent has been answered (or has failed)."""
         if succeeded:
-            self._failures = 0
-            self._failing_since = None
-        if worker.held:
-            return  # the holder lists it again when it releases it
-        if worker.retiring:
-            if not worker.in_flight:
-                self._spawn(self._retire(worker))
-            return
-        if not worker.alive:
-            return
-        if self.memory_limit and not self._closed:
+            self._succeeded()
+        if self.memory_limit and not self._closed and worker.alive:
             rss = worker.memory_rss()
             if rss > self.memory_limit:
                 self._recycle(worker, f"resident memory {rss / 2**20:.0f} MiB is over the "
                                       f"memory limit of {self.memory_limit / 2**20:.0f} MiB")
-                return
+        if not worker.held:  # else the holder lists it again when it releases it
+            self._list(worker)
+
+    def _succeeded(self) -> None:
+        self._failures = 0
+        self._failing_since = None
+
+    def _list(self, worker: WorkerProcess) -> None:
+        """Put ``worker`` where :meth:`acquire` finds it, by how many batches it has in flight;
+        a retiring worker is stopped once its last batch is done."""
+        if worker.retiring:
+            if not worker.in_flight and worker.id not in self._retired and not self._closed \
+                    and worker.proc is not None and worker.proc.returncode is None:
+                self._retired.add(worker.id)
+                self._spawn(self._retire(worker))
+            return
+        if not worker.alive:
+            return
         self._unlist(worker)
         if not worker.in_flight:
             self._idle.append(worker)
@@ -298,8 +310,8 @@ class WorkerPool:
         self.memory_restarts += 1
         self.on_memory_restart()
         self.on_change()
-        if not worker.in_flight:
-            self._spawn(self._retire(worker))
+        if not worker.held:
+            self._list(worker)  # stops it now if it has no batch in flight
 
     async def _retire(self, worker: WorkerProcess) -> None:
         """Stop a retiring worker whose batches are done; replace it if it was recycled."""

@@ -35,6 +35,9 @@ log = logging.getLogger("tsf.worker")
 
 STDERR_TAIL_LINES = 40
 
+# libgomp's spins before an idle OpenMP thread sleeps, in workers (see WorkerProcess.start)
+WORKER_SPIN_COUNT = "3000"
+
 # called once per batch: (result, None, started) or (None, error, started); ``started`` is the
 # time.monotonic() at which the worker began the batch (0.0 if it never did)
 BatchDone = Callable[[BatchResult | None, TsfError | None, float], None]
@@ -130,10 +133,13 @@ class WorkerProcess:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads),
                    MKL_NUM_THREADS=str(self.threads), PYTHONUNBUFFERED="1")
-        # OpenMP threads spin for a while after each parallel region by default; on a machine
-        # whose cores the front end shares, that spinning takes the CPU the front end needs to
-        # feed the worker.  Sleeping at once costs nothing measurable for compute-bound models.
-        env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        # OpenMP threads (libgomp, torch's on Linux) spin 300,000 rounds after each parallel
+        # region by default: on cores the front end shares, that takes the CPU it needs to feed
+        # the worker.  Sleeping at once (OMP_WAIT_POLICY=PASSIVE) makes each of a conv net's
+        # back-to-back regions wake its threads again.  A short spin keeps a forward pass's
+        # threads awake between its regions and lets them sleep once it ends.
+        if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
+            env["GOMP_SPINCOUNT"] = WORKER_SPIN_COUNT
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "tsf.workers.main", "--fd", str(child.fileno()),
@@ -318,14 +324,17 @@ class WorkerProcess:
                 self._in_flight.popleft()
                 self._begin_next()
                 _call(head.on_done, result, None, head.started)
-        except (EOFError, ConnectionError, protocol.ProtocolError, ValueError, KeyError) as exc:
-            if self._in_flight and not isinstance(exc, EOFError):
-                self.kill(f"sent something that is not a valid answer ({exc})")
-            await self._reap()
-            self._fail_in_flight()
         except asyncio.CancelledError:
             self._fail_in_flight()
             raise
+        except Exception as exc:  # EOF, a broken socket, or an answer that is not one
+            if not isinstance(exc, (EOFError, ConnectionError)):
+                log.error("worker %s sent something that is not a valid answer: %r", self.id,
+                          exc)
+                self.kill(f"sent something that is not a valid answer ({exc})")
+            self.status = "DEAD"  # no batch is sent to it from now on
+            await self._reap()
+            self._fail_in_flight()
 
     def _restart_timer(self, timeout: float) -> None:
         if self._timer is not None:
@@ -341,8 +350,11 @@ class WorkerProcess:
         if not self._in_flight:
             return
         head = self._in_flight.popleft()
-        if self._timed_out:
-            error: TsfError = WorkerTimeout(
+        if self.retiring and self.kill_reason:
+            error: TsfError = WorkerDied(f"worker {self.id} died while processing the batch: "
+                                         f"it was stopped ({self.kill_reason})")
+        elif self._timed_out:
+            error = WorkerTimeout(
                 f"worker {self.id} did not answer within {head.timeout:g} s "
                 "(response_timeout); it was stopped and will be restarted")
         else:
@@ -353,7 +365,7 @@ class WorkerProcess:
         waiting = list(self._in_flight)
         self._in_flight.clear()
         _call(head.on_done, None, error, head.started)
-        for entry in waiting:
+        for entry in reversed(waiting):  # each goes back to the front of its queue
             _call(entry.on_done, None, BatchNotStarted(
                 f"worker {self.id} died before it began this batch"), 0.0)
 
