@@ -214,6 +214,7 @@ class Batcher:
         self._stop_error: TsfError | None = None  # set once stop() begins
 
     def start(self) -> None:
+        self.pool.on_idle = self.queue.wake  # a batch filling for a busy worker may go now
         self._task = asyncio.ensure_future(self._run())
 
     async def stop(self, error: TsfError, wait: float | None = None) -> None:
@@ -286,6 +287,7 @@ class Batcher:
             batch: list[Job] = []
             try:
                 worker = await self._while_busy(worker)
+                self._holding = not worker.in_flight
                 batch = await queue.fill(self.batch_size, self.max_delay)
                 worker = pool.swap_for_idle(worker)
                 while not worker.alive:
@@ -357,10 +359,12 @@ class Batcher:
                           error or ServiceUnavailable("the worker sent no answer"))
             else:
                 for job, answer in zip(batch, result.answers):
-                    if job.expired and answer.error and answer.status == ClientGone.status:
-                        _fail(job, ServiceUnavailable(_expired_message(job.expired)))
-                    elif not job.future.done():
+                    if not job.future.done():
                         job.future.set_result(answer)
+                    elif job.expired and not (answer.error and answer.status == ClientGone.status):
+                        log.warning("request %s timed out waiting behind a batch and was "
+                                    "answered 503, but its worker had begun its batch before "
+                                    "the cancel reached it, and ran it", job.request.id)
                 if self.observer is not None:
                     self.observer.batch_done(batch, result, started, time.monotonic(),
                                              worker.id)
@@ -410,20 +414,16 @@ def _fail(job: Job, error: TsfError) -> None:
         job.future.set_exception(error)
 
 
-def _expired_message(within: str) -> str:
-    return (f"no worker became free for this request within {within}; the model may be "
-            "overloaded or restarting")
-
-
 def _expire(job: Job, within: str) -> None:
     if job.future.done():
         return
-    if job.dispatched:
-        # sent behind a busy worker's batch: ask the worker to skip it; it fails when the
-        # worker's answer says it was skipped (the worker may have begun the batch already)
-        if job.sent_to is not None:
-            worker, number, index = job.sent_to
-            if worker.cancel(number, index):
-                job.expired = within
-        return
-    job.future.set_exception(ServiceUnavailable(_expired_message(within)))
+    if job.dispatched:  # sent behind a busy worker's batch: the worker is asked to skip it
+        if job.sent_to is None:
+            return
+        worker, number, index = job.sent_to
+        if not worker.cancel(number, index):
+            return
+        job.expired = within
+    job.future.set_exception(ServiceUnavailable(
+        f"no worker became free for this request within {within}; the model may be "
+        "overloaded or restarting"))

@@ -449,15 +449,28 @@ def _jobs(loop, names):
     return [Job(Request(name, []), loop.create_future()) for name in names]
 
 
+async def _batcher_on_one_worker(depth: int, **settings) -> tuple[WorkerPool, FakeWorker,
+                                                                    Batcher]:
+    """A started batcher (batch size 1, no delay, unless ``settings`` say otherwise) over a
+    pool of one fake worker."""
+    pool = new_pool(pipeline_depth=depth)
+    await pool.scale(1)
+    [worker] = FakeWorker.started
+    batcher = Batcher(BatchQueue(10), pool, **{"batch_size": 1, "max_batch_delay_ms": 0,
+                                               "response_timeout": 10, **settings})
+    batcher.start()
+    return pool, worker, batcher
+
+
+async def _stop(pool: WorkerPool, batcher: Batcher) -> None:
+    await batcher.stop(ServiceUnavailable("test over"))
+    await pool.close()
+
+
 def test_the_batcher_sends_the_next_batch_before_the_worker_answers(fake_workers):
     async def main():
         loop = asyncio.get_running_loop()
-        pool = new_pool(pipeline_depth=2)
-        await pool.scale(1)
-        [worker] = fake_workers
-        batcher = Batcher(BatchQueue(10), pool, batch_size=2, max_batch_delay_ms=0,
-                          response_timeout=10)
-        batcher.start()
+        pool, worker, batcher = await _batcher_on_one_worker(2, batch_size=2)
         jobs = _jobs(loop, "abcdef")
         for job in jobs:
             batcher.submit(job)
@@ -471,8 +484,7 @@ def test_the_batcher_sends_the_next_batch_before_the_worker_answers(fake_workers
         worker.answer()
         answers = await asyncio.gather(*(job.future for job in jobs))
         assert [a.body for a in answers] == [b"a", b"b", b"c", b"d", b"e", b"f"]
-        await batcher.stop(ServiceUnavailable("test over"))
-        await pool.close()
+        await _stop(pool, batcher)
     run(main())
 
 
@@ -480,13 +492,7 @@ def test_the_batcher_sends_the_next_batch_before_the_worker_answers(fake_workers
 def test_batches_a_dead_worker_never_began_go_back_to_the_queue(sleeps, fake_workers, depth):
     async def main():
         loop = asyncio.get_running_loop()
-        pool = new_pool(pipeline_depth=depth)
-        await pool.scale(1)
-        [worker] = fake_workers
-        queue = BatchQueue(10)
-        batcher = Batcher(queue, pool, batch_size=1, max_batch_delay_ms=0,
-                          response_timeout=10)
-        batcher.start()
+        pool, worker, batcher = await _batcher_on_one_worker(depth)
         jobs = _jobs(loop, "xyz")
         for job in jobs:
             batcher.submit(job)
@@ -503,20 +509,14 @@ def test_batches_a_dead_worker_never_began_go_back_to_the_queue(sleeps, fake_wor
         replacement.answer()
         replacement.answer()
         assert [(await job.future).body for job in jobs[1:]] == [b"y", b"z"]
-        await batcher.stop(ServiceUnavailable("test over"))
-        await pool.close()
+        await _stop(pool, batcher)
     run(main())
 
 
 def test_a_batch_that_cannot_be_sent_fails_alone(fake_workers):
     async def main():
         loop = asyncio.get_running_loop()
-        pool = new_pool(pipeline_depth=2)
-        await pool.scale(1)
-        [worker] = fake_workers
-        batcher = Batcher(BatchQueue(10), pool, batch_size=1, max_batch_delay_ms=0,
-                          response_timeout=10)
-        batcher.start()
+        pool, worker, batcher = await _batcher_on_one_worker(2)
         FakeWorker.send_error = ValueError("a blob that is not bytes")
         [bad] = _jobs(loop, "b")
         batcher.submit(bad)
@@ -528,45 +528,40 @@ def test_a_batch_that_cannot_be_sent_fails_alone(fake_workers):
         await until(lambda: worker.in_flight == 1, "the next batch was not sent")
         worker.answer()
         assert (await good.future).body == b"g"
-        await batcher.stop(ServiceUnavailable("test over"))
-        await pool.close()
+        await _stop(pool, batcher)
     run(main())
 
 
-def test_a_job_that_expires_behind_a_busy_workers_batch(fake_workers):
-    # clientTimeoutInMills passes while the job's batch waits in the worker's socket: the worker
-    # is asked to skip it; the job fails (503) when the answer says it was skipped, and gets its
-    # real answer if the worker had begun the batch before the cancel reached it
+def test_a_job_that_expires_behind_a_busy_workers_batch(fake_workers, caplog):
+    # clientTimeoutInMills passes while the job's batch waits in the worker's socket: it is
+    # answered 503 at once and the worker is asked to skip it; if the worker had begun the
+    # batch before the cancel reached it, the log says the request ran all the same
     async def main():
         loop = asyncio.get_running_loop()
-        pool = new_pool(pipeline_depth=2)
-        await pool.scale(1)
-        [worker] = fake_workers
-        batcher = Batcher(BatchQueue(10), pool, batch_size=1, max_batch_delay_ms=0,
-                          response_timeout=10, client_timeout_ms=50)
-        batcher.start()
-        first, skipped, ran = _jobs(loop, "fsr")
+        pool, worker, batcher = await _batcher_on_one_worker(2, client_timeout_ms=50)
+        first, skipped = _jobs(loop, "fs")
         batcher.submit(first)
         batcher.submit(skipped)
         await until(lambda: worker.in_flight == 2, "the second batch was not sent")
-        await real_sleep(0.2)  # past the client timeout
-        assert worker.cancels == [(1, 0)] and not skipped.future.done()
-        worker.answer()
-        assert (await first.future).body == b"f"
-        worker.answer(skip=(0,))
         with pytest.raises(ServiceUnavailable, match="clientTimeoutInMills"):
-            await skipped.future
-        batcher.submit(ran)
+            await asyncio.wait_for(skipped.future, 5)  # at its timeout, not after "first"
+        assert worker.cancels == [(1, 0)] and not first.future.done()
+        worker.answer()
+        worker.answer(skip=(0,))  # the worker skipped it
+        assert (await first.future).body == b"f"
+        head, late = _jobs(loop, "hl")
+        batcher.submit(head)
         await until(lambda: worker.in_flight == 1, "the third batch was not sent")
-        [blocker] = _jobs(loop, "x")
-        batcher.submit(blocker)
+        batcher.submit(late)
         await until(lambda: worker.in_flight == 2, "the fourth batch was not sent")
-        await real_sleep(0.2)
-        worker.answer()  # "ran" is answered: the fourth batch begins
-        worker.answer()  # the cancel came too late: the worker ran it, its answer counts
-        assert (await ran.future).body == b"r" and (await blocker.future).body == b"x"
-        await batcher.stop(ServiceUnavailable("test over"))
-        await pool.close()
+        with pytest.raises(ServiceUnavailable):
+            await asyncio.wait_for(late.future, 5)
+        worker.answer()
+        assert "ran it" not in caplog.text
+        worker.answer()  # the worker had begun it before the cancel came, and ran it
+        assert (await head.future).body == b"h"
+        assert "ran it" in caplog.text
+        await _stop(pool, batcher)
     run(main())
 
 
@@ -575,12 +570,7 @@ def test_the_batcher_holds_no_worker_once_the_queue_is_empty(fake_workers):
     # worker it then gets goes back at once, so scaling down stops it
     async def main():
         loop = asyncio.get_running_loop()
-        pool = new_pool(pipeline_depth=1)
-        await pool.scale(1)
-        [worker] = fake_workers
-        batcher = Batcher(BatchQueue(10), pool, batch_size=1, max_batch_delay_ms=0,
-                          response_timeout=10, client_timeout_ms=50)
-        batcher.start()
+        pool, worker, batcher = await _batcher_on_one_worker(1, client_timeout_ms=50)
         first, expiring = _jobs(loop, "fe")
         batcher.submit(first)
         await until(lambda: worker.in_flight == 1, "the first batch was not sent")
@@ -593,8 +583,7 @@ def test_the_batcher_holds_no_worker_once_the_queue_is_empty(fake_workers):
         assert not worker.held
         await pool.scale(0)
         await until(lambda: worker.proc.returncode is not None, "the worker was not stopped")
-        await batcher.stop(ServiceUnavailable("test over"))
-        await pool.close()
+        await _stop(pool, batcher)
     run(main())
 
 
@@ -603,12 +592,7 @@ def test_a_batch_for_a_busy_worker_goes_full_or_once_a_worker_is_idle(fake_worke
     # keeps filling (it could not begin sooner), so later requests still join it
     async def main():
         loop = asyncio.get_running_loop()
-        pool = new_pool(pipeline_depth=2)
-        await pool.scale(1)
-        [worker] = fake_workers
-        batcher = Batcher(BatchQueue(10), pool, batch_size=4, max_batch_delay_ms=0,
-                          response_timeout=10)
-        batcher.start()
+        pool, worker, batcher = await _batcher_on_one_worker(2, batch_size=4)
         jobs = dict(zip("abcdef", _jobs(loop, "abcdef")))
         batcher.submit(jobs["a"])
         await until(lambda: worker.in_flight == 1, "the first batch was not sent")
@@ -630,6 +614,27 @@ def test_a_batch_for_a_busy_worker_goes_full_or_once_a_worker_is_idle(fake_worke
         worker.answer()
         assert [(await job.future).body for job in jobs.values()] == [b"a", b"b", b"c", b"d",
                                                                       b"e", b"f"]
-        await batcher.stop(ServiceUnavailable("test over"))
-        await pool.close()
+        await _stop(pool, batcher)
+    run(main())
+
+
+def test_a_batch_filling_for_a_busy_worker_goes_to_a_worker_that_starts(fake_workers):
+    async def main():
+        loop = asyncio.get_running_loop()
+        pool, busy, batcher = await _batcher_on_one_worker(2, batch_size=4)
+        first, second, third = _jobs(loop, "abc")
+        batcher.submit(first)
+        await until(lambda: busy.in_flight == 1, "the first batch was not sent")
+        batcher.submit(second)
+        batcher.submit(third)
+        await real_sleep(0.05)
+        assert busy.sent_ids() == [["a"]]  # the next batch fills for the busy worker
+        await pool.scale(2)  # a worker starts (autoscaling, a restart): the batch goes to it
+        [started] = [w for w in fake_workers if w is not busy]
+        await until(lambda: started.in_flight == 1, "the new worker got nothing")
+        assert started.sent_ids() == [["b", "c"]] and busy.sent_ids() == [["a"]]
+        busy.answer()
+        started.answer()
+        assert [(await j.future).body for j in (first, second, third)] == [b"a", b"b", b"c"]
+        await _stop(pool, batcher)
     run(main())

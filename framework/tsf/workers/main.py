@@ -6,8 +6,9 @@ not the command line, whose length is limited.  The worker builds its own plugin
 registers the model's handler into it, loads the model, runs the model's warm-up inputs (see
 :mod:`tsf.workers.warmup`), reports READY (or LOAD_ERROR), then
 serves batches, one at a time in the order sent, until the socket closes; a request cancelled
-(CANCEL frame) before its batch begins is not run.  It ignores SIGINT (a Ctrl-C in a terminal reaches the
-whole process group; the front end stops its workers itself) and exits when the front end dies.
+(CANCEL frame) before its batch begins is not run.  It ignores SIGINT (a Ctrl-C in a terminal
+reaches the whole process group; the front end stops its workers itself) and exits when the
+front end dies.
 """
 
 from __future__ import annotations

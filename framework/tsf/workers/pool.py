@@ -55,13 +55,14 @@ class WorkerPool:
         self._failing_since: float | None = None
         self.on_change: Callable[[], None] = lambda: None  # the manager's metrics update
         self.on_memory_restart: Callable[[], None] = lambda: None
+        self.on_idle: Callable[[], None] = lambda: None  # a worker became idle (the batcher's)
         self.target = 0
         self.workers: dict[str, WorkerProcess] = {}
         self.restarts = 0
         self.memory_restarts = 0
         self._idle: collections.deque[WorkerProcess] = collections.deque()
         self._open: collections.deque[WorkerProcess] = collections.deque()  # busy, with room
-        self._recycling: dict[str, str] = {}  # worker id -> why it is replaced once its batches end
+        self._recycling: dict[str, str] = {}  # worker id -> why it is replaced after its batches
         self._retired: set[str] = set()  # ids of retiring workers already being stopped
         self._idle_since: dict[str, float] = {}  # worker id -> when it last became idle
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
@@ -286,6 +287,7 @@ class WorkerPool:
         if not worker.in_flight:
             self._idle.append(worker)
             self._idle_since[worker.id] = time.monotonic()
+            self.on_idle()
         elif worker.in_flight < self.pipeline_depth:
             self._open.append(worker)
         else:

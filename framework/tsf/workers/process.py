@@ -350,13 +350,13 @@ class WorkerProcess:
         if not self._in_flight:
             return
         head = self._in_flight.popleft()
-        if self.retiring and self.kill_reason:
-            error: TsfError = WorkerDied(f"worker {self.id} died while processing the batch: "
-                                         f"it was stopped ({self.kill_reason})")
-        elif self._timed_out:
-            error = WorkerTimeout(
+        if self._timed_out:
+            error: TsfError = WorkerTimeout(
                 f"worker {self.id} did not answer within {head.timeout:g} s "
                 "(response_timeout); it was stopped and will be restarted")
+        elif self.retiring and self.kill_reason:
+            error = WorkerDied(f"worker {self.id} died while processing the batch: it was "
+                               f"stopped ({self.kill_reason})")
         else:
             log.error("worker %s died (%s); last output:\n%s", self.id,
                       self.exit_description(), self.tail_text())

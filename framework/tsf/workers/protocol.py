@@ -29,9 +29,10 @@ BATCH = 3        # front end -> worker: a batch of requests
 RESULT = 4       # worker -> front end: one result per request, timings, metrics
 PARTIAL = 5      # worker -> front end, before RESULT: one intermediate answer of one request;
                  # header has index (in the batch), status, ctype, headers; one blob
-CANCEL = 6       # front end -> worker: do not run request ``index`` of the batch numbered ``batch``
-                 # (counted from 0 in the order sent), whose client went away; the worker skips
-                 # it if it has not begun that batch, and answers it with ClientGone
+CANCEL = 6       # front end -> worker: do not run request ``index`` of the batch numbered
+                 # ``batch`` (counted from 0 in the order sent), whose client went away or whose
+                 # time ran out; the worker skips it if it has not begun that batch, and answers
+                 # it with ClientGone
 SPEC = 10        # front end -> worker, first frame: the model to serve and the worker's settings
 
 
