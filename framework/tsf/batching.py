@@ -69,6 +69,15 @@ class Job:
         """The request's routing header (a traffic split's sticky key), if it has one."""
         return header_value(self.request.headers, ROUTING_HEADER)
 
+    def cancel_at_worker(self) -> bool:
+        """Ask the worker this job's batch waits at to skip it; True if that batch had not
+        begun (as far as the front end knows), so the job is not run."""
+        if self.sent_to is None:
+            return False
+        worker, number, index = self.sent_to
+        self.sent_to = None
+        return worker.cancel(number, index)
+
     def abandon(self, reason: str = "the client closed the connection before the answer was "
                 "ready") -> None:
         """The client is gone: fail the job (the batcher then drops it or its answer)."""
@@ -93,8 +102,7 @@ class BatchQueue:
                 f"the model's job queue is full ({self.maxsize} requests, job_queue_size); "
                 "retry later")
         self._items.append(job)
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self.wake()
 
     def oldest_wait(self, now: float) -> float:
         """Seconds the oldest queued job has waited (0 when the queue is empty)."""
@@ -109,8 +117,7 @@ class BatchQueue:
     def requeue(self, jobs: list[Job]) -> None:
         """Put ``jobs`` back at the front, in their order (they were already admitted)."""
         self._items.extendleft(reversed(jobs))
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
+        self.wake()
 
     def drain(self) -> list[Job]:
         items = list(self._items)
@@ -133,7 +140,7 @@ class BatchQueue:
             self._items.popleft()
 
     def wake(self) -> None:
-        """Wake whoever waits on the queue (a worker answered a batch)."""
+        """Wake whoever waits on the queue (a job came, or a worker answered a batch)."""
         if self._waiter is not None and not self._waiter.done():
             self._waiter.set_result(None)
 
@@ -147,11 +154,6 @@ class BatchQueue:
         while not self._items:
             await self._wait(None)
             self._prune()
-
-    async def next_batch(self, batch_size: int, max_delay: float) -> list[Job]:
-        """Wait for a first job, then for more until full or its delay has passed."""
-        await self.first_job()
-        return await self.fill(batch_size, max_delay)
 
     async def fill(self, batch_size: int, max_delay: float) -> list[Job]:
         """The queued jobs, waiting for more until full or the first one's delay has passed;
@@ -271,10 +273,8 @@ class Batcher:
         queued = not job.dispatched
         if queued:
             self.queue.discard(job)
-        elif job.sent_to is not None:  # sent: the worker skips it if it has not begun it
-            worker, number, index = job.sent_to
-            queued = worker.cancel(number, index)
-        job.sent_to = None
+        else:  # sent: the worker skips it if it has not begun it
+            queued = job.cancel_at_worker()
         if self.observer is not None:
             self.observer.abandoned("queued" if queued else "running")
 
@@ -283,7 +283,6 @@ class Batcher:
         while True:
             await queue.first_job()  # a worker is held only while a batch fills
             worker = await pool.acquire()
-            self._holding = not worker.in_flight
             batch: list[Job] = []
             try:
                 worker = await self._while_busy(worker)
@@ -418,10 +417,7 @@ def _expire(job: Job, within: str) -> None:
     if job.future.done():
         return
     if job.dispatched:  # sent behind a busy worker's batch: the worker is asked to skip it
-        if job.sent_to is None:
-            return
-        worker, number, index = job.sent_to
-        if not worker.cancel(number, index):
+        if not job.cancel_at_worker():
             return
         job.expired = within
     job.future.set_exception(ServiceUnavailable(

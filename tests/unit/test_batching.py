@@ -31,7 +31,7 @@ def test_batch_fills_up_to_batch_size_without_waiting():
         for _ in range(5):
             queue.put(_job(loop))
         start = time.monotonic()
-        batch = await queue.next_batch(4, max_delay=5.0)
+        batch = await queue.fill(4, max_delay=5.0)
         assert len(batch) == 4 and time.monotonic() - start < 0.5
         assert len(queue) == 1
     run(main())
@@ -43,7 +43,7 @@ def test_delay_is_counted_from_the_first_job_not_from_the_poll():
         queue = BatchQueue(100)
         queue.put(_job(loop, arrival=time.monotonic() - 1.0))  # waited 1 s behind a busy worker
         start = time.monotonic()
-        batch = await queue.next_batch(8, max_delay=0.5)
+        batch = await queue.fill(8, max_delay=0.5)
         assert len(batch) == 1 and time.monotonic() - start < 0.1
     run(main())
 
@@ -55,7 +55,7 @@ def test_waits_for_more_jobs_until_the_delay_passes():
         queue.put(_job(loop))
         loop.call_later(0.05, queue.put, _job(loop))
         start = time.monotonic()
-        batch = await queue.next_batch(8, max_delay=0.3)
+        batch = await queue.fill(8, max_delay=0.3)
         elapsed = time.monotonic() - start
         assert len(batch) == 2 and 0.25 <= elapsed < 1.0
     run(main())
@@ -81,7 +81,7 @@ def test_finished_jobs_are_skipped():
         gone.future.exception()
         queue.put(gone)
         queue.put(kept)
-        assert await queue.next_batch(4, 0.0) == [kept]
+        assert await queue.fill(4, 0.0) == [kept]
     run(main())
 
 
@@ -127,7 +127,7 @@ def test_a_lone_job_never_waits_past_its_delay(monkeypatch):
             await real_wait(timeout)
 
         monkeypatch.setattr(queue, "_wait", recording_wait)
-        batch = await queue.next_batch(8, max_delay=0.05)
+        batch = await queue.fill(8, max_delay=0.05)
         assert batch == [job]
         # every timer is set at least the loop's rounding before the deadline
         assert asked and all(t <= 0.05 - TIMER_SLACK + 1e-6 for t in asked), asked

@@ -227,12 +227,9 @@ class WorkerPool:
         """A live worker to send a batch to: an idle one if any, else one with room for another
         batch in flight; waits for one if necessary.  Give it back with :meth:`release`."""
         while True:
-            for listed in (self._idle, self._open):
-                while listed:
-                    worker = listed.popleft()
-                    if worker.alive and not worker.held:
-                        worker.held = True
-                        return worker
+            worker = self._hold_from(self._idle) or self._hold_from(self._open)
+            if worker is not None:
+                return worker
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             await waiter
@@ -241,13 +238,21 @@ class WorkerPool:
         """An idle worker in place of ``worker`` (held, busy) if one became idle meanwhile."""
         if not worker.in_flight:
             return worker
-        while self._idle:
-            other = self._idle.popleft()
-            if other.alive and not other.held:
-                other.held = True
-                self.release(worker)
-                return other
-        return worker
+        other = self._hold_from(self._idle)
+        if other is None:
+            return worker
+        self.release(worker)
+        return other
+
+    @staticmethod
+    def _hold_from(listed: collections.deque[WorkerProcess]) -> WorkerProcess | None:
+        """The first live worker nobody holds in ``listed``, taken out of it and held."""
+        while listed:
+            worker = listed.popleft()
+            if worker.alive and not worker.held:
+                worker.held = True
+                return worker
+        return None
 
     def release(self, worker: WorkerProcess, succeeded: bool = False) -> None:
         """The holder is done with ``worker`` (it sent a batch to it, or none)."""

@@ -290,18 +290,17 @@ class WorkerProcess:
 
     def _begin_next(self, now: float | None = None) -> None:
         """The worker has begun the first batch in flight (at ``now``): start its clock."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         if not self._in_flight:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
             self.status = "READY"
             self.busy_since = None
             return
         head = self._in_flight[0]
         self.status = "BUSY"
         head.started = self.busy_since = time.monotonic() if now is None else now
-        self._timer = asyncio.get_running_loop().call_later(head.timeout, self._on_timeout,
-                                                            head.timeout)
+        self._restart_timer(head.timeout)
 
     async def _read_answers(self) -> None:
         """Hand each answer to its batch's callback until the socket closes."""
