@@ -52,6 +52,7 @@ class FakeWorker(WorkerProcess):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.cancels: list[tuple[int, int]] = []
+        self.stops = 0
 
     async def start(self, startup_timeout: float) -> None:
         if FakeWorker.gate is not None:
@@ -71,6 +72,7 @@ class FakeWorker(WorkerProcess):
             self.proc.exit(-9)  # type: ignore[attr-defined]
 
     async def stop(self, reason: str = "", grace: float = 5.0) -> None:
+        self.stops += 1
         self.retiring = True
         self.kill_reason = self.kill_reason or reason
         if self.proc is not None:
@@ -441,6 +443,24 @@ def test_a_retiring_worker_stops_after_its_last_batch_in_flight(fake_workers):
         pool.batch_finished(worker, True)
         await until(lambda: worker.proc.returncode is not None, "the retiring worker stayed")
         assert worker.kill_reason == "scaled down" and pool.restarts == 0
+        await pool.close()
+    run(main())
+
+
+def test_a_retiring_worker_that_dies_with_batches_in_flight_is_stopped_once(fake_workers):
+    async def main():
+        pool = new_pool(pipeline_depth=3)
+        await pool.scale(1)
+        [worker] = fake_workers
+        for _ in range(3):
+            held = await pool.acquire()
+            _send(held, pool)
+            pool.release(held)
+        await pool.scale(0)
+        worker.die_with_batches_in_flight()  # each batch's callback finds nothing in flight
+        await until(lambda: worker.proc.returncode is not None, "the worker was not stopped")
+        await settle()
+        assert worker.stops == 1
         await pool.close()
     run(main())
 
