@@ -92,6 +92,16 @@ class ModelLoadError(TsfError):
     status, type = 500, "ModelLoadException"
 
 
+class WorkerCrashed(ModelLoadError):
+    """A worker process died of a signal it was not sent by tsf (SIGSEGV, SIGABRT, the kernel's
+    OOM killer...) while loading the model: a crash, which may not happen again, rather than
+    an error the handler reported.  ``how`` says how it died ("killed by SIGSEGV")."""
+
+    def __init__(self, message: str, *, how: str = "") -> None:
+        super().__init__(message)
+        self.how = how
+
+
 class NotImplementedByModel(TsfError):
     status, type = 501, "NotImplementedException"
 

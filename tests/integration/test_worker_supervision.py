@@ -1,5 +1,6 @@
 """Worker processes under faults: loud or long output, a killed front end, signals to the whole
-process group, large settings, kill reasons and levels in the log, memory limit, worker cap."""
+process group, large settings, kill reasons and levels in the log, memory limit, worker cap,
+workers that crash while loading."""
 
 from __future__ import annotations
 
@@ -61,6 +62,26 @@ HANDLERS = {
             if data is None:
                 return None
             raise RuntimeError("the handler failed on purpose")
+    ''',
+    # crashes (SIGSEGV) while loading the first time, or every time while the marker file
+    # named by TSF_TEST_CRASH_MARKER says "always"
+    "segv": '''
+        import ctypes
+        import os
+
+        MARKER = os.environ["TSF_TEST_CRASH_MARKER"]
+
+
+        class CrashingHandler:
+            def initialize(self, context):
+                first = not os.path.exists(MARKER)
+                if first or open(MARKER).read() == "always":
+                    open(MARKER, "a").close()
+                    ctypes.string_at(0)  # reads address 0
+                self.initialized = True
+
+            def handle(self, data, context):
+                return [{"pid": os.getpid()} for _ in data]
     ''',
     # keeps as many MB as the body says, for good
     "hog": '''
@@ -307,3 +328,44 @@ def test_workers_spin_openmp_threads_briefly_unless_the_environment_says_otherwi
     assert default == {"OMP_NUM_THREADS": "2", "OMP_WAIT_POLICY": None, "GOMP_SPINCOUNT": "3000"}
     assert active["OMP_WAIT_POLICY"] == "ACTIVE" and active["GOMP_SPINCOUNT"] is None
     assert spin["GOMP_SPINCOUNT"] == "50" and spin["OMP_WAIT_POLICY"] is None
+
+
+# --- workers that crash while loading -----------------------------------------------------------
+
+@pytest.mark.slow
+def test_a_worker_that_crashes_once_while_loading_is_started_again(tmp_path):
+    store = _archive(tmp_path, "segv")
+    marker = tmp_path / "crashed"
+    server = ServerProcess(model_store=store, env={"TSF_TEST_CRASH_MARKER": str(marker)})
+    try:
+        registered = server.register("segv.mar")
+        assert registered.status_code == 200, registered.text
+        assert marker.exists()
+        assert _text(server, "segv", "x").status_code == 200
+        [worker] = _workers(server, "segv")
+        assert worker["status"] == "READY"
+        log = server.log()
+        assert "crashed while loading the model (killed by SIGSEGV); starting it once more" \
+            in log, log[-3000:]
+        assert "Segmentation fault" in log and "in initialize" in log, log[-3000:]
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
+def test_a_worker_that_always_crashes_while_loading_fails_the_call_with_its_traceback(tmp_path):
+    store = _archive(tmp_path, "segv")
+    marker = tmp_path / "crashed"
+    marker.write_text("always")
+    server = ServerProcess(model_store=store, env={"TSF_TEST_CRASH_MARKER": str(marker)})
+    try:
+        failed = server.register("segv.mar")
+        assert_error(failed, 500, "ModelLoadException", "killed by SIGSEGV")
+        message = failed.json()["message"]
+        assert "Segmentation fault" in message and "in initialize" in message, message
+        assert "its first start crashed too" in message, message
+        assert_error(server.manage("GET", "/models/segv"), 404, "ModelNotFoundException")
+        assert server.worker_pids() == []
+        assert server.get("/ping").json()["status"] == "Healthy"
+    finally:
+        server.stop()

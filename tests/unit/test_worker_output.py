@@ -33,6 +33,9 @@ def test_levels_come_from_the_prefix_and_carry_over_to_traceback_lines():
     assert levels.level("WARNING chatty [-] careful") == logging.WARNING
     assert levels.level("INFO chatty [r2] fine") == logging.INFO
     assert levels.level("Traceback (most recent call last):") == logging.ERROR
+    assert levels.level("INFO chatty [r3] fine") == logging.INFO
+    assert levels.level("Fatal Python error: Segmentation fault") == logging.ERROR
+    assert levels.level('  File "h.py", line 9 in initialize') == logging.ERROR
 
 
 def test_budget_counts_the_lines_it_refuses():

@@ -13,7 +13,8 @@ from typing import Callable
 import pytest
 
 from tsf.batching import Batcher, BatchQueue, Job
-from tsf.errors import BatchNotStarted, ModelLoadError, ServiceUnavailable, WorkerDied
+from tsf.errors import (BatchNotStarted, ModelLoadError, ServiceUnavailable, WorkerCrashed,
+                        WorkerDied)
 from tsf.workers.messages import Answer, BatchResult, Request
 from tsf.workers import pool as pool_module
 from tsf.workers.pool import WorkerPool
@@ -42,9 +43,11 @@ class FakeProc:
 
 class FakeWorker(WorkerProcess):
     """A WorkerProcess that spawns nothing.  ``failing_starts`` makes that many next starts
-    fail; while ``gate`` is set, starts wait for it."""
+    fail, ``crashing_starts`` that many crash (after the failing ones); while ``gate`` is set,
+    starts wait for it."""
 
     failing_starts = 0
+    crashing_starts = 0
     gate: asyncio.Event | None = None
     started: list["FakeWorker"] = []
     send_error: Exception | None = None  # send_batch raises it, while set
@@ -61,6 +64,9 @@ class FakeWorker(WorkerProcess):
         if FakeWorker.failing_starts:
             FakeWorker.failing_starts -= 1
             raise ModelLoadError(f"worker {self.id}: the model does not load")
+        if FakeWorker.crashing_starts:
+            FakeWorker.crashing_starts -= 1
+            raise WorkerCrashed(f"worker {self.id} crashed", how="killed by SIGSEGV")
         self.proc = FakeProc()  # type: ignore[assignment]
         self.pid = 1
         self.status = "READY"
@@ -146,6 +152,7 @@ class RecordedSleep:
 def fake_workers(monkeypatch):
     """The pool starts FakeWorkers; returns the list of those started."""
     FakeWorker.failing_starts, FakeWorker.gate, FakeWorker.started = 0, None, []
+    FakeWorker.crashing_starts = 0
     FakeWorker.send_error = None
     monkeypatch.setattr(pool_module, "WorkerProcess", FakeWorker)
     return FakeWorker.started
@@ -191,6 +198,31 @@ def test_a_crashed_worker_is_replaced_at_once_the_first_time(sleeps, fake_worker
         assert pool.restarts == 1 and pool.live_count == 1
         assert sleeps.delays == []  # the first restart does not wait
         assert worker.id not in pool.workers
+        await pool.close()
+    run(main())
+
+
+def test_scaling_starts_a_worker_that_crashed_while_loading_once_more(fake_workers):
+    async def main():
+        pool = new_pool()
+        FakeWorker.crashing_starts = 2  # one crash for each of the two workers
+        await pool.scale(2)
+        assert pool.live_count == 2 and FakeWorker.crashing_starts == 0
+        await pool.close()
+    run(main())
+
+
+def test_scaling_fails_on_a_second_crash_or_on_a_load_error_without_another_try(fake_workers):
+    async def main():
+        pool = new_pool()
+        FakeWorker.crashing_starts = 2
+        with pytest.raises(WorkerCrashed, match="its first start crashed too"):
+            await pool.scale(1)
+        assert pool.live_count == 0 and FakeWorker.crashing_starts == 0
+        FakeWorker.failing_starts, FakeWorker.crashing_starts = 1, 1
+        with pytest.raises(ModelLoadError, match="does not load"):
+            await pool.scale(1)
+        assert pool.live_count == 0 and FakeWorker.crashing_starts == 1  # not tried again
         await pool.close()
     run(main())
 

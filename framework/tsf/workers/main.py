@@ -8,13 +8,14 @@ registers the model's handler into it, loads the model, runs the model's warm-up
 serves batches, one at a time in the order sent, until the socket closes; a request cancelled
 (CANCEL frame) before its batch begins is not run.  It ignores SIGINT (a Ctrl-C in a terminal
 reaches the whole process group; the front end stops its workers itself) and exits when the
-front end dies.
+front end dies.  A crash prints each thread's Python stack to stderr (``faulthandler``).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import faulthandler
 import logging
 import os
 import select
@@ -161,6 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True, help="pid of the front end")
     args = parser.parse_args(argv)
+    # a crash (SIGSEGV, SIGABRT...) prints the Python stack of each thread to stderr, which the
+    # front end logs and quotes when the worker dies while loading
+    faulthandler.enable(file=sys.stderr, all_threads=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=args.fd)
     lifeline.hold(sock, args.parent)

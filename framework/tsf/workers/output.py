@@ -20,6 +20,7 @@ LINES_PER_SECOND = 1000    # per stream; the rest are counted, not logged
 # the worker's log format starts with the level name (see tsf.workers.main)
 LEVEL_PREFIX = re.compile(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 TRACEBACK = "Traceback (most recent call last):"
+CRASH = "Fatal Python error:"  # faulthandler's first line
 
 
 class LineSplitter:
@@ -62,7 +63,7 @@ class LevelReader:
 
     A line that starts with a level name (the worker's log format) has that level; a line that
     does not continues the record above it (the traceback under ``log.error``); a bare
-    ``Traceback`` starts an ERROR record.
+    ``Traceback``, or faulthandler's ``Fatal Python error`` (a crash), starts an ERROR record.
     """
 
     def __init__(self, default: int = logging.INFO) -> None:
@@ -72,7 +73,7 @@ class LevelReader:
         match = LEVEL_PREFIX.match(line)
         if match:
             self.current = logging.getLevelName(match.group(1))
-        elif line.startswith(TRACEBACK):
+        elif line.startswith((TRACEBACK, CRASH)):
             self.current = logging.ERROR
         return self.current
 

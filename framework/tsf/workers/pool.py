@@ -6,7 +6,9 @@ Each exit is logged with its cause (exit code or signal, and the reason when the
 killed it).  A pool that is closing, or whose server is stopping, restarts nothing.  A worker
 killed by SIGTERM from outside tsf is replaced only after ``TERM_GRACE`` seconds: systemd and
 ``kill`` of a process group send SIGTERM to the front end and its workers at once, and the
-front end needs that moment to begin stopping.  With a memory limit, a worker whose resident
+front end needs that moment to begin stopping.  A worker that crashes while loading the model
+(a signal tsf did not send) when the pool scales is started once more before the scaling
+fails: such crashes need not happen twice.  With a memory limit, a worker whose resident
 memory is over it after a batch is stopped and replaced.
 
 Handing out: the batcher acquires a worker, fills a batch for it, sends it and releases it.  An
@@ -26,7 +28,7 @@ import signal
 import time
 from typing import Awaitable, Callable
 
-from ..errors import ModelLoadError
+from ..errors import ModelLoadError, WorkerCrashed
 from .process import WorkerProcess
 
 log = logging.getLogger("tsf.pool")
@@ -194,7 +196,7 @@ class WorkerPool:
         self.gave_up, self._failing_since = False, None
         missing = target - self.live_count - self._pending_starts
         if missing > 0:
-            results = await asyncio.gather(*(self._start_one() for _ in range(missing)),
+            results = await asyncio.gather(*(self._start_past_a_crash() for _ in range(missing)),
                                            return_exceptions=True)
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:
@@ -210,6 +212,19 @@ class WorkerPool:
             if not worker.held:
                 self._list(worker)  # stops it now if it has no batch in flight
         self.on_change()
+
+    async def _start_past_a_crash(self) -> WorkerProcess:
+        try:
+            return await self._start_one()
+        except WorkerCrashed as exc:
+            if self._closed:
+                raise
+            log.warning("a worker of %s crashed while loading the model (%s); starting it "
+                        "once more", self.spec.get("model_name"), exc.how)
+        try:
+            return await self._start_one()
+        except WorkerCrashed as exc:
+            raise WorkerCrashed(f"{exc.message}\n(its first start crashed too)") from None
 
     async def close(self) -> None:
         self._closed = True

@@ -25,8 +25,8 @@ import sys
 import time
 from typing import Any, Callable
 
-from ..errors import (BatchNotStarted, ModelLoadError, TsfError, WorkerDied, WorkerTimeout,
-                      from_dict)
+from ..errors import (BatchNotStarted, ModelLoadError, TsfError, WorkerCrashed, WorkerDied,
+                      WorkerTimeout, from_dict)
 from . import protocol
 from .messages import Answer, Batch, BatchResult
 from .output import CHUNK, LevelReader, LineBudget, LineSplitter
@@ -163,9 +163,12 @@ class WorkerProcess:
                                  f"{startup_timeout:g} s (startup_timeout)") from None
         except (EOFError, ConnectionError, protocol.ProtocolError):
             await self._reap()
-            raise ModelLoadError(f"worker {self.id} exited while loading the model "
-                                 f"(exit code {self.proc.returncode}):\n{self.tail_text()}"
-                                 ) from None
+            how = self.exit_description()
+            message = f"worker {self.id} exited while loading the model ({how}):\n" \
+                      f"{self.tail_text()}"
+            if self.proc.returncode < 0 and not self.kill_reason:
+                raise WorkerCrashed(message, how=how) from None
+            raise ModelLoadError(message) from None
         if kind == protocol.LOAD_ERROR:
             await self._reap()
             error = from_dict(header.get("error", {}))
