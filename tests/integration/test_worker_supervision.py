@@ -83,6 +83,23 @@ HANDLERS = {
             def handle(self, data, context):
                 return [{"pid": os.getpid()} for _ in data]
     ''',
+    # writes a frame of an unknown kind on its socket to the front end when the body is "garble"
+    "garbling": '''
+        import os
+        import struct
+        import sys
+        import time
+
+        def handle(data, context):
+            if data is None:
+                return None
+            body = data[0].get("body") or b""
+            if (body.encode() if isinstance(body, str) else bytes(body)) == b"garble":
+                fd = int(sys.argv[sys.argv.index("--fd") + 1])
+                os.write(fd, struct.pack("!BII", 99, 2, 0) + b"{}")
+                time.sleep(30)
+            return [{"pid": os.getpid()} for _ in data]
+    ''',
     # keeps as many MB as the body says, for good
     "hog": '''
         import os
@@ -275,6 +292,29 @@ def test_the_log_says_why_a_worker_was_killed_and_tracebacks_are_errors(tmp_path
     traceback = [r for r in logged if r.get("model") == "failing"
                  and ("Traceback" in r["message"] or "on purpose" in r["message"])]
     assert traceback and all(r["level"] == "ERROR" for r in traceback), traceback
+
+
+@pytest.mark.slow
+def test_a_worker_that_sends_an_invalid_frame_is_killed_and_replaced(tmp_path):
+    store = _archive(tmp_path, "garbling")
+    server = ServerProcess(model_store=store, config={"default_response_timeout": 60})
+    try:
+        assert server.register("garbling.mar").status_code == 200
+        first = _text(server, "garbling", "fine")
+        assert first.status_code == 200, first.text
+        pid = first.json()["pid"]
+        started = time.monotonic()
+        assert_error(_text(server, "garbling", "garble"), 503, "WorkerDiedException")
+        assert time.monotonic() - started < 20  # not at the handler's 30 s, nor the timeout
+        assert _gone(pid)
+        wait_for(lambda: [w for w in _workers(server, "garbling")
+                          if w["status"] == "READY" and w["pid"] != pid], 20, "no restart")
+        assert _text(server, "garbling", "fine").json()["pid"] != pid
+        log = server.log()
+        assert "sent something that is not a valid answer" in log, log[-3000:]
+        assert "killed by SIGKILL (sent something that is not a valid answer" in log, log[-3000:]
+    finally:
+        server.stop()
 
 
 # --- resource limits ---------------------------------------------------------------------------
