@@ -8,14 +8,15 @@ registers the model's handler into it, loads the model, runs the model's warm-up
 serves batches, one at a time in the order sent, until the socket closes; a request cancelled
 (CANCEL frame) before its batch begins is not run.  It ignores SIGINT (a Ctrl-C in a terminal
 reaches the whole process group; the front end stops its workers itself) and exits when the
-front end dies.  A crash prints each thread's Python stack to stderr (``faulthandler``).
+front end dies.  It runs with ``-X faulthandler``: a crash, even while Python starts, prints
+each thread's Python stack to stderr, which the front end logs (and quotes if the worker was
+loading the model).
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
-import faulthandler
 import logging
 import os
 import select
@@ -162,9 +163,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True, help="pid of the front end")
     args = parser.parse_args(argv)
-    # a crash (SIGSEGV, SIGABRT...) prints the Python stack of each thread to stderr, which the
-    # front end logs and quotes when the worker dies while loading
-    faulthandler.enable(file=sys.stderr, all_threads=True)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=args.fd)
     lifeline.hold(sock, args.parent)

@@ -30,6 +30,7 @@ from ..errors import (BatchNotStarted, ModelLoadError, TsfError, WorkerCrashed, 
 from . import protocol
 from .messages import Answer, Batch, BatchResult
 from .output import CHUNK, LevelReader, LineBudget, LineSplitter
+from .spawn import SpawnedProcess, spawn
 
 log = logging.getLogger("tsf.worker")
 
@@ -66,7 +67,7 @@ class WorkerProcess:
         self.index = index
         self.spec = dict(spec, worker_id=worker_id, worker_index=index)
         self.threads = threads
-        self.proc: asyncio.subprocess.Process | None = None
+        self.proc: SpawnedProcess | None = None
         self.pid: int | None = None
         self.start_time = time.time()
         self.status = "STARTING"
@@ -141,11 +142,10 @@ class WorkerProcess:
         if "OMP_WAIT_POLICY" not in env and "GOMP_SPINCOUNT" not in env:
             env["GOMP_SPINCOUNT"] = WORKER_SPIN_COUNT
         try:
-            self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "tsf.workers.main", "--fd", str(child.fileno()),
-                "--parent", str(os.getpid()), pass_fds=(child.fileno(),),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, env=env)
+            self.proc = await spawn(
+                [sys.executable, "-X", "faulthandler", "-m", "tsf.workers.main",
+                 "--fd", str(child.fileno()), "--parent", str(os.getpid())],
+                env=env, pass_fds=(child.fileno(),))
         finally:
             child.close()
         self.pid = self.proc.pid
