@@ -139,6 +139,11 @@ def _workers(server: ServerProcess, model: str) -> list[dict]:
     return server.manage("GET", f"/models/{model}").json()[0]["workers"]
 
 
+def _replacements(server: ServerProcess, model: str, pid: int) -> list[dict]:
+    """The model's READY workers other than the one with ``pid``."""
+    return [w for w in _workers(server, model) if w["status"] == "READY" and w["pid"] != pid]
+
+
 def _gone(pid: int) -> bool:
     try:
         return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
@@ -307,8 +312,7 @@ def test_a_worker_that_sends_an_invalid_frame_is_killed_and_replaced(tmp_path):
         assert_error(_text(server, "garbling", "garble"), 503, "WorkerDiedException")
         assert time.monotonic() - started < 20  # not at the handler's 30 s, nor the timeout
         assert _gone(pid)
-        wait_for(lambda: [w for w in _workers(server, "garbling")
-                          if w["status"] == "READY" and w["pid"] != pid], 20, "no restart")
+        wait_for(lambda: _replacements(server, "garbling", pid), 20, "no restart")
         assert _text(server, "garbling", "fine").json()["pid"] != pid
         log = server.log()
         assert "sent something that is not a valid answer" in log, log[-3000:]
@@ -329,8 +333,7 @@ def test_a_worker_over_its_memory_limit_is_restarted_after_its_batch(tmp_path):
         assert first.status_code == 200
         pid = first.json()["pid"]
         assert _text(server, "hog", "500").json()["pid"] == pid  # the batch itself succeeds
-        wait_for(lambda: [w["pid"] for w in _workers(server, "hog")
-                           if w["status"] == "READY" and w["pid"] != pid], 30, "no restart")
+        wait_for(lambda: _replacements(server, "hog", pid), 30, "no restart")
         assert _gone(pid)
         assert _text(server, "hog", "0").status_code == 200
         assert re.search(r'tsf_worker_memory_restarts_total\{model_name="hog",'

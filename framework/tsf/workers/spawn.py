@@ -19,10 +19,9 @@ from typing import Mapping, Sequence
 class SpawnedProcess:
     """The part of :class:`asyncio.subprocess.Process` that workers use."""
 
-    def __init__(self, popen: subprocess.Popen, stdout: asyncio.StreamReader,
-                 stderr: asyncio.StreamReader, exited: asyncio.Future) -> None:
-        self._popen = popen
-        self.pid = popen.pid
+    def __init__(self, pid: int, stdout: asyncio.StreamReader, stderr: asyncio.StreamReader,
+                 exited: asyncio.Future) -> None:
+        self.pid = pid
         self.stdout = stdout
         self.stderr = stderr
         self._exited = exited
@@ -47,7 +46,7 @@ async def spawn(args: Sequence[str], env: Mapping[str, str],
                              stderr=subprocess.PIPE, env=dict(env), pass_fds=tuple(pass_fds))
     stdout = await _stream(loop, popen.stdout)
     stderr = await _stream(loop, popen.stderr)
-    return SpawnedProcess(popen, stdout, stderr, _watch_exit(loop, popen))
+    return SpawnedProcess(popen.pid, stdout, stderr, _watch_exit(loop, popen))
 
 
 class _PipeProtocol(asyncio.StreamReaderProtocol):
@@ -57,7 +56,7 @@ class _PipeProtocol(asyncio.StreamReaderProtocol):
 
 
 async def _stream(loop: asyncio.AbstractEventLoop, pipe) -> asyncio.StreamReader:
-    reader = asyncio.StreamReader(limit=2 ** 16, loop=loop)
+    reader = asyncio.StreamReader(loop=loop)
     await loop.connect_read_pipe(lambda: _PipeProtocol(reader, loop=loop), pipe)
     return reader
 
