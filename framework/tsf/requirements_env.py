@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 
 from .archive import ModelArchive, confined_path
 from .errors import Forbidden, InvalidArchive, ModelLoadError
+from .spawn import run
 
 log = logging.getLogger(__name__)
 
@@ -86,18 +87,14 @@ async def model_environment(archive: ModelArchive, url: str, config: Any,
 
 
 async def _pip_install(requirements: Path, target: Path, cwd: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
-        "--no-warn-script-location", "--target", str(target), "-r", str(requirements),
-        cwd=str(cwd), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT)
     try:
-        output, _ = await asyncio.wait_for(proc.communicate(), INSTALL_TIMEOUT)
+        code, output = await run(
+            [sys.executable, "-m", "pip", "install", "--no-input", "--disable-pip-version-check",
+             "--no-warn-script-location", "--target", str(target), "-r", str(requirements)],
+            INSTALL_TIMEOUT, cwd=str(cwd))
     except asyncio.TimeoutError:
-        proc.kill()
-        await proc.wait()
         raise ModelLoadError(f"installing the model's requirements took more than "
                              f"{INSTALL_TIMEOUT:g} s") from None
-    if proc.returncode != 0:
-        tail = output.decode("utf-8", "replace").strip().splitlines()[-5:]
+    if code != 0:
+        tail = output.strip().splitlines()[-5:]
         raise ModelLoadError("installing the model's requirements failed: " + " | ".join(tail))

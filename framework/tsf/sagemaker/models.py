@@ -18,6 +18,7 @@ from typing import Any
 from ..errors import BadRequest, Forbidden, ModelLoadError, ModelNotFound, TsfError
 from ..manager_types import ManagerResult, RegisterRequest
 from ..sources import inside
+from ..spawn import run
 
 log = logging.getLogger("tsf")
 
@@ -54,19 +55,14 @@ async def install_requirements(folder: Path, config: Any) -> None:
     command = [sys.executable, "-m", "pip", "install", "--no-input",
                "--disable-pip-version-check", "-r", str(requirements)]
     log.info("installing %s: %s", requirements, " ".join(command))
-    process = await asyncio.create_subprocess_exec(*command, stdout=asyncio.subprocess.PIPE,
-                                                   stderr=asyncio.subprocess.STDOUT)
     try:
-        output, _ = await asyncio.wait_for(process.communicate(), PIP_TIMEOUT)
+        code, output = await run(command, PIP_TIMEOUT)
     except asyncio.TimeoutError:
-        process.kill()
-        await process.wait()
         raise ModelLoadError(f"installing {requirements} took over {PIP_TIMEOUT:g} s") from None
-    text = output.decode("utf-8", "replace").strip()
-    if process.returncode:
+    text = output.strip()
+    if code:
         tail = " | ".join(text.splitlines()[-5:])
-        raise ModelLoadError(f"installing {requirements} failed (pip exit {process.returncode})"
-                             f": {tail}")
+        raise ModelLoadError(f"installing {requirements} failed (pip exit {code}): {tail}")
     log.info("installed %s: %s", requirements, text.splitlines()[-1] if text else "done")
 
 

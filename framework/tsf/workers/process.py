@@ -27,10 +27,10 @@ from typing import Any, Callable
 
 from ..errors import (BatchNotStarted, ModelLoadError, TsfError, WorkerCrashed, WorkerDied,
                       WorkerTimeout, from_dict)
+from ..spawn import SpawnedProcess, spawn
 from . import protocol
 from .messages import Answer, Batch, BatchResult
 from .output import CHUNK, LevelReader, LineBudget, LineSplitter
-from .spawn import SpawnedProcess, spawn
 
 log = logging.getLogger("tsf.worker")
 

@@ -1,4 +1,4 @@
-"""Starting a worker process without fork(), on whichever asyncio loop runs.
+"""Starting processes from the front end without fork(), on whichever asyncio loop runs.
 
 uvloop's ``subprocess_exec`` forks, and a fork runs in the child every handler that a library of
 the front end registered with ``pthread_atfork``: gRPC's crashed about one worker start in a few
@@ -6,21 +6,23 @@ hundred with SIGSEGV before the worker ran a line.  :func:`spawn` starts the pro
 :class:`subprocess.Popen`, which uses vfork (or posix_spawn) and so runs no such handler, then
 hands its pipes and its exit to the running loop: the pipes as :class:`asyncio.StreamReader`,
 the exit through a pidfd the loop watches (a waiting thread where pidfds are missing).
+:func:`run` runs a command to its end (pip, for a model's requirements) the same way.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 from typing import Mapping, Sequence
 
 
 class SpawnedProcess:
-    """The part of :class:`asyncio.subprocess.Process` that workers use."""
+    """The part of :class:`asyncio.subprocess.Process` that tsf uses."""
 
-    def __init__(self, pid: int, stdout: asyncio.StreamReader, stderr: asyncio.StreamReader,
-                 exited: asyncio.Future) -> None:
+    def __init__(self, pid: int, stdout: asyncio.StreamReader,
+                 stderr: asyncio.StreamReader | None, exited: asyncio.Future) -> None:
         self.pid = pid
         self.stdout = stdout
         self.stderr = stderr
@@ -38,15 +40,36 @@ class SpawnedProcess:
             os.kill(self.pid, sig)
 
 
-async def spawn(args: Sequence[str], env: Mapping[str, str],
-                pass_fds: Sequence[int]) -> SpawnedProcess:
-    """Start ``args`` with stdin from /dev/null, stdout and stderr piped to the loop."""
+async def spawn(args: Sequence[str], env: Mapping[str, str] | None = None,
+                pass_fds: Sequence[int] = (), cwd: str | None = None,
+                merge_stderr: bool = False) -> SpawnedProcess:
+    """Start ``args`` with stdin from /dev/null, stdout and stderr piped to the loop (stderr
+    into stdout with ``merge_stderr``; ``stderr`` is None then)."""
     loop = asyncio.get_running_loop()
-    popen = subprocess.Popen(list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, env=dict(env), pass_fds=tuple(pass_fds))
+    popen = subprocess.Popen(
+        list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        env=None if env is None else dict(env), pass_fds=tuple(pass_fds), cwd=cwd)
     stdout = await _stream(loop, popen.stdout)
-    stderr = await _stream(loop, popen.stderr)
+    stderr = None if merge_stderr else await _stream(loop, popen.stderr)
     return SpawnedProcess(popen.pid, stdout, stderr, _watch_exit(loop, popen))
+
+
+async def run(args: Sequence[str], timeout: float, cwd: str | None = None) -> tuple[int, str]:
+    """Run ``args`` to its end: its exit code and its output (stdout and stderr together).
+    Past ``timeout`` seconds it is killed and :class:`asyncio.TimeoutError` raised."""
+    process = await spawn(args, cwd=cwd, merge_stderr=True)
+
+    async def finish() -> tuple[int, str]:
+        output = await process.stdout.read()
+        return await process.wait(), output.decode("utf-8", "replace")
+
+    try:
+        return await asyncio.wait_for(finish(), timeout)
+    except asyncio.TimeoutError:
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        raise
 
 
 class _PipeProtocol(asyncio.StreamReaderProtocol):
