@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from tsf.archiver import ArchiveSpec, write_archive
+from tsf.archives.writer import ArchiveSpec, write_archive
 
 VOCAB = ["[PAD]", "[UNK]", "the", "a", "movie", "film", "was", "is", "great", "good", "bad",
          "awful", "plot", "acting", "!", "."]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tsf.archiver import ArchiveSpec, write_archive
+from tsf.archives.writer import ArchiveSpec, write_archive
 
 HANDLERS = {
     # pluggy-style handler class; reports how many requests shared its batch

@@ -16,23 +16,23 @@ import tornado.httpserver
 import tornado.netutil
 import tornado.web
 
-from .config import Address, ServerConfig, guard_management_address
+from .auth import load_tokens
+from .config.settings import Address, ServerConfig, guard_management_address
 from .dataplane import DataPlane
 from .errors import TsfError
-from .lifecycle import Lifecycle
-from .manager import ModelManager
-from .manager_types import RegisterRequest
-from .metrics import ServerMetrics
 from .plugins import create_manager
-from .services import Services
-from .snapshot import register_snapshot_models
-from .store_watch import ModelStoreWatcher
-from .tracing import create_tracing
-from .workflows.manager import WorkflowManager
-from .auth import load_tokens
 from .server import inference, kserve_v1, kserve_v2, management, metrics, workflows
 from .server.json_handler import NotFoundHandler
 from .server.listener import HTTPListener
+from .services import Services
+from .serving.lifecycle import Lifecycle
+from .serving.manager import ModelManager
+from .serving.manager_types import RegisterRequest
+from .serving.snapshot import register_snapshot_models
+from .serving.store_watch import ModelStoreWatcher
+from .telemetry.metrics import ServerMetrics
+from .telemetry.tracing import create_tracing
+from .workflows.manager import WorkflowManager
 
 log = logging.getLogger("tsf")
 access_log = logging.getLogger("tsf.access")  # looked up once: getLogger takes a lock

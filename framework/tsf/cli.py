@@ -123,11 +123,11 @@ def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    from .config import load_config
-    from .logs import configure_logging
-    from .memory import release_large_buffers
     from .app import TsfServer, serve_forever
-    from .snapshot import parse_snapshot
+    from .config.settings import load_config
+    from .memory import release_large_buffers
+    from .serving.snapshot import parse_snapshot
+    from .telemetry.logs import configure_logging
 
     cli = {"model_store": args.model_store, "inference_address": args.inference_address,
            "management_address": args.management_address,
@@ -175,7 +175,7 @@ def run_serve(args: argparse.Namespace) -> int:
 
 
 def run_archive(args: argparse.Namespace) -> int:
-    from .archiver import ArchiveSpec, write_archive
+    from .archives.writer import ArchiveSpec, write_archive
 
     spec = ArchiveSpec(model_name=args.model_name, version=args.version, handler=args.handler,
                        serialized_file=args.serialized_file, model_file=args.model_file,
@@ -197,8 +197,8 @@ def run_workflow_archive(args: argparse.Namespace) -> int:
 
 
 def run_plugins(args: argparse.Namespace) -> int:
-    from .plugins import FRONTEND_BUILTINS, WORKER_BUILTINS, create_manager, describe_plugins, \
-        handler_names
+    from .plugins import (FRONTEND_BUILTINS, WORKER_BUILTINS, create_manager, describe_plugins,
+                          handler_names)
 
     pm = create_manager(FRONTEND_BUILTINS + WORKER_BUILTINS)
     plugins = describe_plugins(pm)
@@ -215,7 +215,7 @@ def run_plugins(args: argparse.Namespace) -> int:
 def run_check_archive(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .archive_check import format_report, passed, run_check
+    from .workers.archive_check import format_report, passed, run_check
 
     data = Path(args.data).read_bytes() if args.data else None
     report = run_check(args.archive, data, args.content_type, args.timeout)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable
 # (batch index, request id, value, status code) -> None; sends one intermediate answer
 PartialSink = Callable[[int, str, Any, int], None]
 
-from .handler_metrics import HandlerMetrics
+from .runtime.handler_metrics import HandlerMetrics
 
 __all__ = ["Context", "HandlerMetrics", "RequestProcessor", "pick_device"]
 

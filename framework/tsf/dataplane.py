@@ -9,25 +9,35 @@ request to the model manager.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import Forbidden
 from .oip.requests import tensor_metadata
-from .request_id import new_request_id
 from .workers.messages import DESCRIBE, Request
 
 if TYPE_CHECKING:
     from .auth import Tokens
-    from .config import ServerConfig
-    from .health import Health
-    from .lifecycle import Lifecycle
-    from .manager import ModelManager
-    from .registry import Registry
+    from .config.settings import ServerConfig
+    from .serving.health import Health
+    from .serving.lifecycle import Lifecycle
+    from .serving.manager import ModelManager
+    from .serving.registry import Registry
 
 EXTENSIONS = ["binary_tensor_data"]
 DRAINING = "the server is draining before it stops"
 PAGE_LIMIT = 100
+
+# Request ids: random version-4 UUIDs as 32 hex digits, as ``uuid.uuid4().hex`` writes them.
+_CLEAR = ~((0xF000 << 64) | (0xC000 << 48)) & ((1 << 128) - 1)  # version and variant bits
+_SET = (4 << 76) | (0x8000 << 48)  # version 4, RFC 4122 variant
+
+
+def new_request_id() -> str:
+    """A fresh id, the same as ``uuid.uuid4().hex`` without building a ``UUID`` object (a
+    few times cheaper, and made for every request that brings no ``X-Request-Id``)."""
+    return "%032x" % (int.from_bytes(os.urandom(16), "big") & _CLEAR | _SET)
 
 
 def derive_request_id(header: str | None, protocol_id: str | None = None) -> str:
@@ -89,7 +99,7 @@ class DataPlane:
         return self.lifecycle is not None and not self.lifecycle.serving
 
     def health_report(self) -> Health:
-        """The server's health by the rule in :mod:`tsf.health` (TorchServe's ping)."""
+        """The server's health by the rule in :mod:`tsf.serving.health` (TorchServe's ping)."""
         return self.manager.health_report()
 
     def ready(self) -> tuple[bool, list[str]]:

@@ -75,7 +75,7 @@ class BaseHandler:
 
     @hookimpl
     def tsf_load_model(self, context: Any) -> Any:
-        from .model_loader import load_model
+        from .runtime.model_loader import load_model
 
         model = load_model(context)
         dtype = context.handler_config.get("input_dtype")

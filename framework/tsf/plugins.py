@@ -24,6 +24,8 @@ ENTRY_POINT_GROUP = PROJECT_NAME
 # Built-in plugins loaded in the front end and in workers; the worker adds its own on top.
 FRONTEND_BUILTINS = ("tsf.storage",)
 WORKER_BUILTINS = ("tsf.handler",)
+# a built-in plugin's name (what ``tsf plugins`` lists and TSF_DISABLE_PLUGINS names) -> its module
+BUILTIN_MODULES = {"tsf.storage": "tsf.archives.storage", "tsf.handler": "tsf.handler"}
 
 
 class TsfPluginManager(pluggy.PluginManager):
@@ -62,7 +64,7 @@ def create_manager(builtins: Iterable[str] = FRONTEND_BUILTINS, *, load_entry_po
     for modname in builtins:
         if modname in blocked:
             continue
-        pm.register(importlib.import_module(modname), name=modname)
+        pm.register(importlib.import_module(BUILTIN_MODULES.get(modname, modname)), name=modname)
     if load_entry_points:
         for ep in _entry_points():
             if ep.name in blocked or pm.has_plugin(ep.name):

@@ -9,11 +9,11 @@ if TYPE_CHECKING:
     import pluggy
 
     from .auth import Tokens
-    from .config import ServerConfig
+    from .config.settings import ServerConfig
     from .dataplane import DataPlane
-    from .manager import ModelManager
-    from .metrics import ServerMetrics
-    from .tracing import Tracing
+    from .serving.manager import ModelManager
+    from .telemetry.metrics import ServerMetrics
+    from .telemetry.tracing import Tracing
     from .workflows.manager import WorkflowManager
 
 

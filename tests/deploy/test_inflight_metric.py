@@ -11,8 +11,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from tsf.metrics import ServerMetrics
 from tsf.outcome import Outcome
+from tsf.telemetry.metrics import ServerMetrics
 
 
 class _Version:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tsf.cli import build_parser
-from tsf.config import Address, ServerConfig
+from tsf.config.settings import Address, ServerConfig
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="kubernetes-validate is not installed (requirements-test.txt)")

@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from tsf.config import Address, ServerConfig, read_properties
+from tsf.config.settings import Address, ServerConfig, read_properties
 
 kubernetes_validate = pytest.importorskip(
     "kubernetes_validate", reason="kubernetes-validate is not installed (requirements-test.txt)")

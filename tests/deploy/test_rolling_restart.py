@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tsf.archiver import ArchiveSpec, write_archive
-from tsf.config import ServerConfig
+from tsf.archives.writer import ArchiveSpec, write_archive
+from tsf.config.settings import ServerConfig
 from tsf.testing import fixed_port, free_port, stop_process
 
 pytestmark = pytest.mark.slow

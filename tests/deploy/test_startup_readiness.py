@@ -14,7 +14,7 @@ import time
 import pytest
 import requests
 
-from tsf.archiver import ArchiveSpec, write_archive
+from tsf.archives.writer import ArchiveSpec, write_archive
 from tsf.testing import free_port, stop_process
 
 pytestmark = pytest.mark.slow  # starts a real server

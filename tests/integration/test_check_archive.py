@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from tsf.archiver import ArchiveSpec, write_archive
+from tsf.archives.writer import ArchiveSpec, write_archive
 
 pytestmark = pytest.mark.slow
 

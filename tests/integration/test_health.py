@@ -1,4 +1,5 @@
-"""Truthful health: /ping, /v2/health/ready and model readiness follow the rule in tsf.health."""
+"""Truthful health: /ping, /v2/health/ready and model readiness follow the rule in
+tsf.serving.health."""
 
 from __future__ import annotations
 

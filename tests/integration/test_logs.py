@@ -6,7 +6,7 @@ import json
 import textwrap
 import time
 
-from tsf.archiver import ArchiveSpec, write_archive
+from tsf.archives.writer import ArchiveSpec, write_archive
 from tsf.testing import ServerProcess
 
 HANDLER = '''

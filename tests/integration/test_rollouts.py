@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tsf.archiver import ArchiveSpec, write_archive
+from tsf.archives.writer import ArchiveSpec, write_archive
 from tsf.testing import ServerProcess, assert_error, wait_for
 
 pytestmark = pytest.mark.slow

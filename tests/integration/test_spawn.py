@@ -33,7 +33,7 @@ runner = asyncio.Runner(loop_factory=event_loop_factory(sys.argv[1]))
 '''
 
 CHECK_ARCHIVE = TRAP + '''
-from tsf.archive_check import check_archive
+from tsf.workers.archive_check import check_archive
 
 report = runner.run(check_archive(sys.argv[2], data=b"hello", content_type="text/plain"))
 print(json.dumps(report))
@@ -42,7 +42,7 @@ print(json.dumps(report))
 PIP_INSTALL = TRAP + '''
 from pathlib import Path
 
-from tsf.requirements_env import _pip_install
+from tsf.workers.requirements_env import _pip_install
 
 folder = Path(sys.argv[2])
 (folder / "requirements.txt").write_text("# nothing to install\\n")

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tsf.archiver import ArchiveSpec, write_archive
+from tsf.archives.writer import ArchiveSpec, write_archive
 from tsf.testing import ServerProcess, assert_error
 
 pytestmark = pytest.mark.slow

@@ -7,9 +7,9 @@ import zipfile
 
 import pytest
 
-from tsf.archive import (Limits, _extract_zip, confined_path, open_archive, read_manifest,
-                         read_model_config)
-from tsf.archiver import ArchiveSpec, write_archive
+from tsf.archives.reader import (Limits, _extract_zip, confined_path, open_archive, read_manifest,
+                                 read_model_config)
+from tsf.archives.writer import ArchiveSpec, write_archive
 from tsf.errors import BadRequest, InvalidArchive
 
 

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
+from tsf.archives.sources import check_allowed
 from tsf.auth import load_tokens
-from tsf.config import ServerConfig
+from tsf.config.settings import ServerConfig
 from tsf.errors import Forbidden, TsfError, Unauthorized
-from tsf.sources import check_allowed
 
 
 def test_no_token_configured_leaves_every_api_open():

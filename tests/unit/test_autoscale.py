@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tsf.autoscale import Autoscaler, AutoscaleSettings, autoscale_settings
-from tsf.config import ServerConfig
+from tsf.config.autoscale import AutoscaleSettings, autoscale_settings
+from tsf.config.settings import ServerConfig
 from tsf.errors import BadRequest
+from tsf.serving.autoscale import Autoscaler
 
 SETTINGS = AutoscaleSettings(target_queue_ms=100, scale_up_after_s=2, scale_down_idle_s=10)
 

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tsf.batching import BatchQueue, Job
+from tsf.batching.queue import BatchQueue, Job
 from tsf.errors import ServiceUnavailable
 from tsf.workers.messages import Request
 
@@ -86,7 +86,7 @@ def test_finished_jobs_are_skipped():
 
 
 def test_abandoned_jobs_leave_the_queue_and_are_counted():
-    from tsf.batching import Batcher
+    from tsf.batching.batcher import Batcher
     from tsf.errors import ClientGone
 
     async def main():
@@ -112,7 +112,7 @@ def test_abandoned_jobs_leave_the_queue_and_are_counted():
 
 
 def test_a_lone_job_never_waits_past_its_delay(monkeypatch):
-    from tsf.batching import TIMER_SLACK
+    from tsf.batching.queue import TIMER_SLACK
 
     async def main():
         loop = asyncio.get_running_loop()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tsf.config import (Address, ServerConfig, guard_management_address, is_loopback,
-                        load_config, model_settings)
+from tsf.config.settings import (Address, ServerConfig, guard_management_address, is_loopback,
+                                 load_config, model_settings)
 from tsf.errors import BadRequest
 
 

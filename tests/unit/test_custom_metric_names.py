@@ -1,7 +1,7 @@
 """Handler counters are exposed under the name the handler gave, as TorchServe exposes them."""
 from prometheus_client import generate_latest
 
-from tsf.metrics import ServerMetrics
+from tsf.telemetry.metrics import ServerMetrics
 
 
 def _lines(metrics: ServerMetrics) -> list[str]:

@@ -8,12 +8,12 @@ import pytest
 
 from tsf import __version__
 from tsf.auth import Tokens
-from tsf.config import ServerConfig
-from tsf.dataplane import (DRAINING, DataPlane, derive_request_id, describe_models,
-                           list_models, server_metadata)
+from tsf.config.settings import ServerConfig
+from tsf.dataplane import (DRAINING, DataPlane, derive_request_id, describe_models, list_models,
+                           server_metadata)
 from tsf.errors import Forbidden, ModelNotFound, Unauthorized
-from tsf.lifecycle import Lifecycle
-from tsf.traffic import TrafficSplit
+from tsf.serving.lifecycle import Lifecycle
+from tsf.serving.traffic import TrafficSplit
 from tsf.workers.messages import Answer
 
 

@@ -8,7 +8,7 @@ import pytest
 import tornado.web
 
 from tsf.app import TsfServer
-from tsf.config import ServerConfig
+from tsf.config.settings import ServerConfig
 from tsf.server.api_handler import ApiHandler, BodyHandler
 
 UNIMPLEMENTED = tornado.web.RequestHandler._unimplemented_method

@@ -10,8 +10,8 @@ import pytest
 from tsf.context import Context
 from tsf.errors import BadRequest
 from tsf.json_body import MAX_JSON_DEPTH, json_depth, json_object, load_json
-from tsf.workers import batch_runner
-from tsf.workers.batch_runner import BatchRunner
+from tsf.runtime import batch_runner
+from tsf.runtime.batch_runner import BatchRunner
 from tsf.workers.messages import Batch, Part, Request
 
 

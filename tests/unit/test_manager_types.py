@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tsf.manager_types import ManagerResult, RegisterRequest
+from tsf.serving.manager_types import ManagerResult, RegisterRequest
 
 
 def test_a_result_answers_a_status_message_or_its_document():

@@ -7,8 +7,10 @@ import asyncio
 
 import pytest
 
-from tsf.batching import Batcher, BatchQueue, Job
+from tsf.batching.batcher import Batcher
+from tsf.batching.queue import BatchQueue, Job
 from tsf.errors import BadRequest, ServiceUnavailable, TsfError
+from tsf.serving.traffic import routing_key
 from tsf.workers import protocol
 from tsf.workers.messages import (DESCRIBE, TORCHSERVE_GRPC, Answer, Batch, BatchResult, Part,
                                   Request)
@@ -107,8 +109,8 @@ def test_the_job_keeps_front_end_bookkeeping_off_the_message():
     async def main():
         request = Request("r", [], {"x-routing-key": "user-7"})
         job = Job(request, asyncio.get_running_loop().create_future(), label_version="2.0")
-        assert job.routing_key == "user-7" and job.label_version == "2.0"
-        assert Job(Request("s", []), job.future).routing_key is None
+        assert routing_key(job.request.headers) == "user-7" and job.label_version == "2.0"
+        assert routing_key(Request("s", []).headers) is None
         assert "label_version" not in request.to_wire()[0]
     asyncio.run(main())
 

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from tsf.archive import ModelArchive
-from tsf.config import ServerConfig, model_settings
+from tsf.archives.reader import ModelArchive
+from tsf.config.model_options import model_options
+from tsf.config.settings import ServerConfig, model_settings
 from tsf.context import pick_device
 from tsf.errors import BadRequest, Forbidden, ModelLoadError
-from tsf.model_options import model_options
-from tsf.requirements_env import env_key, model_environment
+from tsf.workers.requirements_env import env_key, model_environment
 
 
 def test_supported_keys_are_read():

@@ -7,12 +7,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from tsf.autoscale import Autoscaler, AutoscaleSettings
-from tsf.batching import BatchQueue, Job
-from tsf.metrics import ServerMetrics
-from tsf.observer import VersionObserver, live_workers
-from tsf.registry import Registry
-from tsf.tracing import Tracing
+from tsf.batching.queue import BatchQueue, Job
+from tsf.config.autoscale import AutoscaleSettings
+from tsf.serving.autoscale import Autoscaler
+from tsf.serving.observer import VersionObserver, live_workers
+from tsf.serving.registry import Registry
+from tsf.telemetry.metrics import ServerMetrics
+from tsf.telemetry.tracing import Tracing
 from tsf.workers.messages import BatchResult, Request
 
 LABELS = {"model_name": "m", "model_version": "1.0"}

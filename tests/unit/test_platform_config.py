@@ -7,9 +7,9 @@ import json
 import pytest
 
 from tsf.cli import build_parser
-from tsf.config import load_config, ts_env_values
+from tsf.config.settings import load_config, ts_env_values
 from tsf.errors import BadRequest
-from tsf.snapshot import parse_snapshot
+from tsf.serving.snapshot import parse_snapshot
 
 
 def test_ts_variables_apply_only_when_the_config_enables_them(tmp_path):

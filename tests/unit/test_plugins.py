@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 from tsf import hookimpl
-from tsf.handler_resolver import missing_handler_message
 from tsf.plugins import create_manager, describe_plugins, handler_names
+from tsf.runtime.handler_resolver import missing_handler_message
 
 
 class Base:
@@ -50,8 +50,8 @@ def test_missing_default_handler_names_its_plugin():
 def test_front_end_never_imports_torch():
     code = ("import sys, asyncio\n"
             "from tsf.app import TsfServer\n"
-            "from tsf.config import ServerConfig\n"
-            "import tsf.cli, tsf.manager, tsf.archiver\n"
+            "from tsf.config.settings import ServerConfig\n"
+            "import tsf.cli, tsf.serving.manager, tsf.archives.writer\n"
             "async def main():\n"
             "    s = TsfServer(ServerConfig(inference_address='127.0.0.1:0',"
             " management_address='127.0.0.1:0', metrics_address='127.0.0.1:0',"
@@ -83,7 +83,7 @@ def test_tsf_plugins_cli_lists_hooks():
 def test_labels_follow_torchserve_rules(tmp_path):
     import json
 
-    from tsf.labels import Labels
+    from tsf.archives.labels import Labels
 
     assert Labels.from_model_dir(tmp_path)(3) == "3"
     (tmp_path / "index_to_name.json").write_text(json.dumps(

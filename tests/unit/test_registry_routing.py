@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from tsf.errors import ModelNotFound, ModelVersionNotFound
-from tsf.registry import Registry
-from tsf.traffic import TrafficSplit
+from tsf.serving.registry import Registry
+from tsf.serving.traffic import TrafficSplit
 
 
 def registry(*versions: str) -> Registry:

@@ -6,7 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from tsf.errors import BadRequest
-from tsf.shadow import ShadowMetrics, ShadowRule, parse_rule
+from tsf.serving.shadow import ShadowMetrics, ShadowRule, parse_rule
 
 
 def test_a_rule_defaults_to_every_request():

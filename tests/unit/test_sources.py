@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from tsf import hookimpl
-from tsf.config import ServerConfig
+from tsf.archives.sources import ArchiveSources, FetchedArchive
+from tsf.config.settings import ServerConfig
 from tsf.errors import BadRequest, Forbidden
 from tsf.plugins import create_manager
-from tsf.sources import ArchiveSources, FetchedArchive
 
 CONTENT = b"an archive's bytes"
 DIGEST = hashlib.sha256(CONTENT).hexdigest()

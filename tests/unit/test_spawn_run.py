@@ -1,5 +1,5 @@
-"""``tsf.spawn.run``: a command's exit code and its stdout and stderr together; killed past its
-timeout."""
+"""``tsf.workers.spawn.run``: a command's exit code and its stdout and stderr together; killed
+past its timeout."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tsf.spawn import run
+from tsf.workers.spawn import run
 
 
 def test_run_gives_the_exit_code_and_both_streams_in_order():

@@ -6,8 +6,8 @@ import asyncio
 import os
 from types import SimpleNamespace
 
-from tsf.manager_types import ManagerResult, RegisterRequest
-from tsf.store_watch import ModelStoreWatcher, signature, store_path
+from tsf.serving.manager_types import ManagerResult, RegisterRequest
+from tsf.serving.store_watch import ModelStoreWatcher, signature, store_path
 
 
 def test_only_model_store_names_are_watched(tmp_path):

@@ -8,8 +8,8 @@ import types
 import pytest
 
 from tsf.context import Context
-from tsf.handler_resolver import FunctionHandler, TorchServeClassHandler, adapt_module
-from tsf.workers.batch_runner import BatchRunner
+from tsf.runtime.batch_runner import BatchRunner
+from tsf.runtime.handler_resolver import FunctionHandler, TorchServeClassHandler, adapt_module
 
 
 def _context() -> Context:

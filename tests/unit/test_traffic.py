@@ -7,7 +7,7 @@ import collections
 import pytest
 
 from tsf.errors import BadRequest
-from tsf.traffic import TrafficSplit, header_value, key_point, parse_weights
+from tsf.serving.traffic import TrafficSplit, header_value, key_point, parse_weights
 
 
 @pytest.mark.parametrize("document, text", [

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tsf.errors import ModelLoadError
-from tsf.workers.warmup import request_of, warmup_inputs
+from tsf.runtime.warmup import request_of, warmup_inputs
 
 
 def test_no_declaration_means_no_warm_up(tmp_path):

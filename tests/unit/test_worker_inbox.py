@@ -8,9 +8,9 @@ import socket
 
 from tsf import hookimpl
 from tsf.handler import BaseHandler
+from tsf.runtime.main import Inbox
 from tsf.testing import HandlerHarness
 from tsf.workers import protocol
-from tsf.workers.main import Inbox
 from tsf.workers.messages import Batch, Part, Request
 
 

@@ -12,11 +12,12 @@ from typing import Callable
 
 import pytest
 
-from tsf.batching import Batcher, BatchQueue, Job
+from tsf.batching.batcher import Batcher
+from tsf.batching.queue import BatchQueue, Job
 from tsf.errors import (BatchNotStarted, ModelLoadError, ServiceUnavailable, WorkerCrashed,
                         WorkerDied)
-from tsf.workers.messages import Answer, BatchResult, Request
 from tsf.workers import pool as pool_module
+from tsf.workers.messages import Answer, BatchResult, Request
 from tsf.workers.pool import WorkerPool
 from tsf.workers.process import WorkerProcess
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from tsf.batching import Job
+from tsf.batching.queue import Job
 from tsf.errors import BadRequest, ServiceUnavailable
-from tsf.tracing import Tracing
+from tsf.telemetry.tracing import Tracing
 from tsf.workers.messages import Answer, Part, Request
 from tsf.workflows.executor import NodeFailed, WorkflowRun
 from tsf.workflows.spec import parse_spec

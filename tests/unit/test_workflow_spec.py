@@ -7,7 +7,7 @@ import zipfile
 
 import pytest
 
-from tsf.archive import Limits
+from tsf.archives.reader import Limits
 from tsf.errors import BadRequest, InvalidArchive
 from tsf.workflows.spec import handler_functions, parse_spec
 from tsf.workflows.war import WAR_MANIFEST, WarSpec, open_war, write_war

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import textwrap
 
-from tsf.archiver import ArchiveSpec, write_archive
+from tsf.archives.writer import ArchiveSpec, write_archive
 
 HANDLER = '''
     def handle(data, context):

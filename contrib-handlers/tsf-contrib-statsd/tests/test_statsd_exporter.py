@@ -6,8 +6,9 @@ import socket
 import textwrap
 import time
 
-from tsf.archiver import ArchiveSpec, write_archive
 from tsf_contrib_statsd.exporter import format_line
+
+from tsf.archives.writer import ArchiveSpec, write_archive
 
 HANDLER = '''
     def handle(data, context):

@@ -2,4 +2,6 @@
 
 Off unless ``enable_grpc`` is set; needs ``pip install 'tsf-framework[grpc]'``.  Nothing here is
 imported until then.
+
+May import: the data plane and everything below it; never ``server`` or the composition root.
 """

@@ -10,10 +10,10 @@ import grpc
 
 from ..dataplane import DataPlane, derive_request_id
 from ..errors import InternalError, TsfError, check_response_size
-from ..manager import ModelManager
 from ..outcome import Outcome
 from ..services import Services
-from ..traffic import MODEL_VERSION_HEADER
+from ..serving.manager import ModelManager
+from ..serving.traffic import MODEL_VERSION_HEADER
 from .status import abort, headers_of
 
 log = logging.getLogger("tsf.grpc")

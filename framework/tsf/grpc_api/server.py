@@ -13,7 +13,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from ..config import Address
+from ..config.settings import Address
 from ..services import Services
 from .oip import OipService
 from .stubs import load

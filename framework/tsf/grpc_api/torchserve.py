@@ -17,7 +17,7 @@ from typing import Any, AsyncIterator
 from google.rpc import status_pb2
 
 from ..errors import BadRequest, TsfError
-from ..manager_types import RegisterRequest
+from ..serving.manager_types import RegisterRequest
 from ..workers.messages import TORCHSERVE_GRPC, Part, Request
 from .base import GrpcService
 from .status import abort, grpc_code

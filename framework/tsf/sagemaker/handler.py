@@ -22,7 +22,7 @@ from typing import Any, Callable
 
 from .. import hookimpl
 from ..errors import BadRequest, ModelLoadError
-from ..handler_resolver import import_file
+from ..runtime.handler_resolver import import_file
 from . import codecs
 
 FUNCTIONS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")

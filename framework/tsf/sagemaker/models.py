@@ -15,10 +15,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..archives.sources import inside
 from ..errors import BadRequest, Forbidden, ModelLoadError, ModelNotFound, TsfError
-from ..manager_types import ManagerResult, RegisterRequest
-from ..sources import inside
-from ..spawn import run
+from ..serving.manager_types import ManagerResult, RegisterRequest
+from ..workers.spawn import run
 
 log = logging.getLogger("tsf")
 

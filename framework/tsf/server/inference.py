@@ -18,7 +18,7 @@ log = logging.getLogger("tsf.http")
 
 
 class PingHandler(ApiHandler):
-    """Health by the rule in :mod:`tsf.health`: 200 Healthy or Degraded, 503 Unhealthy.
+    """Health by the rule in :mod:`tsf.serving.health`: 200 Healthy or Degraded, 503 Unhealthy.
 
     ``?verbose=true`` adds each model version's state and worker counts.
     """

@@ -15,9 +15,8 @@ from typing import Any
 
 import tornado.web
 
-from ..errors import (InternalError, MethodNotAllowed, ResourceNotFound, ServiceUnavailable,
-                      TsfError)
-from ..lifecycle import Lifecycle, Phase
+from ..errors import InternalError, MethodNotAllowed, ResourceNotFound, ServiceUnavailable, TsfError
+from ..serving.lifecycle import Lifecycle, Phase
 
 log = logging.getLogger("tsf.http")
 

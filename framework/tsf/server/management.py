@@ -9,9 +9,9 @@ from typing import Any
 
 from ..errors import BadRequest
 from ..json_body import json_object, load_json
-from ..manager import ModelManager
-from ..manager_types import ManagerResult, RegisterRequest
 from ..plugins import describe_plugins
+from ..serving.manager import ModelManager
+from ..serving.manager_types import ManagerResult, RegisterRequest
 from .api_handler import ApiHandler, BodyHandler
 from .openapi import ManagementOpenAPIHandler
 

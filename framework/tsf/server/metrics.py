@@ -8,7 +8,6 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from .api_handler import ApiHandler
 
-
 _SAMPLE_SUFFIXES = ("", "_total", "_bucket", "_count", "_sum")
 
 

@@ -7,11 +7,11 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Iterator
 
-from ..batching import Job
+from ..batching.queue import Job
 from ..errors import TsfError
 from ..outcome import Outcome
 from ..services import Services
-from ..traffic import MODEL_VERSION_HEADER
+from ..serving.traffic import MODEL_VERSION_HEADER
 from ..workers.messages import Request
 from .api_handler import BodyHandler
 

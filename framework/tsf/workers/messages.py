@@ -4,7 +4,7 @@ The front end sends a :class:`Batch` of :class:`Request` messages in a BATCH fra
 answers with a :class:`BatchResult` (one :class:`Answer` per request) in a RESULT frame, and,
 before it, with any number of PARTIAL frames, each one :class:`Answer` of a streaming handler.
 What only the front end needs (the version label, the trace span, where partial answers go) is
-kept on its ``tsf.batching.Job``, never sent.
+kept on its ``tsf.batching.queue.Job``, never sent.
 
 A frame is a JSON header and binary blobs (see :mod:`tsf.workers.protocol`, which adds the
 header's ``blobs`` list of sizes).  The headers, keys in brackets present only when they differ
@@ -21,7 +21,7 @@ from their default::
               ["datatype": str, "shape": [int, ...], "encoding": "raw"|"json"]}   OIP tensors
 
     RESULT   {"results": [answer, ...], "timings": {stage: seconds},
-              "metrics": [record, ...]         the handler's metrics (tsf.handler_metrics)
+              "metrics": [record, ...]         the handler's metrics (tsf.runtime.handler_metrics)
               ["stamps": [[stage, start_ns, end_ns], ...]]}   when the batch asked for them
              blobs: each answer's body, in the order of the requests
     answer   {"status": int, "ctype": str, ["headers": {name: value}],
@@ -202,7 +202,7 @@ class BatchResult:
 
     answers: list[Answer]
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
-    metrics: list[dict] = field(default_factory=list)  # tsf.handler_metrics records
+    metrics: list[dict] = field(default_factory=list)  # tsf.runtime.handler_metrics records
     stamps: list | None = None  # [stage, start_ns, end_ns] per stage, when asked for
 
     def to_wire(self) -> tuple[dict, list[bytes]]:

@@ -17,7 +17,7 @@ MAX_LINE = 16 * 1024       # bytes of one line that reach the log
 CHUNK = 64 * 1024          # bytes read from the pipe at a time
 LINES_PER_SECOND = 1000    # per stream; the rest are counted, not logged
 
-# the worker's log format starts with the level name (see tsf.workers.main)
+# the worker's log format starts with the level name (see tsf.runtime.main)
 LEVEL_PREFIX = re.compile(r"(DEBUG|INFO|WARNING|ERROR|CRITICAL) ")
 TRACEBACK = "Traceback (most recent call last):"
 CRASH = "Fatal Python error:"  # faulthandler's first line

@@ -27,10 +27,10 @@ from typing import Any, Callable
 
 from ..errors import (BatchNotStarted, ModelLoadError, TsfError, WorkerCrashed, WorkerDied,
                       WorkerTimeout, from_dict)
-from ..spawn import SpawnedProcess, spawn
 from . import protocol
 from .messages import Answer, Batch, BatchResult
 from .output import CHUNK, LevelReader, LineBudget, LineSplitter
+from .spawn import SpawnedProcess, spawn
 
 log = logging.getLogger("tsf.worker")
 
@@ -143,7 +143,7 @@ class WorkerProcess:
             env["GOMP_SPINCOUNT"] = WORKER_SPIN_COUNT
         try:
             self.proc = await spawn(
-                [sys.executable, "-X", "faulthandler", "-m", "tsf.workers.main",
+                [sys.executable, "-X", "faulthandler", "-m", "tsf.runtime.main",
                  "--fd", str(child.fileno()), "--parent", str(os.getpid())],
                 env=env, pass_fds=(child.fileno(),))
         finally:

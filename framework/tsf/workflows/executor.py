@@ -22,7 +22,7 @@ import json
 import time
 from typing import Any, Callable
 
-from ..batching import Job
+from ..batching.queue import Job
 from ..errors import TsfError
 from ..json_body import load_json
 from ..workers.messages import Answer, Part, Request

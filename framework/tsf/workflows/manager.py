@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 from prometheus_client import Counter, Histogram
 
-from ..archive import ModelArchive
-from ..batching import Job
+from ..archives.reader import ModelArchive
+from ..batching.queue import Job
 from ..errors import BadRequest, Conflict, ResourceNotFound, TsfError
-from ..manager import MODEL_NAME, ModelManager
-from ..manager_types import RegisterRequest
-from ..metrics import LATENCY_BUCKETS
+from ..serving.manager import MODEL_NAME, ModelManager
+from ..serving.manager_types import RegisterRequest
+from ..telemetry.metrics import LATENCY_BUCKETS
 from ..workers.messages import Answer, Request
 from .executor import WorkflowRun, node_model_name
 from .spec import Node

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..archive import Limits, confined_path, extract, read_metadata, read_yaml
+from ..archives.reader import Limits, confined_path, extract, read_metadata, read_yaml
 from ..errors import BadRequest, InvalidArchive
 from .spec import WorkflowSpec, handler_functions, parse_spec
 

@@ -12,7 +12,7 @@ import textwrap
 import pytest
 import torch
 
-from tsf.archiver import ArchiveSpec, write_archive
+from tsf.archives.writer import ArchiveSpec, write_archive
 from tsf.testing import ServerProcess, assert_error
 
 MINILM = '''

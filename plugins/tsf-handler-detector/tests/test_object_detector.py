@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.v2 import functional as F
 
-from tsf.archiver import ArchiveSpec, write_archive
+from tsf.archives.writer import ArchiveSpec, write_archive
 from tsf.testing import ServerProcess, assert_error, random_image
 
 MODEL_FILE = '''

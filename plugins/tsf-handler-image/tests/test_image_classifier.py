@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 from torchvision.models.resnet import BasicBlock, ResNet
 
-from tsf.archiver import ArchiveSpec, write_archive
+from tsf.archives.writer import ArchiveSpec, write_archive
 from tsf.testing import ServerProcess, assert_error, random_image
 
 CLASSES = 10

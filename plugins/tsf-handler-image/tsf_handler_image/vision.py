@@ -17,9 +17,9 @@ import io
 import warnings
 from typing import Any
 
+from tsf.archives.labels import Labels
 from tsf.errors import BadRequest
 from tsf.handler import BaseHandler, Ragged
-from tsf.labels import Labels
 
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from tsf.archiver import ArchiveSpec, write_archive
+from tsf.archives.writer import ArchiveSpec, write_archive
 from tsf.testing import ServerProcess, random_image
 
 MODEL_FILE = '''

@@ -21,9 +21,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tsf.archives.labels import Labels
 from tsf.errors import BadRequest
 from tsf.handler import BaseHandler
-from tsf.labels import Labels
 
 from . import torchserve_text
 from .source_vocab import SourceVocab, load_source_vocab

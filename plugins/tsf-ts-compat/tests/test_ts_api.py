@@ -10,10 +10,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
-from tsf.context import Context
-from tsf.errors import ModelLoadError, NotImplementedByModel, TsfError
-
 import ts
 from ts.handler_utils.text_utils import get_tokenizer, ngrams_iterator
 from ts.handler_utils.timer import timed
@@ -24,6 +20,9 @@ from ts.metrics.metric_type_enum import MetricTypes
 from ts.torch_handler.base_handler import compile_options
 from ts.utils.util import (PredictionException, list_classes_from_module, load_label_mapping,
                            map_class_to_label)
+
+from tsf.context import Context
+from tsf.errors import ModelLoadError, NotImplementedByModel, TsfError
 
 
 def context(**kwargs) -> Context:
@@ -198,7 +197,7 @@ def test_torchserves_own_ts_is_refused(tmp_path):
     script = textwrap.dedent(f"""
         from pathlib import Path
         from tsf.errors import ModelLoadError
-        from tsf.handler_resolver import check_ts_package
+        from tsf.runtime.handler_resolver import check_ts_package
         check_ts_package(Path({str(plain)!r}))
         try:
             check_ts_package(Path({str(handler)!r}))
@@ -215,7 +214,7 @@ def test_torchserves_own_ts_is_refused(tmp_path):
 
 def test_metrics_declared_in_a_metrics_config_file(tmp_path):
     from tsf.errors import InternalError
-    from tsf.handler_metrics import declared_metrics
+    from tsf.runtime.handler_metrics import declared_metrics
 
     path = tmp_path / "metrics.yaml"
     path.write_text("dimensions:\n  - &model_name ModelName\nmodel_metrics:\n  counter:\n"

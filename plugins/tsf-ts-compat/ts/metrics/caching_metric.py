@@ -1,5 +1,5 @@
 """``CachingMetric``: what ``context.metrics.add_metric_to_cache`` returns."""
 
-from tsf.handler_metrics import CachedMetric as CachingMetric
+from tsf.runtime.handler_metrics import CachedMetric as CachingMetric
 
 __all__ = ["CachingMetric"]

@@ -1,6 +1,6 @@
 """The errors ``context.metrics`` raises, under TorchServe's names."""
 
-from tsf.handler_metrics import MetricNotFound
+from tsf.runtime.handler_metrics import MetricNotFound
 
 MetricsCacheError = Exception
 MetricsCacheKeyError = MetricNotFound

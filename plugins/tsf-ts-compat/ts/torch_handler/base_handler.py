@@ -18,7 +18,7 @@ from typing import Any
 import torch
 
 from tsf.errors import ModelLoadError, NotImplementedByModel
-from tsf.model_loader import load_model
+from tsf.runtime.model_loader import load_model
 
 from ..handler_utils.timer import timed
 from ..utils.util import check_valid_pt2_backend, load_label_mapping

@@ -1,0 +1,5 @@
+"""Configuration: the server's settings (``settings``), TorchServe's ``config.properties`` keys,
+SageMaker's environment, per-model options and autoscaling settings, and YAML parsed with a bound.
+
+May import: ``errors``, ``json_body``.
+"""

@@ -1,0 +1,74 @@
+"""The machinery that serves one model version, wired together: the worker pool and the spec its
+workers load, the bounded queue, the batcher, the autoscaler, and the
+:class:`~tsf.serving.observer.VersionObserver` that records what they do.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from prometheus_client import Counter
+
+from ..archives.reader import ModelArchive
+from ..batching.batcher import Batcher
+from ..batching.queue import BatchQueue
+from ..config.settings import ModelSettings, ServerConfig
+from ..runtime.handler_metrics import declared_metrics
+from ..telemetry.metrics import ServerMetrics
+from ..telemetry.tracing import Tracing
+from ..workers.pool import WorkerPool
+from .autoscale import Autoscaler, autoscale
+from .observer import VersionObserver
+from .registry import ModelVersion, Registry
+
+
+class VersionBuilder:
+    """Builds model versions with one server's config, registry, metrics and tracing."""
+
+    def __init__(self, config: ServerConfig, registry: Registry, metrics: ServerMetrics,
+                 tracing: Tracing, decisions: Counter) -> None:
+        self.config = config
+        self.registry = registry
+        self.metrics = metrics
+        self.tracing = tracing
+        self.decisions = decisions  # the autoscaler's tsf_autoscale_decisions counter
+
+    def build(self, name: str, version: str, url: str, archive: ModelArchive,
+              settings: ModelSettings, owned: Path | None, loaded_at_startup: bool,
+              paused: Callable[[], bool]) -> ModelVersion:
+        """A version whose batcher and autoscaler run (the autoscaler decides nothing while
+        ``paused()``), with no worker yet; the caller registers it and starts its workers."""
+        config, options = self.config, settings.options
+        spec = {"model_name": name, "model_version": version, "model_dir": str(archive.model_dir),
+                "manifest": archive.manifest, "model_config": archive.model_config,
+                "handler": archive.handler, "batch_size": settings.batch_size,
+                "model_metrics": declared_metrics(config.metrics_config)}
+        pool = WorkerPool(spec, startup_timeout=settings.startup_timeout,
+                          threads_per_worker=config.number_of_threads_per_worker,
+                          backoff_max=config.worker_restart_backoff_max,
+                          memory_limit=settings.worker_memory_limit_mb * 2**20,
+                          stall_seconds=min(settings.response_timeout,
+                                            config.worker_stall_seconds),
+                          max_retry_seconds=options.max_retry_timeout_s,
+                          pipeline_depth=config.worker_pipeline_depth)
+        queue = BatchQueue(options.job_queue_size or config.job_queue_size)
+        autoscaler = Autoscaler(settings.autoscale)
+        observer = VersionObserver(name, version, queue=queue, pool=pool, autoscaler=autoscaler,
+                                   registry=self.registry, metrics=self.metrics,
+                                   tracing=self.tracing)
+        pool.on_change = observer.workers_changed
+        pool.on_memory_restart = observer.memory_restart
+        batcher = Batcher(queue, pool, batch_size=settings.batch_size,
+                          max_batch_delay_ms=settings.max_batch_delay,
+                          response_timeout=settings.response_timeout, observer=observer,
+                          stage_stamps=self.tracing.enabled,
+                          client_timeout_ms=options.client_timeout_ms,
+                          job_ticket=options.use_job_ticket)
+        mv = ModelVersion(name=name, version=version, url=url, archive=archive,
+                          settings=settings, pool=pool, queue=queue, batcher=batcher,
+                          loaded_at_startup=loaded_at_startup, owned_dir=owned,
+                          autoscaler=autoscaler)
+        batcher.start()
+        pool.spawn(autoscale(mv, config, self.decisions, paused=paused))
+        return mv
