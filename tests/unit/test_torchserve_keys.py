@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from tsf.config import _YAML_KEYS, ServerConfig, load_config
+from tsf.config.model_options import UNSUPPORTED
+from tsf.config.settings import _YAML_KEYS, ServerConfig, load_config
+from tsf.config.torchserve_keys import NOT_APPLICABLE, REFUSED
 from tsf.errors import BadRequest
-from tsf.model_options import UNSUPPORTED
-from tsf.torchserve_keys import NOT_APPLICABLE, REFUSED
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 
@@ -34,6 +34,12 @@ def test_refused_keys_stop_the_server_and_harmless_values_pass(tmp_path, caplog)
     assert config.job_queue_size == 7
     assert "vmargs is ignored: there is no JVM" in caplog.text
     assert "no_such_key is unknown" in caplog.text
+
+
+def test_no_supported_key_is_listed_as_refused_or_not_applicable():
+    supported = {f.name for f in dataclasses.fields(ServerConfig)}
+    assert not supported & set(REFUSED), sorted(supported & set(REFUSED))
+    assert not supported & set(NOT_APPLICABLE), sorted(supported & set(NOT_APPLICABLE))
 
 
 def test_every_key_is_documented_in_configuration_md():

@@ -32,11 +32,8 @@ REFUSED: dict[str, tuple[tuple[str, ...], str]] = {
     "workflow_store": ((), "workflow archives are read from the model store"),
     "models": ((), "per-model settings belong in each archive's model-config.yaml or in the "
                    "register request"),
-    "model_snapshot": ((), "there are no snapshots: list start-up models in load_models"),
     "metrics_mode": (("prometheus",), "metrics are served in Prometheus format only"),
     "metrics_format": (("prometheus",), "metrics are served in Prometheus format only"),
-    "metrics_config": ((), "metrics are built in; handlers add their own through "
-                           "context.metrics"),
     "enable_metrics_api": (("true",), "the metrics API is always served (bind "
                                       "metrics_address to loopback to hide it)"),
     "decode_input_request": (("true",), "workers always decode JSON and text parts"),
@@ -58,7 +55,6 @@ NOT_APPLICABLE: dict[str, str] = {
     "model_server_home": "not needed",
     "unregister_model_timeout": "unregister waits for running batches up to the model's "
                                 "response timeout",
-    "enable_envvars_config": "TSF_* environment variables are always read",
     "disable_token_authorization": "tokens are off unless auth_token_file is set",
     "use_native_io": "no native I/O layer",
     "io_ratio": "no native I/O layer",
