@@ -196,15 +196,34 @@ class Address:
     scheme: str = "http"
 
     @classmethod
-    def parse(cls, text: str) -> "Address":
+    def parse(cls, text: str, default_port: int | None = None) -> "Address":
+        """``scheme://host:port``, ``host:port`` or, with ``default_port``, a bare host."""
         if "://" not in text:
             text = "http://" + text
         parts = urlsplit(text)
         if parts.scheme not in ("http",):
             raise BadRequest(f"unsupported listen scheme {parts.scheme!r} in {text!r} (use http)")
-        if parts.port is None:
-            raise BadRequest(f"listen address {text!r} has no port")
-        return cls(host=parts.hostname or "127.0.0.1", port=parts.port, scheme=parts.scheme)
+        try:
+            port = parts.port
+        except ValueError:
+            raise BadRequest(f"listen address {text!r} has an invalid port") from None
+        if port is None:
+            if default_port is None:
+                raise BadRequest(f"listen address {text!r} has no port")
+            port = default_port
+        return cls(host=parts.hostname or "127.0.0.1", port=port, scheme=parts.scheme)
+
+
+# TorchServe's gRPC keys: the address is a host (``127.0.0.1``, TorchServe's form) or tsf's
+# ``host:port``; the port key, when set, gives the port, else these defaults do
+GRPC_DEFAULT_PORTS = {"grpc_inference_address": 7070, "grpc_management_address": 7071}
+
+
+def grpc_listen_address(text: str, port_key: int, default_port: int) -> Address:
+    """Where a gRPC API listens: ``text`` is a host or ``host:port``; ``port_key``
+    (``grpc_*_port``, 0 when unset) replaces the port, ``default_port`` stands in for none."""
+    address = Address.parse(text, default_port)
+    return dataclasses.replace(address, port=port_key) if port_key > 0 else address
 
 
 def is_loopback(host: str) -> bool:
@@ -230,11 +249,12 @@ def guard_management_address(config: ServerConfig, has_management_token: bool) -
     changes = {}
     for key in ("management_address", "grpc_management_address"):
         given = getattr(config, key)
-        address = Address.parse(given)
+        address = Address.parse(given, GRPC_DEFAULT_PORTS.get(key))
         if is_loopback(address.host):
             continue
-        changes[key] = (f"{address.scheme}://" if "://" in given else "") + \
-            f"127.0.0.1:{address.port}"
+        has_port = urlsplit(given if "://" in given else "http://" + given).port is not None
+        changes[key] = (f"{address.scheme}://" if "://" in given else "") + "127.0.0.1" + \
+            (f":{address.port}" if has_port else "")
         log.warning("%s %s is not loopback and no management token is configured: that API "
                     "listens on %s instead (set TSF_MANAGEMENT_TOKEN or auth_token_file to "
                     "expose it)", key, given, changes[key])

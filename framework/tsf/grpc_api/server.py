@@ -13,18 +13,13 @@ import dataclasses
 import logging
 from typing import Any
 
-from ..config.settings import Address
+from ..config.settings import GRPC_DEFAULT_PORTS, Address, grpc_listen_address
 from ..services import Services
 from .oip import OipService
 from .stubs import load
 from .torchserve import InferenceService, ManagementService
 
 log = logging.getLogger("tsf")
-
-
-def grpc_address(text: str, port_override: int) -> Address:
-    address = Address.parse(text)
-    return dataclasses.replace(address, port=port_override) if port_override > 0 else address
 
 
 class GrpcServers:
@@ -53,12 +48,13 @@ class GrpcServers:
             ManagementService(self.services, stubs["tsf_torchserve_management_pb2"]),
             management)
         ports = {}
-        for api, server, text, override in (
-                ("grpc_inference", inference, self.config.grpc_inference_address,
+        for api, server, key, override in (
+                ("grpc_inference", inference, "grpc_inference_address",
                  self.config.grpc_inference_port),
-                ("grpc_management", management, self.config.grpc_management_address,
+                ("grpc_management", management, "grpc_management_address",
                  self.config.grpc_management_port)):
-            address = grpc_address(text, override)
+            address = grpc_listen_address(getattr(self.config, key), override,
+                                          GRPC_DEFAULT_PORTS[key])
             port = server.add_insecure_port(f"{address.host}:{address.port}")
             if port == 0:
                 raise OSError(f"cannot listen for gRPC on {address.host}:{address.port}")
