@@ -23,7 +23,8 @@ from .manager_types import RegisterRequest
 log = logging.getLogger("tsf")
 
 # snapshot key -> RegisterRequest field
-_SETTINGS = {"minWorkers": "initial_workers", "batchSize": "batch_size",
+_SETTINGS = {"minWorkers": "initial_workers", "maxWorkers": "max_workers",
+             "batchSize": "batch_size",
              "maxBatchDelay": "max_batch_delay", "responseTimeout": "response_timeout",
              "startupTimeout": "startup_timeout"}
 
