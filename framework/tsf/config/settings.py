@@ -15,7 +15,6 @@ import ipaddress
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
@@ -24,6 +23,7 @@ from ..errors import BadRequest
 if TYPE_CHECKING:
     from .autoscale import AutoscaleSettings
 from .model_options import ModelOptions, model_options
+from .properties import read_properties
 from .torchserve_keys import check_torchserve_keys
 
 log = logging.getLogger("tsf")
@@ -122,20 +122,6 @@ def _coerce(f: dataclasses.Field, raw: Any) -> Any:
         return target(text)
     except ValueError:
         raise BadRequest(f"invalid value for {f.name}: {raw!r}") from None
-
-
-def read_properties(path: str | os.PathLike) -> dict[str, str]:
-    """Parse a Java-style ``config.properties`` file (``key=value``, ``#`` comments)."""
-    values: dict[str, str] = {}
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if not line or line[0] in "#!":
-            continue
-        sep = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
-        if sep < 0:
-            continue
-        values[line[:sep].strip()] = line[sep + 1:].strip()
-    return values
 
 
 def env_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
