@@ -81,6 +81,13 @@ class ServerConfig:
     grpc_inference_port: int = 0   # TorchServe's key; replaces the address's port when set
     grpc_management_port: int = 0
     metrics_config: str = ""  # TorchServe's metrics.yaml: its model_metrics are declared
+    # TLS (tsf.config.tls): https:// addresses and enable_grpc_ssl take their key from these
+    keystore: str = ""                   # a PKCS12 file (wins over the PEM files)
+    keystore_pass: str = field(default="changeit", repr=False)
+    keystore_type: str = "PKCS12"
+    private_key_file: str = ""           # PEM, unencrypted
+    certificate_file: str = ""           # PEM, the server's certificate first, then its chain
+    enable_grpc_ssl: bool = False
     # TorchServe / KServe layout keys
     enable_envvars_config: bool = False  # TS_<KEY> variables override the config file
     service_envelope: str = ""           # kserve / kservev2: /v1 and /v2 are always served
@@ -182,23 +189,33 @@ class Address:
     scheme: str = "http"
 
     @classmethod
-    def parse(cls, text: str, default_port: int | None = None) -> "Address":
-        """``scheme://host:port``, ``host:port`` or, with ``default_port``, a bare host."""
+    def parse(cls, text: str, default_port: int | Mapping[str, int] | None = None
+              ) -> "Address":
+        """``scheme://host:port`` (``http`` or ``https``), ``host:port`` or, with
+        ``default_port`` (a port, or a port per scheme), a bare host."""
         if "://" not in text:
             text = "http://" + text
         parts = urlsplit(text)
-        if parts.scheme not in ("http",):
-            raise BadRequest(f"unsupported listen scheme {parts.scheme!r} in {text!r} (use http)")
+        if parts.scheme not in ("http", "https"):
+            raise BadRequest(f"unsupported listen scheme {parts.scheme!r} in {text!r} (use http "
+                             "or https)")
         try:
             port = parts.port
         except ValueError:
             raise BadRequest(f"listen address {text!r} has an invalid port") from None
         if port is None:
+            if isinstance(default_port, Mapping):
+                default_port = default_port.get(parts.scheme)
             if default_port is None:
                 raise BadRequest(f"listen address {text!r} has no port")
             port = default_port
         return cls(host=parts.hostname or "127.0.0.1", port=port, scheme=parts.scheme)
 
+
+# the port of an HTTP listener's address without one, by scheme (TorchServe's)
+HTTP_DEFAULT_PORTS = {"inference": {"http": 80, "https": 443},
+                      "management": {"http": 8081, "https": 8444},
+                      "metrics": {"http": 8082, "https": 8445}}
 
 # TorchServe's gRPC keys: the address is a host (``127.0.0.1``, TorchServe's form) or tsf's
 # ``host:port``; the port key, when set, gives the port, else these defaults do
@@ -235,7 +252,8 @@ def guard_management_address(config: ServerConfig, has_management_token: bool) -
     changes = {}
     for key in ("management_address", "grpc_management_address"):
         given = getattr(config, key)
-        address = Address.parse(given, GRPC_DEFAULT_PORTS.get(key))
+        address = Address.parse(given, GRPC_DEFAULT_PORTS.get(key) or
+                                HTTP_DEFAULT_PORTS["management"])
         if is_loopback(address.host):
             continue
         has_port = urlsplit(given if "://" in given else "http://" + given).port is not None

@@ -3,7 +3,7 @@ applicable (read, logged as ignored, and why).
 
 Keys tsf supports are the fields of :class:`tsf.config.settings.ServerConfig`.  A refused key asks
 for something tsf does not do, where ignoring it would leave the server less safe or different from
-what its operator asked for (TLS, CORS, hidden environment variables): tsf refuses to start
+what its operator asked for (hidden environment variables, a CPU launcher): tsf refuses to start
 instead.  ``docs/configuration.md`` lists every key of these tables; a unit test keeps it so.
 """
 
@@ -18,12 +18,6 @@ log = logging.getLogger("tsf.config")
 
 # key -> (values that ask for nothing tsf lacks, what to do instead)
 REFUSED: dict[str, tuple[tuple[str, ...], str]] = {
-    "keystore": ((), "TLS is not built in: terminate TLS in a proxy in front of tsf"),
-    "keystore_pass": ((), "TLS is not built in: terminate TLS in a proxy in front of tsf"),
-    "keystore_type": ((), "TLS is not built in: terminate TLS in a proxy in front of tsf"),
-    "private_key_file": ((), "TLS is not built in: terminate TLS in a proxy in front of tsf"),
-    "certificate_file": ((), "TLS is not built in: terminate TLS in a proxy in front of tsf"),
-    "enable_grpc_ssl": (("false",), "TLS is not built in: terminate TLS in a proxy"),
     "cors_allowed_origin": ((), "CORS headers are not sent: set them in a proxy"),
     "cors_allowed_methods": ((), "CORS headers are not sent: set them in a proxy"),
     "cors_allowed_headers": ((), "CORS headers are not sent: set them in a proxy"),
