@@ -25,6 +25,7 @@ from .dataplane import DataPlane
 from .errors import TsfError
 from .plugins import create_manager
 from .server import inference, kserve_v1, kserve_v2, management, metrics, workflows
+from .server.cors import CorsPolicy
 from .server.json_handler import NotFoundHandler
 from .server.listener import HTTPListener
 from .services import Services
@@ -130,7 +131,7 @@ class TsfServer:
         routes = self._routes()
         settings = {"default_handler_class": NotFoundHandler, "compress_response": False,
                     "serve_traceback": False, "log_function": _log_request,
-                    "lifecycle": self.lifecycle}
+                    "lifecycle": self.lifecycle, "cors": CorsPolicy.from_config(self.config)}
         for apis in groups.values():
             address = addresses[apis[0]]
             if len({addresses[api].scheme for api in apis}) > 1:

@@ -88,6 +88,10 @@ class ServerConfig:
     private_key_file: str = ""           # PEM, unencrypted
     certificate_file: str = ""           # PEM, the server's certificate first, then its chain
     enable_grpc_ssl: bool = False
+    # CORS headers on every HTTP answer (tsf.server.cors)
+    cors_allowed_origin: str = ""
+    cors_allowed_methods: str = ""
+    cors_allowed_headers: str = ""
     # TorchServe / KServe layout keys
     enable_envvars_config: bool = False  # TS_<KEY> variables override the config file
     service_envelope: str = ""           # kserve / kservev2: /v1 and /v2 are always served

@@ -18,9 +18,6 @@ log = logging.getLogger("tsf.config")
 
 # key -> (values that ask for nothing tsf lacks, what to do instead)
 REFUSED: dict[str, tuple[tuple[str, ...], str]] = {
-    "cors_allowed_origin": ((), "CORS headers are not sent: set them in a proxy"),
-    "cors_allowed_methods": ((), "CORS headers are not sent: set them in a proxy"),
-    "cors_allowed_headers": ((), "CORS headers are not sent: set them in a proxy"),
     "blacklist_env_vars": ((), "workers see the server's environment: start tsf with only the "
                                "variables workers may see"),
     "workflow_store": ((), "workflow archives are read from the model store"),
