@@ -124,6 +124,7 @@ def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 def run_serve(args: argparse.Namespace) -> int:
     from .app import TsfServer, serve_forever
+    from .config.models_key import parse_models
     from .config.settings import load_config
     from .memory import release_large_buffers
     from .serving.snapshot import parse_snapshot
@@ -143,6 +144,7 @@ def run_serve(args: argparse.Namespace) -> int:
     # TorchServe reads TS_CONFIG_FILE when --ts-config is not given
     config = load_config(args.config_file or os.environ.get("TS_CONFIG_FILE"), cli)
     parse_snapshot(config.model_snapshot)  # a bad snapshot stops the start with its reason
+    parse_models(config.models)  # so does a bad models key
     configure_logging(config.log_level, config.log_format)
     if args.log_config:
         logging.getLogger("tsf").warning("--log-config %s ignored: tsf logs with --log-level "

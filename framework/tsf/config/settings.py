@@ -96,6 +96,7 @@ class ServerConfig:
     enable_envvars_config: bool = False  # TS_<KEY> variables override the config file
     service_envelope: str = ""           # kserve / kservev2: /v1 and /v2 are always served
     model_snapshot: str = ""             # TorchServe's JSON list of startup models
+    models: str = ""                     # TorchServe's per-model settings (config.models_key)
     # SageMaker container mode (tsf serve --sagemaker, or TSF_SAGEMAKER=true)
     sagemaker: bool = False
     sagemaker_model_dir: str = "/opt/ml/model"
@@ -296,8 +297,10 @@ _YAML_KEYS = {
 
 
 def model_settings(config: ServerConfig, model_yaml: Mapping[str, Any],
-                   rest: Mapping[str, Any]) -> ModelSettings:
-    """Merge per-model settings: REST parameters > model-config.yaml > server defaults."""
+                   rest: Mapping[str, Any], configured: Mapping[str, Any] | None = None
+                   ) -> ModelSettings:
+    """Merge per-model settings: REST parameters > model-config.yaml > ``configured`` (the
+    ``models`` key's entry for this version) > server defaults."""
     values: dict[str, Any] = {
         "batch_size": config.batch_size,
         "max_batch_delay": config.max_batch_delay,
@@ -307,6 +310,7 @@ def model_settings(config: ServerConfig, model_yaml: Mapping[str, Any],
         "max_workers": None,
         "worker_memory_limit_mb": config.worker_memory_limit_mb,
     }
+    values.update(configured or {})
     for yaml_key, key in _YAML_KEYS.items():
         if model_yaml.get(yaml_key) is not None:
             values[key] = model_yaml[yaml_key]

@@ -26,6 +26,7 @@ from ..archives.reader import Limits, ModelArchive, check_paths, open_archive
 from ..archives.sources import ArchiveSources
 from ..batching.queue import Job
 from ..config.autoscale import autoscale_settings
+from ..config.models_key import parse_models
 from ..config.settings import ModelSettings, ServerConfig, check_worker_cap, model_settings
 from ..errors import BadRequest, Conflict, Forbidden, ModelLoadError, ServiceUnavailable, TsfError
 from ..telemetry.metrics import ServerMetrics
@@ -74,6 +75,7 @@ class ModelManager:
         self.builder = VersionBuilder(config, self.registry, metrics, self.tracing,
                                       decisions_counter(metrics.registry))
         self.shadowing = Shadowing(metrics.registry)
+        self.configured = parse_models(config.models)  # TorchServe's models key
         self.owners: dict[str, str] = {}  # model name -> the workflow it belongs to
         self.shared_models: set[str] = set()  # workflow models that take direct requests too
 
@@ -122,7 +124,8 @@ class ModelManager:
             raise Conflict(f"Model version {version} is already registered for model {name}"
                            + ("" if key in self._reserved else
                               "; add replace=true to roll the new archive out in its place"))
-        settings = model_settings(self.config, archive.model_config, request.settings())
+        settings = model_settings(self.config, archive.model_config, request.settings(),
+                                  self.configured.settings(name, version))
         settings.autoscale = autoscale_settings(self.config, archive.model_config)
         if self.registry.exists(name, version):
             return await self._roll(self.registry.get(name, version), url, archive, owned,
@@ -134,6 +137,8 @@ class ModelManager:
             if python_path is not None:
                 mv.pool.spec["python_path"] = [str(python_path)]
             self.registry.add(mv)
+            if self.configured.is_default(name, version):
+                self.registry.set_default(name, version)
         finally:
             self._reserved.discard(key)
         workers = settings.min_workers
