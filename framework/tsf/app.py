@@ -253,7 +253,7 @@ def startup_models(config: ServerConfig) -> list[tuple[str | None, str]]:
 
 def startup_workflows(config: ServerConfig) -> list[tuple[str | None, str]]:
     """``[(name or None, url)]`` from ``load_workflows`` (``all``, ``x.war``, ``name=x.war``)."""
-    return _startup_entries(config.load_workflows, config.model_store,
+    return _startup_entries(config.load_workflows, config.workflow_store or config.model_store,
                             lambda p: p.name.endswith(".war"))
 
 

@@ -20,6 +20,8 @@ EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 def _serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the model server in the foreground")
     p.add_argument("--model-store", help="folder of model archives")
+    p.add_argument("--workflow-store", help="folder of workflow archives (.war); default: the "
+                   "model store")
     p.add_argument("--models", nargs="*", help="models to load at start: all, x.mar, name=x.mar")
     p.add_argument("--workflows", nargs="*",
                    help="workflows to register at start: all, x.war, name=x.war")
@@ -130,7 +132,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from .serving.snapshot import parse_snapshot
     from .telemetry.logs import configure_logging
 
-    cli = {"model_store": args.model_store, "inference_address": args.inference_address,
+    cli = {"model_store": args.model_store, "workflow_store": args.workflow_store,
+           "inference_address": args.inference_address,
            "management_address": args.management_address,
            "metrics_address": args.metrics_address, "workspace": args.workspace,
            "log_level": args.log_level, "log_format": args.log_format,
@@ -145,6 +148,8 @@ def run_serve(args: argparse.Namespace) -> int:
     config = load_config(args.config_file or os.environ.get("TS_CONFIG_FILE"), cli)
     parse_snapshot(config.model_snapshot)  # a bad snapshot stops the start with its reason
     parse_models(config.models)  # so does a bad models key
+    if config.workflow_store and not os.path.isdir(config.workflow_store):
+        raise BadRequest(f"workflow_store {config.workflow_store} is not a folder")
     configure_logging(config.log_level, config.log_format)
     if args.log_config:
         logging.getLogger("tsf").warning("--log-config %s ignored: tsf logs with --log-level "

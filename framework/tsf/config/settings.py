@@ -38,7 +38,8 @@ class ServerConfig:
     metrics_address: str = "http://127.0.0.1:8082"
     model_store: str = ""
     load_models: str = ""
-    load_workflows: str = ""  # .war files of the model store to register at start (or all)
+    load_workflows: str = ""  # .war files of the workflow store to register at start (or all)
+    workflow_store: str = ""  # where .war files are read from (default: the model store)
     workspace: str = ""
     default_workers_per_model: int = 1
     job_queue_size: int = 100

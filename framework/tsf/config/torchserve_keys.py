@@ -20,7 +20,6 @@ log = logging.getLogger("tsf.config")
 REFUSED: dict[str, tuple[tuple[str, ...], str]] = {
     "blacklist_env_vars": ((), "workers see the server's environment: start tsf with only the "
                                "variables workers may see"),
-    "workflow_store": ((), "workflow archives are read from the model store"),
     "metrics_mode": (("prometheus",), "metrics are served in Prometheus format only"),
     "metrics_format": (("prometheus",), "metrics are served in Prometheus format only"),
     "enable_metrics_api": (("true",), "the metrics API is always served (bind "
