@@ -32,7 +32,9 @@ from .services import Services
 from .serving.lifecycle import Lifecycle
 from .serving.manager import ModelManager
 from .serving.manager_types import RegisterRequest
-from .serving.snapshot import register_snapshot_models
+from .config.properties import read_properties
+from .serving.snapshot import capture, register_snapshot_models
+from .serving.snapshot_store import SnapshotStore, snapshot_folder
 from .serving.store_watch import ModelStoreWatcher
 from .telemetry.metrics import ServerMetrics
 from .telemetry.tracing import create_tracing
@@ -166,16 +168,20 @@ class TsfServer:
 
             self.grpc = GrpcServers(self.services, self.key_material)
             self.ports.update(await self.grpc.start())
-        for name, url in startup_models(self.config):
-            try:
-                await self.manager.register(RegisterRequest(url, model_name=name,
-                                                            synchronous=False),
-                                            loaded_at_startup=True)
-            except TsfError as exc:
-                log.error("startup model %s (%s) not registered: %s", name or url, url,
-                          exc.message)
-                self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
-        await register_snapshot_models(self.manager, self.config)
+        snapshots = self._snapshot_store()
+        latest = snapshots.latest() if snapshots is not None else None
+        if latest is not None and latest.config_file == snapshots.config_file:
+            log.info("restoring the models of config snapshot %s (load_models and "
+                     "model_snapshot of the config are not applied; --ncs skips the snapshot)",
+                     latest.path)
+            await register_snapshot_models(self.manager, latest.model_snapshot)
+        else:
+            if latest is not None:
+                log.info("config snapshot %s was written for another config file (%s); not "
+                         "restored", latest.path, latest.config_file or "none")
+            await self._register_startup_models()
+        if snapshots is not None:
+            self.manager.on_change = lambda: snapshots.save(capture(self.manager))
         if self.config.sagemaker:
             from .sagemaker.models import register_sagemaker_model
 
@@ -187,6 +193,27 @@ class TsfServer:
         for name, url in startup_workflows(self.config):
             asyncio.ensure_future(self._register_startup_workflow(name, url))
         self.manager.starting = False
+
+    def _snapshot_store(self) -> SnapshotStore | None:
+        folder = snapshot_folder(self.config)
+        if folder is None:
+            return None
+        config_file = self.config.ts_config_file
+        values = read_properties(config_file) if config_file else {}
+        return SnapshotStore(folder, self.config.snapshot_keep, config_file, values)
+
+    async def _register_startup_models(self) -> None:
+        """``load_models``, then the config's ``model_snapshot``."""
+        for name, url in startup_models(self.config):
+            try:
+                await self.manager.register(RegisterRequest(url, model_name=name,
+                                                            synchronous=False),
+                                            loaded_at_startup=True)
+            except TsfError as exc:
+                log.error("startup model %s (%s) not registered: %s", name or url, url,
+                          exc.message)
+                self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
+        await register_snapshot_models(self.manager, self.config.model_snapshot)
 
     async def _register_startup_workflow(self, name: str | None, url: str) -> None:
         """Register a ``load_workflows`` entry in the background; a failure counts in health."""

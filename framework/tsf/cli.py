@@ -50,7 +50,7 @@ def _serve_parser(sub: Any) -> None:
     ts.add_argument("--start", action="store_true",
                     help="accepted: tsf serve starts the server (in the foreground)")
     ts.add_argument("--ncs", "--no-config-snapshots", dest="ncs", action="store_true",
-                    help="accepted: tsf never writes config snapshots")
+                    help="neither write config snapshots nor restore the latest one at start")
     ts.add_argument("--disable-token-auth", action="store_true",
                     help="no token on the APIs even if the config names an auth_token_file")
     ts.add_argument("--enable-model-api", action="store_true", default=None,
@@ -145,7 +145,11 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.disable_token_auth:
         cli.update(auth_token_file="", inference_token="", management_token="")
     # TorchServe reads TS_CONFIG_FILE when --ts-config is not given
-    config = load_config(args.config_file or os.environ.get("TS_CONFIG_FILE"), cli)
+    config_file = args.config_file or os.environ.get("TS_CONFIG_FILE")
+    cli["ts_config_file"] = os.path.abspath(config_file) if config_file else None
+    if args.ncs:
+        cli["no_config_snapshots"] = True
+    config = load_config(config_file, cli)
     parse_snapshot(config.model_snapshot)  # a bad snapshot stops the start with its reason
     parse_models(config.models)  # so does a bad models key
     if config.workflow_store and not os.path.isdir(config.workflow_store):

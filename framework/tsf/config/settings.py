@@ -98,6 +98,12 @@ class ServerConfig:
     service_envelope: str = ""           # kserve / kservev2: /v1 and /v2 are always served
     model_snapshot: str = ""             # TorchServe's JSON list of startup models
     models: str = ""                     # TorchServe's per-model settings (config.models_key)
+    # config snapshots (tsf.serving.snapshot_store): written after each management change and
+    # restored at start; ts_config_file is set by the command line (--ts-config)
+    snapshot_dir: str = ""               # default: {workspace}/config (none: no snapshots)
+    snapshot_keep: int = 10
+    no_config_snapshots: bool = False    # --ncs / --no-config-snapshots
+    ts_config_file: str = ""
     # SageMaker container mode (tsf serve --sagemaker, or TSF_SAGEMAKER=true)
     sagemaker: bool = False
     sagemaker_model_dir: str = "/opt/ml/model"

@@ -41,6 +41,7 @@ NOT_APPLICABLE: dict[str, str] = {
     "initial_worker_port": "workers talk over Unix socket pairs, not ports",
     "initial_distribution_port": "there is no torchrun",
     "model_server_home": "not needed",
+    "tsConfigFile": "written into config snapshots: the config file their server started with",
     "unregister_model_timeout": "unregister waits for running batches up to the model's "
                                 "response timeout",
     "disable_token_authorization": "tokens are off unless auth_token_file is set",
