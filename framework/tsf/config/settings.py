@@ -104,6 +104,10 @@ class ServerConfig:
     snapshot_keep: int = 10
     no_config_snapshots: bool = False    # --ncs / --no-config-snapshots
     ts_config_file: str = ""
+    # stateful sequences (tsf.batching.sequences): the request headers that carry them
+    ts_header_key_sequence_id: str = "ts_request_sequence_id"
+    ts_header_key_sequence_start: str = "ts_request_sequence_start"
+    ts_header_key_sequence_end: str = "ts_request_sequence_end"
     # SageMaker container mode (tsf serve --sagemaker, or TSF_SAGEMAKER=true)
     sagemaker: bool = False
     sagemaker_model_dir: str = "/opt/ml/model"
