@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import ssl
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -17,18 +18,23 @@ import tornado.netutil
 import tornado.web
 
 from .auth import load_tokens
-from .config.settings import Address, ServerConfig, guard_management_address
+from .config import tls
+from .config.settings import HTTP_DEFAULT_PORTS, Address, ServerConfig, guard_management_address
+from .errors import BadRequest
 from .dataplane import DataPlane
 from .errors import TsfError
 from .plugins import create_manager
 from .server import inference, kserve_v1, kserve_v2, management, metrics, workflows
+from .server.cors import CorsPolicy
 from .server.json_handler import NotFoundHandler
 from .server.listener import HTTPListener
 from .services import Services
 from .serving.lifecycle import Lifecycle
 from .serving.manager import ModelManager
 from .serving.manager_types import RegisterRequest
-from .serving.snapshot import register_snapshot_models
+from .config.properties import read_properties
+from .serving.snapshot import capture, register_snapshot_models
+from .serving.snapshot_store import SnapshotStore, snapshot_folder
 from .serving.store_watch import ModelStoreWatcher
 from .telemetry.metrics import ServerMetrics
 from .telemetry.tracing import create_tracing
@@ -64,6 +70,12 @@ class TsfServer:
             config=config, manager=self.manager, metrics=self.metrics, pm=self.pm,
             tracing=self.tracing, tokens=self.tokens, workflows=self.workflows,
             dataplane=DataPlane(config, self.manager, self.tokens, self.lifecycle))
+        # TLS key material, read (and checked) before anything starts
+        self.key_material = tls.key_material(config) if self._needs_tls() else None
+        if config.enable_grpc and config.enable_grpc_ssl and self.key_material is None:
+            raise BadRequest("enable_grpc_ssl=true needs private_key_file and certificate_file "
+                             "(or a keystore)")
+        self._https: ssl.SSLContext | None = None
         self.servers: list[tornado.httpserver.HTTPServer] = []
         self.grpc: Any = None  # GrpcServers when enable_grpc is set
         self._store_watch: asyncio.Future | None = None  # model_store_poll_seconds > 0
@@ -86,38 +98,62 @@ class TsfServer:
             routes["inference"] = sagemaker_routes(inference_options) + routes["inference"]
         return routes
 
+    def _addresses(self) -> dict[str, Address]:
+        """Where the inference, management and metrics APIs listen."""
+        return {api: Address.parse(getattr(self.config, f"{api}_address"),
+                                   HTTP_DEFAULT_PORTS[api]) for api in HTTP_DEFAULT_PORTS}
+
+    def _needs_tls(self) -> bool:
+        return self.config.enable_grpc and self.config.enable_grpc_ssl or any(
+            a.scheme == "https" for a in self._addresses().values())
+
+    def _https_context(self) -> ssl.SSLContext:
+        """The HTTPS listeners' TLS context (one for all of them, as in TorchServe)."""
+        if self._https is None:
+            material = self.key_material
+            if material is None:
+                hosts = [a.host for a in self._addresses().values() if a.scheme == "https"]
+                material = tls.self_signed(hosts)
+                log.warning("https listener without keystore or private_key_file and "
+                            "certificate_file: serving %s, which clients will not trust",
+                            tls.describe(material))
+            else:
+                log.info("TLS from %s", tls.describe(material))
+            self._https = tls.server_context(material)
+        return self._https
+
     def _listen(self) -> None:
         """One Tornado app per distinct address: APIs given the same address (KServe's samples
         put inference and management on one port) share one app with both route sets."""
-        addresses = {"inference": self.config.inference_address,
-                     "management": self.config.management_address,
-                     "metrics": self.config.metrics_address}
+        addresses = self._addresses()
         groups: dict[Any, list[str]] = {}
-        for api, text in addresses.items():
-            address = Address.parse(text)
+        for api, address in addresses.items():
             groups.setdefault((address.host, address.port) if address.port else api,
                               []).append(api)  # port 0 asks for a port of its own
         routes = self._routes()
         settings = {"default_handler_class": NotFoundHandler, "compress_response": False,
                     "serve_traceback": False, "log_function": _log_request,
-                    "lifecycle": self.lifecycle}
+                    "lifecycle": self.lifecycle, "cors": CorsPolicy.from_config(self.config)}
         for apis in groups.values():
-            address = Address.parse(addresses[apis[0]])
+            address = addresses[apis[0]]
+            if len({addresses[api].scheme for api in apis}) > 1:
+                raise BadRequest(f"{' and '.join(apis)} share {address.host}:{address.port} "
+                                 "but not the scheme: give them the same one (http or https)")
             app = tornado.web.Application([r for api in apis for r in routes[api]], **settings)
             sockets = tornado.netutil.bind_sockets(address.port, address.host)
             server = HTTPListener(app, max_body_size=_TORNADO_BODY_CAP,
-                                  idle_connection_timeout=300)
+                                  idle_connection_timeout=300,
+                                  ssl_options=self._https_context()
+                                  if address.scheme == "https" else None)
             server.add_sockets(sockets)
             self.servers.append(server)
             for api in apis:
                 self.ports[api] = sockets[0].getsockname()[1]
 
     def urls(self) -> dict[str, str]:
-        hosts = {"inference": self.config.inference_address,
-                 "management": self.config.management_address,
-                 "metrics": self.config.metrics_address}
-        urls = {api: f"http://{Address.parse(hosts[api]).host}:{port}"
-                for api, port in self.ports.items() if api in hosts}
+        addresses = self._addresses()
+        urls = {api: f"{addresses[api].scheme}://{addresses[api].host}:{port}"
+                for api, port in self.ports.items() if api in addresses}
         if self.grpc is not None:  # gRPC targets are host:port, as grpc.insecure_channel takes
             urls.update({api: f"{a.host}:{a.port}" for api, a in self.grpc.addresses.items()})
         return urls
@@ -130,18 +166,22 @@ class TsfServer:
         if self.config.enable_grpc:
             from .grpc_api.server import GrpcServers
 
-            self.grpc = GrpcServers(self.services)
+            self.grpc = GrpcServers(self.services, self.key_material)
             self.ports.update(await self.grpc.start())
-        for name, url in startup_models(self.config):
-            try:
-                await self.manager.register(RegisterRequest(url, model_name=name,
-                                                            synchronous=False),
-                                            loaded_at_startup=True)
-            except TsfError as exc:
-                log.error("startup model %s (%s) not registered: %s", name or url, url,
-                          exc.message)
-                self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
-        await register_snapshot_models(self.manager, self.config)
+        snapshots = self._snapshot_store()
+        latest = snapshots.latest() if snapshots is not None else None
+        if latest is not None and latest.config_file == snapshots.config_file:
+            log.info("restoring the models of config snapshot %s (load_models and "
+                     "model_snapshot of the config are not applied; --ncs skips the snapshot)",
+                     latest.path)
+            await register_snapshot_models(self.manager, latest.model_snapshot)
+        else:
+            if latest is not None:
+                log.info("config snapshot %s was written for another config file (%s); not "
+                         "restored", latest.path, latest.config_file or "none")
+            await self._register_startup_models()
+        if snapshots is not None:
+            self.manager.on_change = lambda: snapshots.save(capture(self.manager))
         if self.config.sagemaker:
             from .sagemaker.models import register_sagemaker_model
 
@@ -153,6 +193,27 @@ class TsfServer:
         for name, url in startup_workflows(self.config):
             asyncio.ensure_future(self._register_startup_workflow(name, url))
         self.manager.starting = False
+
+    def _snapshot_store(self) -> SnapshotStore | None:
+        folder = snapshot_folder(self.config)
+        if folder is None:
+            return None
+        config_file = self.config.ts_config_file
+        values = read_properties(config_file) if config_file else {}
+        return SnapshotStore(folder, self.config.snapshot_keep, config_file, values)
+
+    async def _register_startup_models(self) -> None:
+        """``load_models``, then the config's ``model_snapshot``."""
+        for name, url in startup_models(self.config):
+            try:
+                await self.manager.register(RegisterRequest(url, model_name=name,
+                                                            synchronous=False),
+                                            loaded_at_startup=True)
+            except TsfError as exc:
+                log.error("startup model %s (%s) not registered: %s", name or url, url,
+                          exc.message)
+                self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
+        await register_snapshot_models(self.manager, self.config.model_snapshot)
 
     async def _register_startup_workflow(self, name: str | None, url: str) -> None:
         """Register a ``load_workflows`` entry in the background; a failure counts in health."""
@@ -219,7 +280,7 @@ def startup_models(config: ServerConfig) -> list[tuple[str | None, str]]:
 
 def startup_workflows(config: ServerConfig) -> list[tuple[str | None, str]]:
     """``[(name or None, url)]`` from ``load_workflows`` (``all``, ``x.war``, ``name=x.war``)."""
-    return _startup_entries(config.load_workflows, config.model_store,
+    return _startup_entries(config.load_workflows, config.workflow_store or config.model_store,
                             lambda p: p.name.endswith(".war"))
 
 

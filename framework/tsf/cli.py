@@ -20,6 +20,8 @@ EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 def _serve_parser(sub: Any) -> None:
     p = sub.add_parser("serve", help="run the model server in the foreground")
     p.add_argument("--model-store", help="folder of model archives")
+    p.add_argument("--workflow-store", help="folder of workflow archives (.war); default: the "
+                   "model store")
     p.add_argument("--models", nargs="*", help="models to load at start: all, x.mar, name=x.mar")
     p.add_argument("--workflows", nargs="*",
                    help="workflows to register at start: all, x.war, name=x.war")
@@ -48,7 +50,7 @@ def _serve_parser(sub: Any) -> None:
     ts.add_argument("--start", action="store_true",
                     help="accepted: tsf serve starts the server (in the foreground)")
     ts.add_argument("--ncs", "--no-config-snapshots", dest="ncs", action="store_true",
-                    help="accepted: tsf never writes config snapshots")
+                    help="neither write config snapshots nor restore the latest one at start")
     ts.add_argument("--disable-token-auth", action="store_true",
                     help="no token on the APIs even if the config names an auth_token_file")
     ts.add_argument("--enable-model-api", action="store_true", default=None,
@@ -124,12 +126,14 @@ def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
 
 def run_serve(args: argparse.Namespace) -> int:
     from .app import TsfServer, serve_forever
+    from .config.models_key import parse_models
     from .config.settings import load_config
     from .memory import release_large_buffers
     from .serving.snapshot import parse_snapshot
     from .telemetry.logs import configure_logging
 
-    cli = {"model_store": args.model_store, "inference_address": args.inference_address,
+    cli = {"model_store": args.model_store, "workflow_store": args.workflow_store,
+           "inference_address": args.inference_address,
            "management_address": args.management_address,
            "metrics_address": args.metrics_address, "workspace": args.workspace,
            "log_level": args.log_level, "log_format": args.log_format,
@@ -141,8 +145,15 @@ def run_serve(args: argparse.Namespace) -> int:
     if args.disable_token_auth:
         cli.update(auth_token_file="", inference_token="", management_token="")
     # TorchServe reads TS_CONFIG_FILE when --ts-config is not given
-    config = load_config(args.config_file or os.environ.get("TS_CONFIG_FILE"), cli)
+    config_file = args.config_file or os.environ.get("TS_CONFIG_FILE")
+    cli["ts_config_file"] = os.path.abspath(config_file) if config_file else None
+    if args.ncs:
+        cli["no_config_snapshots"] = True
+    config = load_config(config_file, cli)
     parse_snapshot(config.model_snapshot)  # a bad snapshot stops the start with its reason
+    parse_models(config.models)  # so does a bad models key
+    if config.workflow_store and not os.path.isdir(config.workflow_store):
+        raise BadRequest(f"workflow_store {config.workflow_store} is not a folder")
     configure_logging(config.log_level, config.log_format)
     if args.log_config:
         logging.getLogger("tsf").warning("--log-config %s ignored: tsf logs with --log-level "

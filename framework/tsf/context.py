@@ -120,6 +120,14 @@ class Context:
         self._request_protocols: list[str] = []
         self.partial_sink: PartialSink | None = None  # set by the worker while a batch runs
         self.batch_state: dict[str, Any] = {}  # a handler's notes on the current batch
+        # stateful sequences: the request headers naming them (TorchServe's attributes; the
+        # worker sets the server's names, see tsf.batching.sequences)
+        self.header_key_sequence_id = os.getenv("TS_REQUEST_SEQUENCE_ID",
+                                                "ts_request_sequence_id")
+        self.header_key_sequence_start = os.getenv("TS_REQUEST_SEQUENCE_START",
+                                                   "ts_request_sequence_start")
+        self.header_key_sequence_end = os.getenv("TS_REQUEST_SEQUENCE_END",
+                                                 "ts_request_sequence_end")
 
     @property
     def device(self) -> str:
@@ -190,6 +198,10 @@ class Context:
 
     def get_all_request_header(self, idx: int) -> dict[str, str]:
         return self.request_processor[idx].get_request_properties()
+
+    def get_sequence_id(self, idx: int) -> str | None:
+        """The id of the stateful sequence request ``idx`` belongs to (``sequenceBatching``)."""
+        return self.request_processor[idx].get_request_property(self.header_key_sequence_id)
 
     def get_request_params(self, idx: int) -> dict[str, str]:
         """The request's URL query parameters (``?target=3&format=png``), last value wins."""

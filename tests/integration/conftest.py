@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tsf.testing import ServerProcess
+from tsf.testing import ServerProcess, fixed_port
 
 STARTUP_MODELS = ["mlp=mlp.mar", "eager=eager.mar", "exported=exported.mar", "echo=echo.mar",
                   "tsclass=tsclass.mar", "fn=fn.tar.gz", "picky=picky.mar"]
@@ -33,14 +33,20 @@ def served(model_store):
 
 
 GRPC_CONFIG = {"enable_grpc": "true", "grpc_inference_address": "127.0.0.1:0",
-               "grpc_management_address": "127.0.0.1:0", "max_request_size": 200000,
-               "max_response_size": 200000}
+               "max_request_size": 200000, "max_response_size": 200000}
+
+
+def grpc_config() -> dict:
+    """gRPC on: inference on a free port (tsf's host:port form), management in TorchServe's
+    documented form, a bare host and ``grpc_management_port``."""
+    return {**GRPC_CONFIG, "grpc_management_address": "127.0.0.1",
+            "grpc_management_port": fixed_port()}
 
 
 @pytest.fixture(scope="session")
 def protocol_server(model_store):
     """A server with gRPC on, for the OIP (HTTP and gRPC) and TorchServe gRPC tests."""
-    server = ServerProcess(model_store=model_store, config=GRPC_CONFIG,
+    server = ServerProcess(model_store=model_store, config=grpc_config(),
                            models=["mlp=mlp.mar", "mlpsig=mlpsig.mar",
                                    "tensorecho=tensorecho.mar", "picky=picky.mar",
                                    "teapot=teapot.mar"])

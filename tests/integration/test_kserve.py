@@ -113,8 +113,10 @@ def test_snapshot_registers_versions_workers_and_batch_settings(kserve_server):
                  kserve_server.manage("GET", "/models/kmlp/all").json()}
     assert set(described) == {"1.0", "2.0"}
     assert (described["2.0"]["batchSize"], described["2.0"]["maxBatchDelay"],
-            described["2.0"]["responseTimeout"], described["2.0"]["minWorkers"]) == (4, 50, 90, 1)
-    assert described["1.0"]["minWorkers"] == 0 and described["1.0"]["batchSize"] == 1
+            described["2.0"]["responseTimeout"], described["2.0"]["minWorkers"],
+            described["2.0"]["maxWorkers"]) == (4, 50, 90, 1, 2)
+    assert (described["1.0"]["minWorkers"], described["1.0"]["maxWorkers"],
+            described["1.0"]["batchSize"]) == (0, 1, 1)
     assert all(d["loadedAtStartup"] for d in described.values())
     meta = kserve_server.get("/v2/models/kmlp").json()
     assert sorted(meta["versions"]) == ["1.0", "2.0"]

@@ -46,6 +46,31 @@ FULL_INFERENCE = '''
         return json.dumps(body), "application/vnd.scores+json"
 '''
 
+# written for SageMaker's inference toolkit: its decoder, encoder, content types and errors
+TOOLKIT_INFERENCE = '''
+    import torch
+    from sagemaker_inference import content_types, decoder, encoder, errors
+
+
+    def input_fn(input_data, content_type):
+        if content_type == "application/x-refused":
+            raise errors.GenericInferenceToolkitError(422, "rows need a label column")
+        return torch.tensor(decoder.decode(input_data, content_type), dtype=torch.float32)
+
+
+    def predict_fn(data, model):
+        if data.shape[-1] != 4:
+            raise errors.GenericInferenceToolkitError(409, f"{data.shape[-1]} features, not 4")
+        with torch.no_grad():
+            return model(data)
+
+
+    def output_fn(prediction, accept):
+        if accept not in (content_types.JSON, content_types.CSV, content_types.NPY):
+            raise errors.UnsupportedFormatError(accept)
+        return encoder.encode(prediction.numpy(), accept), accept
+'''
+
 SUBSET_INFERENCE = '''
     def predict_fn(data, model, context):
         return model(data).sum(dim=-1, keepdim=True)
@@ -175,6 +200,7 @@ def multi(tmp_path_factory, model_store):
     models = base / "models"
     model_folder(models / "defaults" / "model")
     model_folder(models / "subset" / "model", SUBSET_INFERENCE)
+    model_folder(models / "toolkit" / "model", TOOLKIT_INFERENCE)
     (models / "archived" / "model").mkdir(parents=True)
     shutil.copy(model_store / "mlp.mar", models / "archived" / "model" / "mlp.mar")
     (models / "empty" / "model").mkdir(parents=True)
@@ -275,6 +301,67 @@ def test_multi_model_subset_functions_and_archives(multi):
     scores = server.post("/models/archived/invoke", json=[0.1, 0.2, 0.3, 0.4])
     assert scores.status_code == 200 and len(scores.json()) == 3
     assert server.request("DELETE", server.inference, "/models/archived").status_code == 200
+
+
+DEEP_JSON = "[" * 5000  # 5,000 unclosed brackets
+
+
+@pytest.mark.slow
+def test_deep_json_to_the_default_input_fn_is_a_400_and_the_model_keeps_serving(multi):
+    server, models, _ = multi
+    assert load(server, "deep", models / "defaults" / "model").status_code == 200
+    try:
+        assert_error(server.post("/models/deep/invoke", data=DEEP_JSON,
+                                 headers={"Content-Type": "application/json"}), 400,
+                     text="nested")
+        assert_error(server.post("/models/deep/invoke", data="[[1, 2, 3, 4]]",
+                                 headers={"Content-Type": "application/yaml"}), 415)
+        ok = server.post("/models/deep/invoke", data="[[1, 2, 3, 4]]",
+                         headers={"Content-Type": "application/json"})
+        assert ok.status_code == 200 and len(ok.json()[0]) == 3
+    finally:
+        server.request("DELETE", server.inference, "/models/deep")
+
+
+@pytest.mark.slow
+def test_inference_py_written_for_the_sagemaker_toolkit_serves(multi):
+    server, models, _ = multi
+    folder = models / "toolkit" / "model"
+    assert load(server, "toolkit", folder).status_code == 200, server.log()[-3000:]
+    try:
+        rows = [[0.5, 0.1, -0.3, 2.0], [0.0, 1.0, 1.0, 1.0]]
+        as_csv = server.post("/models/toolkit/invoke", data=json.dumps(rows),
+                             headers={"Content-Type": "application/json",
+                                      "Accept": "text/csv"})
+        assert as_csv.status_code == 200, as_csv.text
+        assert as_csv.headers["Content-Type"] == "text/csv"
+        np.testing.assert_allclose(np.loadtxt(io.StringIO(as_csv.text), delimiter=","),
+                                   reference(folder, rows), rtol=1e-5, atol=1e-6)
+        as_npy = server.post("/models/toolkit/invoke", data=npy(np.array(rows, np.float32)),
+                             headers={"Content-Type": "application/x-npy",
+                                      "Accept": "application/x-npy"})
+        np.testing.assert_allclose(np.load(io.BytesIO(as_npy.content)),
+                                   reference(folder, rows), rtol=1e-5, atol=1e-6)
+        # GenericInferenceToolkitError(status, message) from any *_fn: that status and message
+        assert_error(server.post("/models/toolkit/invoke", data="1,2",
+                                 headers={"Content-Type": "application/x-refused"}), 422,
+                     text="rows need a label column")
+        assert_error(server.post("/models/toolkit/invoke", data="[[1, 2, 3]]",
+                                 headers={"Content-Type": "application/json"}), 409,
+                     text="3 features, not 4")
+        # the toolkit's decoder: unsupported types are a 415, deep JSON a 400
+        assert_error(server.post("/models/toolkit/invoke", data="x",
+                                 headers={"Content-Type": "application/xml"}), 415,
+                     text="application/xml")
+        assert_error(server.post("/models/toolkit/invoke", data=DEEP_JSON,
+                                 headers={"Content-Type": "application/json"}), 400,
+                     text="nested")
+        assert_error(server.post("/models/toolkit/invoke", data=json.dumps(rows),
+                                 headers={"Content-Type": "application/json",
+                                          "Accept": "image/png"}), 406, text="image/png")
+        assert server.get("/ping").status_code == 200
+    finally:
+        server.request("DELETE", server.inference, "/models/toolkit")
 
 
 @pytest.mark.slow

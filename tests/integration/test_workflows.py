@@ -186,6 +186,31 @@ def test_register_list_describe_predict_unregister(server):
     assert "pipeline__scale" in models
 
 
+def test_workflow_store_as_torchserves_docs_start_it(workflow_store, tmp_path):
+    """torchserve --start --ncs --model-store model_store --workflow-store wf_store, then
+    POST /workflows?url=pipeline.war: the .war is read from the workflow store, its models from
+    the model store."""
+    models, wars = tmp_path / "model_store", tmp_path / "wf_store"
+    models.mkdir(), wars.mkdir()
+    for mar in ("scale.mar", "stats.mar"):
+        (models / mar).write_bytes((workflow_store / mar).read_bytes())
+    (wars / "pipeline.war").write_bytes((workflow_store / "pipeline.war").read_bytes())
+    loopback = "http://127.0.0.1:0"
+    server = ServerProcess(args=["--start", "--ncs", "--model-store", str(models),
+                                 "--workflow-store", str(wars), "--inference-address", loopback,
+                                 "--management-address", loopback, "--metrics-address",
+                                 loopback])
+    try:
+        assert _register(server, "pipeline.war").status_code == 200, server.log()[-2000:]
+        assert server.post("/wfpredict/pipeline", json=[2]).json()["scaled"] == [20]
+        assert_error(server.register("pipeline.war"), 404)  # models come from the model store
+    finally:
+        server.stop()
+    bad = subprocess.run([sys.executable, "-m", "tsf.cli", "serve", "--workflow-store",
+                          str(tmp_path / "missing")], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "workflow_store" in bad.stderr and "not a folder" in bad.stderr
+
+
 def test_errors_name_the_failing_node(server):
     if server.manage("GET", "/workflows/pipeline").status_code == 404:
         assert _register(server, "pipeline.war").status_code == 200

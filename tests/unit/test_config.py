@@ -79,3 +79,25 @@ def test_grpc_management_on_all_interfaces_without_token_is_kept_on_loopback():
     assert guarded.grpc_management_address == "127.0.0.1:7071"
     assert guarded.grpc_inference_address == "0.0.0.0:7070"
     assert guard_management_address(config, has_management_token=True) is config
+
+
+@pytest.mark.parametrize("text, port_key, expected", [
+    ("127.0.0.1", 7070, ("127.0.0.1", 7070)),        # TorchServe's form: a host and a port key
+    ("0.0.0.0", 0, ("0.0.0.0", 7070)),                # no port anywhere: TorchServe's default
+    ("127.0.0.1:9000", 0, ("127.0.0.1", 9000)),       # tsf's form: host:port
+    ("127.0.0.1:9000", 7075, ("127.0.0.1", 7075)),    # the port key wins, as in TorchServe
+    ("127.0.0.1:0", 0, ("127.0.0.1", 0)),             # port 0: a free port
+])
+def test_grpc_addresses_take_torchserve_host_and_port_keys(text, port_key, expected):
+    from tsf.config.settings import grpc_listen_address
+
+    address = grpc_listen_address(text, port_key, 7070)
+    assert (address.host, address.port) == expected
+
+
+def test_grpc_management_address_without_port_is_guarded_and_keeps_its_form():
+    config = ServerConfig(grpc_management_address="0.0.0.0", grpc_management_port=7071)
+    guarded = guard_management_address(config, has_management_token=False)
+    assert guarded.grpc_management_address == "127.0.0.1"
+    local = ServerConfig(grpc_management_address="127.0.0.1", grpc_management_port=7071)
+    assert guard_management_address(local, has_management_token=False) is local

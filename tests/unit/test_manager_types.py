@@ -16,5 +16,6 @@ def test_a_result_answers_a_status_message_or_its_document():
 def test_register_settings_use_the_model_settings_names():
     request = RegisterRequest("m.mar", batch_size=4, initial_workers=2)
     assert request.settings() == {"batch_size": 4, "max_batch_delay": None, "min_workers": 2,
-                                  "response_timeout": None, "startup_timeout": None}
+                                  "max_workers": None, "response_timeout": None,
+                                  "startup_timeout": None}
     assert request.synchronous and not request.replace

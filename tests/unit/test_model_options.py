@@ -41,7 +41,10 @@ def test_supported_keys_are_read():
     ({"parallelLevel": 4}, "parallelLevel is not supported"),
     ({"torchrun": {"nproc-per-node": 4}}, "torchrun is not supported"),
     ({"continuousBatching": True}, "continuousBatching is not supported"),
-    ({"sequenceMaxIdleMSec": 1000}, "sequenceMaxIdleMSec is not supported"),
+    ({"asyncCommunication": True}, "asyncCommunication is not supported"),
+    ({"sequenceBatching": True}, "sequenceBatching needs sequenceMaxIdleMSec > 0"),
+    ({"sequenceBatching": True, "sequenceMaxIdleMSec": 10, "maxNumSequence": 0},
+     "maxNumSequence"),
 ])
 def test_bad_or_unsupported_values_are_refused_naming_the_key(yaml, words):
     with pytest.raises(BadRequest, match=words):
@@ -89,3 +92,12 @@ def test_requirements_are_off_by_default_and_refused_for_remote_models(tmp_path)
     assert asyncio.run(model_environment(_archive(plain, None), "m.mar", on, tmp_path)) is None
     assert env_key(b"a==1\n") == env_key(b"a==1\n") != env_key(b"a==2\n")
     assert not (tmp_path / "ws").exists()
+
+
+def test_sequence_keys_are_read():
+    options = model_settings(ServerConfig(), {
+        "sequenceBatching": True, "maxNumSequence": 4, "sequenceMaxIdleMSec": 10,
+        "sequenceTimeoutMSec": 60000, "maxSequenceJobQueueSize": 0}, {}).options
+    assert (options.sequence_batching, options.max_num_sequence, options.sequence_max_idle_ms,
+            options.sequence_timeout_ms, options.max_sequence_job_queue_size) == (
+        True, 4, 10, 60000, 1)  # maxSequenceJobQueueSize is at least 1, as in TorchServe

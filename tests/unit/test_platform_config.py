@@ -45,8 +45,12 @@ def test_snapshot_lists_versions_with_their_settings():
     first, second = parse_snapshot(text)
     assert (first.name, first.version, first.mar_name, first.default) == \
         ("mnist", "1.0", "mnist.mar", True)
-    assert first.settings == {"initial_workers": 2, "batch_size": 4, "max_batch_delay": 10,
-                              "response_timeout": 60}
+    assert first.settings == {"initial_workers": 2, "max_workers": 5, "batch_size": 4,
+                              "max_batch_delay": 10, "response_timeout": 60}
+    request = first.request()  # every field reaches the registration, maxWorkers included
+    assert (request.initial_workers, request.max_workers, request.batch_size,
+            request.max_batch_delay, request.response_timeout) == (2, 5, 4, 10, 60)
+    assert request.settings()["max_workers"] == 5
     assert (second.version, second.default, second.settings) == ("2.0", False, {})
     assert parse_snapshot("") == []
 

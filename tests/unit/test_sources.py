@@ -116,3 +116,20 @@ def test_discard_fresh_deletes_only_a_fresh_copy(tmp_path):
     FetchedArchive(kept).discard_fresh()
     FetchedArchive(made, made).discard_fresh()
     assert kept.exists() and not made.exists()
+
+
+def test_an_absolute_path_is_found_only_inside_the_model_store(tmp_path):
+    """TorchServe's own tests register ``url=<model_store>/name``; anything else stays out."""
+    from types import SimpleNamespace
+
+    from tsf.archives.storage import tsf_fetch_archive
+    from tsf.errors import BadRequest
+
+    store = tmp_path / "store"
+    (store / "m").mkdir(parents=True)
+    config = SimpleNamespace(model_store=str(store))
+    assert tsf_fetch_archive(url=str(store / "m"), dest=str(tmp_path), config=config) == \
+        str(store / "m")
+    for outside in (str(tmp_path), "/etc/passwd", f"{store}/../store/m"):
+        with pytest.raises(BadRequest, match="inside the model store"):
+            tsf_fetch_archive(url=outside, dest=str(tmp_path), config=config)

@@ -24,8 +24,8 @@ def _properties(tmp_path, text: str) -> str:
 
 
 def test_refused_keys_stop_the_server_and_harmless_values_pass(tmp_path, caplog):
-    with pytest.raises(BadRequest, match="keystore is not supported by tsf: TLS"):
-        load_config(_properties(tmp_path, "keystore=ks.p12\n"))
+    with pytest.raises(BadRequest, match="blacklist_env_vars is not supported by tsf"):
+        load_config(_properties(tmp_path, "blacklist_env_vars=.*SECRET.*\n"))
     with pytest.raises(BadRequest, match="metrics_mode"):
         load_config(_properties(tmp_path, "metrics_mode=log\n"))
     with caplog.at_level(logging.WARNING, logger="tsf.config"):

@@ -29,8 +29,8 @@ def _from_model_store(name: str, config: Any) -> Path:
     if not config.model_store:
         raise ModelNotFound(f"no model store is configured to look up {name!r}")
     store = Path(config.model_store)
-    candidate = store / name
-    if Path(name).is_absolute() or ".." in Path(name).parts or not inside(candidate, store):
+    candidate = store / name  # an absolute path inside the store works too, as in TorchServe
+    if ".." in Path(name).parts or not inside(candidate, store):
         raise BadRequest(f"model file name {name!r} must stay inside the model store")
     if not _exists(candidate, name):
         raise ModelNotFound(f"model archive {name!r} is not in the model store")

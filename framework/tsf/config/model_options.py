@@ -8,8 +8,11 @@ Each key is honoured or refused with a 400 that names it; none is silently ignor
 * ``useJobTicket``: a request that no worker is free to take is refused at once with a 503;
 * ``maxRetryTimeoutInSec``: how long a failing worker is restarted before the pool gives up;
 * ``jobQueueSize``: this model's queue bound (instead of the server's ``job_queue_size``);
+* ``sequenceBatching`` with ``maxNumSequence``, ``sequenceMaxIdleMSec``,
+  ``sequenceTimeoutMSec`` and ``maxSequenceJobQueueSize``: stateful sequences
+  (:mod:`tsf.batching.sequences`);
 * keys for features tsf does not have (tensor/pipeline parallelism, torchrun, DeepSpeed,
-  continuous or sequence batching, asynchronous worker communication) are refused when set.
+  continuous batching, asynchronous worker communication) are refused when set.
 """
 
 from __future__ import annotations
@@ -27,11 +30,7 @@ UNSUPPORTED = {
     "torchrun": (None, {}),
     "deepSpeed": (None, {}),
     "continuousBatching": (None, False),
-    "sequenceBatching": (None, False),
     "asyncCommunication": (None, False),
-    "maxSequenceJobQueueSize": (None,),
-    "maxNumSequence": (None,),
-    "sequenceMaxIdleMSec": (None,),
 }
 
 
@@ -45,6 +44,11 @@ class ModelOptions:
     use_job_ticket: bool = False
     max_retry_timeout_s: int = 0       # 0: restart a failing worker for as long as it takes
     job_queue_size: int | None = None
+    sequence_batching: bool = False
+    max_num_sequence: int | None = None   # None: batch_size * max_workers (TorchServe's docs)
+    sequence_max_idle_ms: int = 0
+    sequence_timeout_ms: int = 0          # 0: no limit
+    max_sequence_job_queue_size: int = 1
 
 
 def _count(key: str, value: Any, minimum: int = 0) -> int:
@@ -67,8 +71,8 @@ def model_options(model_yaml: Mapping[str, Any]) -> ModelOptions:
     for key, harmless in UNSUPPORTED.items():
         if key in model_yaml and model_yaml[key] not in harmless:
             raise BadRequest(f"model-config.yaml: {key} is not supported by tsf (no tensor or "
-                             "pipeline parallelism, torchrun, DeepSpeed, continuous or sequence "
-                             "batching); remove it to serve this model")
+                             "pipeline parallelism, torchrun, DeepSpeed, continuous batching or "
+                             "asynchronous workers); remove it to serve this model")
     options = ModelOptions()
     device_type = model_yaml.get("deviceType")
     if device_type is not None:
@@ -93,4 +97,24 @@ def model_options(model_yaml: Mapping[str, Any]) -> ModelOptions:
                                              model_yaml["maxRetryTimeoutInSec"])
     if model_yaml.get("jobQueueSize") is not None:
         options.job_queue_size = _count("jobQueueSize", model_yaml["jobQueueSize"], 1)
+    _sequence_options(model_yaml, options)
     return options
+
+
+def _sequence_options(model_yaml: Mapping[str, Any], options: ModelOptions) -> None:
+    if model_yaml.get("sequenceBatching") is not None:
+        options.sequence_batching = _flag("sequenceBatching", model_yaml["sequenceBatching"])
+    if model_yaml.get("maxNumSequence") is not None:
+        options.max_num_sequence = _count("maxNumSequence", model_yaml["maxNumSequence"], 1)
+    if model_yaml.get("sequenceMaxIdleMSec") is not None:
+        options.sequence_max_idle_ms = _count("sequenceMaxIdleMSec",
+                                              model_yaml["sequenceMaxIdleMSec"])
+    if model_yaml.get("sequenceTimeoutMSec") is not None:
+        options.sequence_timeout_ms = _count("sequenceTimeoutMSec",
+                                             model_yaml["sequenceTimeoutMSec"])
+    if model_yaml.get("maxSequenceJobQueueSize") is not None:
+        options.max_sequence_job_queue_size = max(1, _count(
+            "maxSequenceJobQueueSize", model_yaml["maxSequenceJobQueueSize"]))
+    if options.sequence_batching and options.sequence_max_idle_ms <= 0:
+        raise BadRequest("model-config.yaml: sequenceBatching needs sequenceMaxIdleMSec > 0 "
+                         "(how long an idle sequence stays open)")

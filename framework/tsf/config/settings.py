@@ -15,7 +15,6 @@ import ipaddress
 import logging
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping
 from urllib.parse import urlsplit
 
@@ -24,6 +23,7 @@ from ..errors import BadRequest
 if TYPE_CHECKING:
     from .autoscale import AutoscaleSettings
 from .model_options import ModelOptions, model_options
+from .properties import read_properties
 from .torchserve_keys import check_torchserve_keys
 
 log = logging.getLogger("tsf")
@@ -38,7 +38,8 @@ class ServerConfig:
     metrics_address: str = "http://127.0.0.1:8082"
     model_store: str = ""
     load_models: str = ""
-    load_workflows: str = ""  # .war files of the model store to register at start (or all)
+    load_workflows: str = ""  # .war files of the workflow store to register at start (or all)
+    workflow_store: str = ""  # where .war files are read from (default: the model store)
     workspace: str = ""
     default_workers_per_model: int = 1
     job_queue_size: int = 100
@@ -81,10 +82,32 @@ class ServerConfig:
     grpc_inference_port: int = 0   # TorchServe's key; replaces the address's port when set
     grpc_management_port: int = 0
     metrics_config: str = ""  # TorchServe's metrics.yaml: its model_metrics are declared
+    # TLS (tsf.config.tls): https:// addresses and enable_grpc_ssl take their key from these
+    keystore: str = ""                   # a PKCS12 file (wins over the PEM files)
+    keystore_pass: str = field(default="changeit", repr=False)
+    keystore_type: str = "PKCS12"
+    private_key_file: str = ""           # PEM, unencrypted
+    certificate_file: str = ""           # PEM, the server's certificate first, then its chain
+    enable_grpc_ssl: bool = False
+    # CORS headers on every HTTP answer (tsf.server.cors)
+    cors_allowed_origin: str = ""
+    cors_allowed_methods: str = ""
+    cors_allowed_headers: str = ""
     # TorchServe / KServe layout keys
     enable_envvars_config: bool = False  # TS_<KEY> variables override the config file
     service_envelope: str = ""           # kserve / kservev2: /v1 and /v2 are always served
     model_snapshot: str = ""             # TorchServe's JSON list of startup models
+    models: str = ""                     # TorchServe's per-model settings (config.models_key)
+    # config snapshots (tsf.serving.snapshot_store): written after each management change and
+    # restored at start; ts_config_file is set by the command line (--ts-config)
+    snapshot_dir: str = ""               # default: {workspace}/config (none: no snapshots)
+    snapshot_keep: int = 10
+    no_config_snapshots: bool = False    # --ncs / --no-config-snapshots
+    ts_config_file: str = ""
+    # stateful sequences (tsf.batching.sequences): the request headers that carry them
+    ts_header_key_sequence_id: str = "ts_request_sequence_id"
+    ts_header_key_sequence_start: str = "ts_request_sequence_start"
+    ts_header_key_sequence_end: str = "ts_request_sequence_end"
     # SageMaker container mode (tsf serve --sagemaker, or TSF_SAGEMAKER=true)
     sagemaker: bool = False
     sagemaker_model_dir: str = "/opt/ml/model"
@@ -122,20 +145,6 @@ def _coerce(f: dataclasses.Field, raw: Any) -> Any:
         return target(text)
     except ValueError:
         raise BadRequest(f"invalid value for {f.name}: {raw!r}") from None
-
-
-def read_properties(path: str | os.PathLike) -> dict[str, str]:
-    """Parse a Java-style ``config.properties`` file (``key=value``, ``#`` comments)."""
-    values: dict[str, str] = {}
-    for line in Path(path).read_text().splitlines():
-        line = line.strip()
-        if not line or line[0] in "#!":
-            continue
-        sep = min((i for i in (line.find("="), line.find(":")) if i >= 0), default=-1)
-        if sep < 0:
-            continue
-        values[line[:sep].strip()] = line[sep + 1:].strip()
-    return values
 
 
 def env_values(environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -196,15 +205,44 @@ class Address:
     scheme: str = "http"
 
     @classmethod
-    def parse(cls, text: str) -> "Address":
+    def parse(cls, text: str, default_port: int | Mapping[str, int] | None = None
+              ) -> "Address":
+        """``scheme://host:port`` (``http`` or ``https``), ``host:port`` or, with
+        ``default_port`` (a port, or a port per scheme), a bare host."""
         if "://" not in text:
             text = "http://" + text
         parts = urlsplit(text)
-        if parts.scheme not in ("http",):
-            raise BadRequest(f"unsupported listen scheme {parts.scheme!r} in {text!r} (use http)")
-        if parts.port is None:
-            raise BadRequest(f"listen address {text!r} has no port")
-        return cls(host=parts.hostname or "127.0.0.1", port=parts.port, scheme=parts.scheme)
+        if parts.scheme not in ("http", "https"):
+            raise BadRequest(f"unsupported listen scheme {parts.scheme!r} in {text!r} (use http "
+                             "or https)")
+        try:
+            port = parts.port
+        except ValueError:
+            raise BadRequest(f"listen address {text!r} has an invalid port") from None
+        if port is None:
+            if isinstance(default_port, Mapping):
+                default_port = default_port.get(parts.scheme)
+            if default_port is None:
+                raise BadRequest(f"listen address {text!r} has no port")
+            port = default_port
+        return cls(host=parts.hostname or "127.0.0.1", port=port, scheme=parts.scheme)
+
+
+# the port of an HTTP listener's address without one, by scheme (TorchServe's)
+HTTP_DEFAULT_PORTS = {"inference": {"http": 80, "https": 443},
+                      "management": {"http": 8081, "https": 8444},
+                      "metrics": {"http": 8082, "https": 8445}}
+
+# TorchServe's gRPC keys: the address is a host (``127.0.0.1``, TorchServe's form) or tsf's
+# ``host:port``; the port key, when set, gives the port, else these defaults do
+GRPC_DEFAULT_PORTS = {"grpc_inference_address": 7070, "grpc_management_address": 7071}
+
+
+def grpc_listen_address(text: str, port_key: int, default_port: int) -> Address:
+    """Where a gRPC API listens: ``text`` is a host or ``host:port``; ``port_key``
+    (``grpc_*_port``, 0 when unset) replaces the port, ``default_port`` stands in for none."""
+    address = Address.parse(text, default_port)
+    return dataclasses.replace(address, port=port_key) if port_key > 0 else address
 
 
 def is_loopback(host: str) -> bool:
@@ -230,11 +268,13 @@ def guard_management_address(config: ServerConfig, has_management_token: bool) -
     changes = {}
     for key in ("management_address", "grpc_management_address"):
         given = getattr(config, key)
-        address = Address.parse(given)
+        address = Address.parse(given, GRPC_DEFAULT_PORTS.get(key) or
+                                HTTP_DEFAULT_PORTS["management"])
         if is_loopback(address.host):
             continue
-        changes[key] = (f"{address.scheme}://" if "://" in given else "") + \
-            f"127.0.0.1:{address.port}"
+        has_port = urlsplit(given if "://" in given else "http://" + given).port is not None
+        changes[key] = (f"{address.scheme}://" if "://" in given else "") + "127.0.0.1" + \
+            (f":{address.port}" if has_port else "")
         log.warning("%s %s is not loopback and no management token is configured: that API "
                     "listens on %s instead (set TSF_MANAGEMENT_TOKEN or auth_token_file to "
                     "expose it)", key, given, changes[key])
@@ -268,8 +308,10 @@ _YAML_KEYS = {
 
 
 def model_settings(config: ServerConfig, model_yaml: Mapping[str, Any],
-                   rest: Mapping[str, Any]) -> ModelSettings:
-    """Merge per-model settings: REST parameters > model-config.yaml > server defaults."""
+                   rest: Mapping[str, Any], configured: Mapping[str, Any] | None = None
+                   ) -> ModelSettings:
+    """Merge per-model settings: REST parameters > model-config.yaml > ``configured`` (the
+    ``models`` key's entry for this version) > server defaults."""
     values: dict[str, Any] = {
         "batch_size": config.batch_size,
         "max_batch_delay": config.max_batch_delay,
@@ -279,6 +321,7 @@ def model_settings(config: ServerConfig, model_yaml: Mapping[str, Any],
         "max_workers": None,
         "worker_memory_limit_mb": config.worker_memory_limit_mb,
     }
+    values.update(configured or {})
     for yaml_key, key in _YAML_KEYS.items():
         if model_yaml.get(yaml_key) is not None:
             values[key] = model_yaml[yaml_key]

@@ -3,7 +3,7 @@ applicable (read, logged as ignored, and why).
 
 Keys tsf supports are the fields of :class:`tsf.config.settings.ServerConfig`.  A refused key asks
 for something tsf does not do, where ignoring it would leave the server less safe or different from
-what its operator asked for (TLS, CORS, hidden environment variables): tsf refuses to start
+what its operator asked for (hidden environment variables, a CPU launcher): tsf refuses to start
 instead.  ``docs/configuration.md`` lists every key of these tables; a unit test keeps it so.
 """
 
@@ -18,20 +18,8 @@ log = logging.getLogger("tsf.config")
 
 # key -> (values that ask for nothing tsf lacks, what to do instead)
 REFUSED: dict[str, tuple[tuple[str, ...], str]] = {
-    "keystore": ((), "TLS is not built in: terminate TLS in a proxy in front of tsf"),
-    "keystore_pass": ((), "TLS is not built in: terminate TLS in a proxy in front of tsf"),
-    "keystore_type": ((), "TLS is not built in: terminate TLS in a proxy in front of tsf"),
-    "private_key_file": ((), "TLS is not built in: terminate TLS in a proxy in front of tsf"),
-    "certificate_file": ((), "TLS is not built in: terminate TLS in a proxy in front of tsf"),
-    "enable_grpc_ssl": (("false",), "TLS is not built in: terminate TLS in a proxy"),
-    "cors_allowed_origin": ((), "CORS headers are not sent: set them in a proxy"),
-    "cors_allowed_methods": ((), "CORS headers are not sent: set them in a proxy"),
-    "cors_allowed_headers": ((), "CORS headers are not sent: set them in a proxy"),
     "blacklist_env_vars": ((), "workers see the server's environment: start tsf with only the "
                                "variables workers may see"),
-    "workflow_store": ((), "workflow archives are read from the model store"),
-    "models": ((), "per-model settings belong in each archive's model-config.yaml or in the "
-                   "register request"),
     "metrics_mode": (("prometheus",), "metrics are served in Prometheus format only"),
     "metrics_format": (("prometheus",), "metrics are served in Prometheus format only"),
     "enable_metrics_api": (("true",), "the metrics API is always served (bind "
@@ -53,6 +41,7 @@ NOT_APPLICABLE: dict[str, str] = {
     "initial_worker_port": "workers talk over Unix socket pairs, not ports",
     "initial_distribution_port": "there is no torchrun",
     "model_server_home": "not needed",
+    "tsConfigFile": "written into config snapshots: the config file their server started with",
     "unregister_model_timeout": "unregister waits for running batches up to the model's "
                                 "response timeout",
     "disable_token_authorization": "tokens are off unless auth_token_file is set",

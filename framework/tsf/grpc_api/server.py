@@ -3,7 +3,9 @@
 * inference (7070): TorchServe's ``InferenceAPIsService`` and OIP's ``GRPCInferenceService``
 * management (7071): TorchServe's ``ManagementAPIsService``
 
-Messages are limited by ``max_request_size`` and ``max_response_size``.
+Messages are limited by ``max_request_size`` and ``max_response_size``.  With
+``enable_grpc_ssl`` both listen with TLS, with the key material of the HTTPS listeners
+(:mod:`tsf.config.tls`).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import dataclasses
 import logging
 from typing import Any
 
-from ..config.settings import Address
+from ..config.settings import GRPC_DEFAULT_PORTS, Address, grpc_listen_address
 from ..services import Services
 from .oip import OipService
 from .stubs import load
@@ -22,16 +24,12 @@ from .torchserve import InferenceService, ManagementService
 log = logging.getLogger("tsf")
 
 
-def grpc_address(text: str, port_override: int) -> Address:
-    address = Address.parse(text)
-    return dataclasses.replace(address, port=port_override) if port_override > 0 else address
-
-
 class GrpcServers:
     """Starts and stops the inference and management gRPC servers."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, key_material: Any = None) -> None:
         self.config = services.config
+        self.key_material = key_material  # tsf.config.tls.KeyMaterial when TLS is on
         self.services = services
         self.servers: list[Any] = []
         self.addresses: dict[str, Address] = {}
@@ -52,21 +50,29 @@ class GrpcServers:
         stubs["tsf_torchserve_management_pb2_grpc"].add_ManagementAPIsServiceServicer_to_server(
             ManagementService(self.services, stubs["tsf_torchserve_management_pb2"]),
             management)
+        credentials = None
+        if self.config.enable_grpc_ssl:
+            material = self.key_material
+            credentials = grpc.ssl_server_credentials([(material.key_pem, material.chain_pem)])
         ports = {}
-        for api, server, text, override in (
-                ("grpc_inference", inference, self.config.grpc_inference_address,
+        for api, server, key, override in (
+                ("grpc_inference", inference, "grpc_inference_address",
                  self.config.grpc_inference_port),
-                ("grpc_management", management, self.config.grpc_management_address,
+                ("grpc_management", management, "grpc_management_address",
                  self.config.grpc_management_port)):
-            address = grpc_address(text, override)
-            port = server.add_insecure_port(f"{address.host}:{address.port}")
+            address = grpc_listen_address(getattr(self.config, key), override,
+                                          GRPC_DEFAULT_PORTS[key])
+            target = f"{address.host}:{address.port}"
+            port = server.add_secure_port(target, credentials) if credentials is not None \
+                else server.add_insecure_port(target)
             if port == 0:
                 raise OSError(f"cannot listen for gRPC on {address.host}:{address.port}")
             self.addresses[api] = dataclasses.replace(address, port=port)
             await server.start()
             self.servers.append(server)
             ports[api] = port
-        log.info("gRPC listening: inference %s:%d, management %s:%d",
+        log.info("gRPC listening%s: inference %s:%d, management %s:%d",
+                 " with TLS" if credentials is not None else "",
                  self.addresses["grpc_inference"].host, ports["grpc_inference"],
                  self.addresses["grpc_management"].host, ports["grpc_management"])
         return ports

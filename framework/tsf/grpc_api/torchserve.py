@@ -5,7 +5,8 @@ TorchServe does).  The management methods answer with the JSON text of the REST 
 ``StreamPredictions`` sends one message per intermediate answer of a streaming handler
 (``context.send_intermediate_predict_response``) as it arrives, then the final answer.
 ``StreamPredictions2`` answers each request of the stream in order and reports a failure in
-the message's ``status`` instead of ending the stream.
+the message's ``status`` instead of ending the stream.  A request's ``sequence_id`` names its
+stateful sequence (as the ``ts_request_sequence_id`` header does over HTTP).
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ class InferenceService(GrpcService):
         if not request.model_name:
             raise BadRequest("model_name is required")
         parts = [Part(key, request.input[key]) for key in request.input]
+        if request.HasField("sequence_id"):  # a stateful sequence (sequenceBatching models)
+            headers = {**headers, self.services.config.ts_header_key_sequence_id.lower():
+                       request.sequence_id}
         message = Request(self.request_id(headers), parts, headers, protocol=TORCHSERVE_GRPC)
         mv, job = self.dataplane.submit(request.model_name, _version(request.model_version),
                                         message, span)

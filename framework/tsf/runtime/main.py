@@ -54,6 +54,9 @@ def load(spec: dict, handler: Any = None) -> tuple[Any, Context]:
                       batch_size=int(spec.get("batch_size", 1)), worker_id=spec["worker_id"],
                       worker_index=int(spec.get("worker_index", 0)))
     context.metrics.declare(spec.get("model_metrics") or [])
+    if spec.get("sequence_headers"):
+        (context.header_key_sequence_id, context.header_key_sequence_start,
+         context.header_key_sequence_end) = spec["sequence_headers"]
     if placement_requested(context.model_config):
         context.device  # noqa: B018 - choose (and check) the GPU before the handler loads
     pm = create_manager(WORKER_BUILTINS)

@@ -12,7 +12,8 @@ import io
 import json
 from typing import Any
 
-from ..errors import TsfError
+from ..errors import BadRequest, TsfError
+from ..json_body import load_json
 
 JSON = "application/json"
 CSV = "text/csv"
@@ -46,17 +47,18 @@ def decode(data: Any, content_type: str | None) -> Any:
 
     media = media_type(content_type)
     try:
-        if media == JSON:
-            return np.array(json.loads(data))
+        if media == JSON:  # bounded nesting: a deep body is a 400, never a RecursionError
+            return np.array(load_json(data, f"the {media} body"))
         if media == CSV:
             text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
             return np.genfromtxt(io.StringIO(text), delimiter=",", dtype=None)
         if media == NPY:
             raw = data.encode() if isinstance(data, str) else bytes(data)
             return np.load(io.BytesIO(raw), allow_pickle=False)
+    except BadRequest:
+        raise
     except (ValueError, TypeError, OSError) as exc:
-        raise TsfError(f"cannot decode the {media} body: {exc}", status=400,
-                       type="BadRequestException") from None
+        raise BadRequest(f"cannot decode the {media} body: {exc}") from None
     raise UnsupportedContentType(f"content type {content_type or '(none)'!r} is not supported; "
                                  f"send one of {', '.join(SUPPORTED)}")
 

@@ -9,7 +9,10 @@ JSON / CSV / NPY decoded to a float tensor, ``model(data)`` under ``no_grad``, t
 encoded for ``Accept`` (``SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT`` when it is absent or ``*/*``).
 
 As in the toolkit, JSON and CSV bodies reach ``input_fn`` as ``str``, others as ``bytes``, and
-``output_fn`` may return the body or ``(body, content_type)``.
+``output_fn`` may return the body or ``(body, content_type)``.  The toolkit's errors raised from
+any function reach the client (:func:`toolkit_error`): a ``GenericInferenceToolkitError(status,
+message)`` answers that status and message, an ``UnsupportedFormatError`` 415 (406 from
+``output_fn``).  Scripts import them from ``sagemaker_inference`` (``tsf-sagemaker-compat``).
 """
 
 from __future__ import annotations
@@ -17,11 +20,12 @@ from __future__ import annotations
 import inspect
 import json
 import os
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Callable
 
 from .. import hookimpl
-from ..errors import BadRequest, ModelLoadError
+from ..errors import BadRequest, ModelLoadError, TsfError
 from ..runtime.handler_resolver import import_file
 from . import codecs
 
@@ -36,8 +40,41 @@ def user_module_path(model_dir: Path) -> Path:
     return model_dir / "code" / Path(program).name
 
 
-def call(function: Callable, args: tuple, context: Any) -> Any:
-    """Call a user function with or without SageMaker's trailing ``context`` argument."""
+def toolkit_error(exc: BaseException, stage: str) -> TsfError | None:
+    """The answer for an error of SageMaker's toolkit raised in ``stage`` (``input_fn``...),
+    or None for any other exception.
+
+    Recognised by class name, so the PyPI toolkit's classes count as much as
+    ``tsf-sagemaker-compat``'s.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "BaseInferenceToolkitError" in names:
+        status = getattr(exc, "status_code", 500)
+        status = status if isinstance(status, int) and 400 <= status <= 599 else 500
+        message = str(getattr(exc, "message", "") or exc)
+        return TsfError(message, status=status,
+                        type=HTTPStatus(status).phrase.replace(" ", "") + "Exception")
+    if "UnsupportedFormatError" in names:
+        return codecs.NotAcceptable(str(exc)) if stage == "output_fn" else \
+            codecs.UnsupportedContentType(str(exc))
+    return None
+
+
+def call(function: Callable, args: tuple, context: Any, stage: str = "") -> Any:
+    """Call a user function with or without SageMaker's trailing ``context`` argument; the
+    toolkit's errors become answers (:func:`toolkit_error`)."""
+    try:
+        return _call(function, args, context)
+    except TsfError:
+        raise
+    except Exception as exc:
+        error = toolkit_error(exc, stage)
+        if error is None:
+            raise
+        raise error from None
+
+
+def _call(function: Callable, args: tuple, context: Any) -> Any:
     try:
         count = len(inspect.signature(function).parameters)
     except (TypeError, ValueError):
@@ -73,7 +110,7 @@ class SageMakerHandler:
                                  "predict_fn or output_fn; SageMaker allows one or the other")
         self.device = context.device
         model_fn = self.user.get("model_fn", self.default_model_fn)
-        self.model = call(model_fn, (str(model_dir),), context)
+        self.model = call(model_fn, (str(model_dir),), context, "model_fn")
         return self.model
 
     @hookimpl
@@ -112,13 +149,13 @@ class SageMakerHandler:
     def transform(self, body: Any, content_type: str, accept: str, context: Any) -> Any:
         if "transform_fn" in self.user:
             return call(self.user["transform_fn"], (self.model, body, content_type, accept),
-                        context)
+                        context, "transform_fn")
         data = call(self.user.get("input_fn", self.default_input_fn), (body, content_type),
-                    context)
+                    context, "input_fn")
         prediction = call(self.user.get("predict_fn", self.default_predict_fn),
-                          (data, self.model), context)
+                          (data, self.model), context, "predict_fn")
         return call(self.user.get("output_fn", self.default_output_fn), (prediction, accept),
-                    context)
+                    context, "output_fn")
 
     # --- the toolkit's defaults --------------------------------------------------------------
     def default_model_fn(self, model_dir: str) -> Any:

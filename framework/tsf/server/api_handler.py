@@ -11,6 +11,7 @@ from __future__ import annotations
 import tornado.web
 
 from ..services import Services
+from .cors import is_preflight
 from .json_handler import JsonHandler
 from .request_body import BoundedBody
 
@@ -24,7 +25,8 @@ class ApiHandler(BoundedBody, JsonHandler):
     Tornado passes it ``services`` and ``api`` (the name of the API it belongs to, whose token
     guards it).  Before any of the body is read, a request is refused 503 past the drain, 401
     without the API's token (unless the route is ``public``), 405 for a method the route lacks
-    and 413 for a declared body over ``max_request_size``.
+    and 413 for a declared body over ``max_request_size``.  With CORS configured, a browser's
+    preflight is answered 204 here (see :mod:`tsf.server.cors`).
     """
 
     public = False  # health probes set this: never behind the token
@@ -36,6 +38,10 @@ class ApiHandler(BoundedBody, JsonHandler):
 
     def prepare(self) -> None:
         self.refuse_when_stopping()
+        if self.settings.get("cors") is not None and is_preflight(self.request):
+            self.set_status(204)
+            self.finish()
+            return
         dataplane = self.services.dataplane
         if dataplane.tokens_enabled and not self.public:
             dataplane.check_token(self.api, self.request.headers.get("Authorization"))

@@ -60,6 +60,14 @@ class JsonHandler(tornado.web.RequestHandler):
         if self.lifecycle is not None:
             self.lifecycle.request_opened()
 
+    def set_default_headers(self) -> None:
+        """CORS headers (see :mod:`tsf.server.cors`), when configured: on every answer, errors
+        included (Tornado calls this again when it clears the headers for an error)."""
+        cors = self.settings.get("cors")
+        if cors is not None:
+            for name, value in cors.answer_headers(self.request.headers.get("Origin")):
+                self.set_header(name, value)
+
     @property
     def draining(self) -> bool:
         """True once a drain has begun: readiness probes fail from then on."""

@@ -26,6 +26,7 @@ from ..archives.reader import Limits, ModelArchive, check_paths, open_archive
 from ..archives.sources import ArchiveSources
 from ..batching.queue import Job
 from ..config.autoscale import autoscale_settings
+from ..config.models_key import parse_models
 from ..config.settings import ModelSettings, ServerConfig, check_worker_cap, model_settings
 from ..errors import BadRequest, Conflict, Forbidden, ModelLoadError, ServiceUnavailable, TsfError
 from ..telemetry.metrics import ServerMetrics
@@ -74,6 +75,11 @@ class ModelManager:
         self.builder = VersionBuilder(config, self.registry, metrics, self.tracing,
                                       decisions_counter(metrics.registry))
         self.shadowing = Shadowing(metrics.registry)
+        self.configured = parse_models(config.models)  # TorchServe's models key
+        # set by the server when config snapshots are on: called with no argument after each
+        # management change (not while the server starts or once it stops)
+        self.on_change: Any = None
+        self._stopping = False
         self.owners: dict[str, str] = {}  # model name -> the workflow it belongs to
         self.shared_models: set[str] = set()  # workflow models that take direct requests too
 
@@ -122,7 +128,8 @@ class ModelManager:
             raise Conflict(f"Model version {version} is already registered for model {name}"
                            + ("" if key in self._reserved else
                               "; add replace=true to roll the new archive out in its place"))
-        settings = model_settings(self.config, archive.model_config, request.settings())
+        settings = model_settings(self.config, archive.model_config, request.settings(),
+                                  self.configured.settings(name, version))
         settings.autoscale = autoscale_settings(self.config, archive.model_config)
         if self.registry.exists(name, version):
             return await self._roll(self.registry.get(name, version), url, archive, owned,
@@ -134,18 +141,23 @@ class ModelManager:
             if python_path is not None:
                 mv.pool.spec["python_path"] = [str(python_path)]
             self.registry.add(mv)
+            if self.configured.is_default(name, version):
+                self.registry.set_default(name, version)
         finally:
             self._reserved.discard(key)
         workers = settings.min_workers
         if workers <= 0:
+            await self._changed()
             return ManagerResult(200, f'Model "{name}" Version: {version} registered with 0 '
                                  "initial workers. Use scale workers API to add workers for the "
                                  "model.")
         self._loading[key] += 1  # before any await: an unregister from now on gets 409
         if not request.synchronous:
             asyncio.ensure_future(self._scale_or_unregister(mv, workers))
+            await self._changed()
             return ManagerResult(202, PROCESSING)
         await self._scale_or_unregister(mv, workers, raise_errors=True)
+        await self._changed()
         return ManagerResult(200, f'Model "{name}" Version: {version} registered with {workers} '
                              "initial workers")
 
@@ -171,6 +183,7 @@ class ModelManager:
             asyncio.ensure_future(self._roll_out(old, mv, workers, raise_errors=False))
             return ManagerResult(202, PROCESSING)
         await self._roll_out(old, mv, workers)
+        await self._changed()
         return ManagerResult(200, f'Model "{old.name}" Version: {old.version} updated to {url} '
                              f"with {workers} workers")
 
@@ -198,6 +211,8 @@ class ModelManager:
             if mv.loaded_at_startup:
                 self.startup_failed(mv.name, exc.message)
             await self._remove(mv, ServiceUnavailable(f"model {mv.name} failed to load"))
+            if not raise_errors:  # else the caller's answer is the failure
+                await self._changed()
             if raise_errors:
                 raise ModelLoadError(f"Failed to start workers for model {mv.name} version "
                                      f"{mv.version}: {exc.message}") from None
@@ -229,6 +244,7 @@ class ModelManager:
         self._loading[mv.name, mv.version] += 1
         if not synchronous:
             asyncio.ensure_future(self._scale_logged(mv, low))
+            await self._changed()
             return ManagerResult(202, PROCESSING)
         try:
             await mv.pool.scale(low)
@@ -236,6 +252,7 @@ class ModelManager:
             raise ModelLoadError(f"Failed to start workers: {exc.message}") from None
         finally:
             self._loading -= Counter([(mv.name, mv.version)])
+        await self._changed()
         message = f"Workers scaled to {low} for model: {name}"
         if version is not None:
             message += f", version: {version}"
@@ -254,11 +271,13 @@ class ModelManager:
         versions = [mv.version for mv in self.registry.versions(name)]
         self.registry.set_split(name, TrafficSplit(parse_weights(document, versions)))
         log.info("traffic split of model %s set to %s", name, self.registry.split(name).weights)
+        self._changed_soon()
         return ManagerResult(document=self.traffic(name))
 
     def clear_traffic(self, name: str) -> ManagerResult:
         self.registry.set_split(name, None)
         log.info("traffic split of model %s removed", name)
+        self._changed_soon()
         return ManagerResult(document=self.traffic(name))
 
     def traffic(self, name: str) -> dict:
@@ -291,6 +310,7 @@ class ModelManager:
 
     def set_default(self, name: str, version: str) -> ManagerResult:
         self.registry.set_default(name, version)
+        self._changed_soon()
         return ManagerResult(200, f'Default version successfully updated for model "{name}" '
                              f'to "{version}"')
 
@@ -305,6 +325,7 @@ class ModelManager:
             raise Conflict(f"model {name} version {mv.version} is being loaded or scaled; "
                            "retry the unregister when that finishes")
         await self._remove(mv, ServiceUnavailable(f"model {name} was unregistered"))
+        await self._changed()
         return ManagerResult(200, f'Model "{name}" unregistered')
 
     async def _remove(self, mv: ModelVersion, error: TsfError, wait: float | None = None
@@ -316,8 +337,23 @@ class ModelManager:
         await mv.pool.close()
         mv.remove_files()
 
+    async def _changed(self) -> None:
+        """A management change is done: write a config snapshot (when they are on)."""
+        if self.on_change is not None and not self.starting and not self._stopping:
+            try:
+                await self.on_change()
+            except OSError as exc:  # the change stands; the log says it is not saved
+                log.error("config snapshot not written: %s", exc)
+
+    def _changed_soon(self) -> None:
+        """:meth:`_changed` for a change made outside a coroutine."""
+        if self.on_change is not None and not self.starting and not self._stopping:
+            asyncio.ensure_future(self._changed())
+
     def begin_shutdown(self) -> None:
-        """No worker is started or restarted from now on (call it as soon as stopping begins)."""
+        """No worker is started or restarted from now on (call it as soon as stopping begins);
+        no snapshot is written either: the models removed while stopping stay in the last."""
+        self._stopping = True
         for mv in self.registry:
             mv.pool.stop_restarting()
 

@@ -17,7 +17,8 @@ class RegisterRequest:
 
     ``url`` must not be empty.  A setting left ``None`` falls back to the archive's
     model-config.yaml, then to the server's default.  ``initial_workers`` is the version's
-    ``min_workers``.
+    ``min_workers``; ``max_workers`` (TorchServe's snapshots and ``models`` key name it) bounds
+    autoscaling.
     """
 
     url: str
@@ -27,6 +28,7 @@ class RegisterRequest:
     batch_size: int | None = None
     max_batch_delay: int | None = None
     initial_workers: int | None = None
+    max_workers: int | None = None
     response_timeout: int | None = None
     startup_timeout: int | None = None
     synchronous: bool = True
@@ -35,7 +37,8 @@ class RegisterRequest:
     def settings(self) -> dict[str, int | None]:
         """The settings it overrides, under :func:`tsf.config.settings.model_settings`' names."""
         return {"batch_size": self.batch_size, "max_batch_delay": self.max_batch_delay,
-                "min_workers": self.initial_workers, "response_timeout": self.response_timeout,
+                "min_workers": self.initial_workers, "max_workers": self.max_workers,
+                "response_timeout": self.response_timeout,
                 "startup_timeout": self.startup_timeout}
 
 

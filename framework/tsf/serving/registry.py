@@ -28,13 +28,24 @@ class ModelVersion:
     settings: ModelSettings
     pool: WorkerPool
     queue: BatchQueue
-    batcher: Batcher
+    batcher: Batcher  # or a tsf.batching.sequences.SequenceBatcher (sequenceBatching)
     loaded_at_startup: bool = False
     owned_dir: Path | None = None
     autoscaler: Any = None  # tsf.serving.autoscale.Autoscaler, when min_workers < max_workers
 
     def describe(self) -> dict:
         """The model object of TorchServe's describe response."""
+        described = self._describe()
+        sequences = getattr(self.batcher, "settings", None)  # a SequenceBatcher's
+        if sequences is not None:
+            described.update(stateful=True, maxNumSequence=sequences.max_sequences,
+                             maxSequenceJobQueueSize=sequences.max_queued,
+                             sequenceMaxIdleMSec=int(sequences.max_idle_s * 1000),
+                             sequenceTimeoutMSec=int(sequences.timeout_s * 1000),
+                             openSequences=len(self.batcher.sequences))
+        return described
+
+    def _describe(self) -> dict:
         return {
             "modelName": self.name,
             "modelVersion": self.version,

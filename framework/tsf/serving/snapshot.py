@@ -7,7 +7,11 @@ KServe's TorchServe layout (``/mnt/models/config/config.properties``) names its 
         "batchSize":1,"maxBatchDelay":10,"responseTimeout":120}}}}
 
 Each model version becomes one registration of ``marName`` from the model store with its
-workers and batch settings; the version marked ``defaultVersion`` becomes the default.
+workers and batch settings; the version marked ``defaultVersion`` becomes the default.  tsf's
+own snapshots (:mod:`tsf.serving.snapshot_store`, written by :func:`capture`) add what TorchServe's
+lack and ignores: each version's ``modelUrl`` (registered from there rather than from
+``marName``) and ``handler``, and the models' ``trafficSplits``.  ``runtimeType`` must be
+``python``; ``parallelLevel`` above 1 is refused, as in model-config.yaml.
 """
 
 from __future__ import annotations
@@ -23,7 +27,8 @@ from .manager_types import RegisterRequest
 log = logging.getLogger("tsf")
 
 # snapshot key -> RegisterRequest field
-_SETTINGS = {"minWorkers": "initial_workers", "batchSize": "batch_size",
+_SETTINGS = {"minWorkers": "initial_workers", "maxWorkers": "max_workers",
+             "batchSize": "batch_size",
              "maxBatchDelay": "max_batch_delay", "responseTimeout": "response_timeout",
              "startupTimeout": "startup_timeout"}
 
@@ -37,6 +42,8 @@ class SnapshotModel:
     mar_name: str
     default: bool = False
     settings: dict = field(default_factory=dict)
+    url: str | None = None      # tsf's modelUrl: where it was registered from
+    handler: str | None = None  # tsf's: the handler it was registered with
 
     def request(self) -> RegisterRequest:
         """The registration of this version; a setting that is not a whole number is a
@@ -47,8 +54,8 @@ class SnapshotModel:
                 settings[keyword] = int(value)
             except ValueError:
                 raise BadRequest(f"{keyword} must be an integer, got {value!r}") from None
-        return RegisterRequest(self.mar_name, model_name=self.name, synchronous=False,
-                               **settings)
+        return RegisterRequest(self.url or self.mar_name, model_name=self.name,
+                               handler=self.handler, synchronous=False, **settings)
 
 
 def parse_snapshot(text: str) -> list[SnapshotModel]:
@@ -84,18 +91,66 @@ def parse_snapshot(text: str) -> list[SnapshotModel]:
                     if isinstance(value, bool) or not isinstance(value, (int, str)):
                         raise BadRequest(f"{where}: {key} must be an integer, got {value!r}")
                     settings[keyword] = value
+            if str(entry.get("runtimeType", "python")).lower() not in ("python", "python3"):
+                raise BadRequest(f"{where}: runtimeType {entry['runtimeType']!r} is not "
+                                 "supported (python only)")
+            if entry.get("parallelLevel") not in (None, 0, 1):
+                raise BadRequest(f"{where}: parallelLevel {entry['parallelLevel']!r} is not "
+                                 "supported (no tensor or pipeline parallelism)")
             out.append(SnapshotModel(name=name, version=str(version), mar_name=mar_name,
                                      default=entry.get("defaultVersion") is True,
-                                     settings=settings))
+                                     settings=settings, url=_text(entry.get("modelUrl")),
+                                     handler=_text(entry.get("handler"))))
     return out
 
 
-async def register_snapshot_models(manager: Any, config: Any) -> None:
-    """Register every model version of ``config.model_snapshot`` (workers load in the background).
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def traffic_splits(text: str) -> dict[str, dict[str, float]]:
+    """tsf's ``trafficSplits`` of a snapshot (``{}`` when it has none)."""
+    if not text.strip():
+        return {}
+    splits = json.loads(text).get("trafficSplits")
+    return splits if isinstance(splits, dict) else {}
+
+
+def capture(manager: Any) -> dict:
+    """The registered models as a ``model_snapshot`` document (workflow models left out, as in
+    TorchServe), with tsf's additions."""
+    import time
+    from pathlib import PurePosixPath
+    from urllib.parse import unquote, urlsplit
+
+    models: dict[str, dict[str, dict]] = {}
+    registry, count = manager.registry, 0
+    for mv in registry:
+        if mv.name in manager.owners:
+            continue
+        s = mv.settings
+        models.setdefault(mv.name, {})[mv.version] = {
+            "defaultVersion": registry.default_version(mv.name) == mv.version,
+            "marName": PurePosixPath(unquote(urlsplit(mv.url).path)).name or mv.url,
+            "minWorkers": s.min_workers, "maxWorkers": max(s.max_workers, s.min_workers),
+            "batchSize": s.batch_size, "maxBatchDelay": s.max_batch_delay,
+            "responseTimeout": s.response_timeout, "startupTimeout": s.startup_timeout,
+            "runtimeType": "python", "modelUrl": mv.url,
+            "handler": mv.archive.handler or None}
+        count += 1
+    splits = {name: registry.split(name).weights for name in models
+              if registry.split(name) is not None}
+    return {"modelCount": count, "created": int(time.time() * 1000), "models": models,
+            "trafficSplits": splits}
+
+
+async def register_snapshot_models(manager: Any, text: str) -> None:
+    """Register every model version of a ``model_snapshot`` (workers load in the background),
+    then its defaults and traffic splits.
 
     A model that cannot be registered is logged and skipped, as ``--models`` entries are.
     """
-    for entry in parse_snapshot(config.model_snapshot):
+    for entry in parse_snapshot(text):
         try:
             await manager.register(entry.request(), loaded_at_startup=True)
         except TsfError as exc:
@@ -109,3 +164,8 @@ async def register_snapshot_models(manager: Any, config: Any) -> None:
                         ", ".join(sorted(registered)), entry.version)
         elif entry.default:
             manager.set_default(entry.name, entry.version)
+    for name, weights in traffic_splits(text).items():
+        try:
+            manager.set_traffic(name, weights)
+        except TsfError as exc:
+            log.error("snapshot traffic split of %s not restored: %s", name, exc.message)

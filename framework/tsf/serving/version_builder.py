@@ -13,6 +13,7 @@ from prometheus_client import Counter
 from ..archives.reader import ModelArchive
 from ..batching.batcher import Batcher
 from ..batching.queue import BatchQueue
+from ..batching.sequences import SequenceBatcher, SequenceSettings
 from ..config.settings import ModelSettings, ServerConfig
 from ..runtime.handler_metrics import declared_metrics
 from ..telemetry.metrics import ServerMetrics
@@ -43,7 +44,10 @@ class VersionBuilder:
         spec = {"model_name": name, "model_version": version, "model_dir": str(archive.model_dir),
                 "manifest": archive.manifest, "model_config": archive.model_config,
                 "handler": archive.handler, "batch_size": settings.batch_size,
-                "model_metrics": declared_metrics(config.metrics_config)}
+                "model_metrics": declared_metrics(config.metrics_config),
+                "sequence_headers": [config.ts_header_key_sequence_id.lower(),
+                                     config.ts_header_key_sequence_start.lower(),
+                                     config.ts_header_key_sequence_end.lower()]}
         pool = WorkerPool(spec, startup_timeout=settings.startup_timeout,
                           threads_per_worker=config.number_of_threads_per_worker,
                           backoff_max=config.worker_restart_backoff_max,
@@ -59,12 +63,20 @@ class VersionBuilder:
                                    tracing=self.tracing)
         pool.on_change = observer.workers_changed
         pool.on_memory_restart = observer.memory_restart
-        batcher = Batcher(queue, pool, batch_size=settings.batch_size,
-                          max_batch_delay_ms=settings.max_batch_delay,
-                          response_timeout=settings.response_timeout, observer=observer,
-                          stage_stamps=self.tracing.enabled,
-                          client_timeout_ms=options.client_timeout_ms,
-                          job_ticket=options.use_job_ticket)
+        batcher: Batcher | SequenceBatcher
+        if options.sequence_batching:
+            batcher = SequenceBatcher(queue, pool, batch_size=settings.batch_size,
+                                      max_batch_delay_ms=settings.max_batch_delay,
+                                      response_timeout=settings.response_timeout,
+                                      settings=self._sequences(settings), observer=observer,
+                                      stage_stamps=self.tracing.enabled)
+        else:
+            batcher = Batcher(queue, pool, batch_size=settings.batch_size,
+                              max_batch_delay_ms=settings.max_batch_delay,
+                              response_timeout=settings.response_timeout, observer=observer,
+                              stage_stamps=self.tracing.enabled,
+                              client_timeout_ms=options.client_timeout_ms,
+                              job_ticket=options.use_job_ticket)
         mv = ModelVersion(name=name, version=version, url=url, archive=archive,
                           settings=settings, pool=pool, queue=queue, batcher=batcher,
                           loaded_at_startup=loaded_at_startup, owned_dir=owned,
@@ -72,3 +84,17 @@ class VersionBuilder:
         batcher.start()
         pool.spawn(autoscale(mv, config, self.decisions, paused=paused))
         return mv
+
+    def _sequences(self, settings: ModelSettings) -> SequenceSettings:
+        """A sequence model's settings (maxNumSequence defaults to batch size x max workers,
+        as TorchServe's docs say)."""
+        options, config = settings.options, self.config
+        return SequenceSettings(
+            max_sequences=options.max_num_sequence or
+            settings.batch_size * max(settings.max_workers, settings.min_workers, 1),
+            max_queued=options.max_sequence_job_queue_size,
+            max_idle_s=options.sequence_max_idle_ms / 1000.0,
+            timeout_s=options.sequence_timeout_ms / 1000.0,
+            id_header=config.ts_header_key_sequence_id.lower(),
+            start_header=config.ts_header_key_sequence_start.lower(),
+            end_header=config.ts_header_key_sequence_end.lower())

@@ -249,6 +249,12 @@ class WorkerPool:
             self._waiters.append(waiter)
             await waiter
 
+    def hold(self, worker: WorkerProcess) -> None:
+        """Hold ``worker``, which the caller chose among the live ones nobody holds (the
+        sequence batcher, whose sequences are pinned to workers); :meth:`release` it after."""
+        self._unlist(worker)
+        worker.held = True
+
     def swap_for_idle(self, worker: WorkerProcess) -> WorkerProcess:
         """An idle worker in place of ``worker`` (held, busy) if one became idle meanwhile."""
         if not worker.in_flight:

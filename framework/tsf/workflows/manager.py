@@ -10,6 +10,7 @@ torch), and a slow or crashing function is supervised, timed out and restarted l
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -17,6 +18,7 @@ from typing import Any, Callable
 from prometheus_client import Counter, Histogram
 
 from ..archives.reader import ModelArchive
+from ..archives.sources import ArchiveSources
 from ..batching.queue import Job
 from ..errors import BadRequest, Conflict, ResourceNotFound, TsfError
 from ..serving.manager import MODEL_NAME, ModelManager
@@ -62,6 +64,11 @@ class WorkflowManager:
 
     def __init__(self, models: ModelManager) -> None:
         self.models = models
+        # .war files come from workflow_store (TorchServe's key and flag), else the model store;
+        # the models a workflow names always come from the model store
+        store = models.config.workflow_store
+        self.sources = models.sources if not store else ArchiveSources(
+            dataclasses.replace(models.config, model_store=store), models.pm, models.workspace)
         self.workflows: dict[str, Workflow] = {}
         self._busy: set[str] = set()  # being registered or unregistered
         registry = models.metrics.registry
@@ -80,7 +87,7 @@ class WorkflowManager:
                        loaded_at_startup: bool = False) -> str:
         if not url:
             raise BadRequest("Parameter url is required.")
-        fetched = await self.models.sources.fetch(url)
+        fetched = await self.sources.fetch(url)
         try:
             archive = await asyncio.to_thread(open_war, fetched.path, self.models.workspace /
                                               "workflows", self.models.limits)
