@@ -169,6 +169,7 @@ class TsfServer:
         ``graceful_shutdown_timeout``) passed with requests still open: those get a 503."""
         timeout = self.config.graceful_shutdown_timeout if timeout is None else timeout
         self.lifecycle.start_draining()
+        self.manager.begin_shutdown()  # the workers finish the drain; none is restarted
         log.info("draining: readiness fails from now on; finishing %d open request(s) within "
                  "%g s", self.lifecycle.open_requests, timeout)
         for server in self.servers:

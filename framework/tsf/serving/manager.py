@@ -317,7 +317,8 @@ class ModelManager:
         mv.remove_files()
 
     def begin_shutdown(self) -> None:
-        """No worker is started or restarted from now on (call it as soon as stopping begins)."""
+        """No worker is started or restarted from now on (call it as soon as the drain, or a
+        stop, begins)."""
         for mv in self.registry:
             mv.pool.stop_restarting()
 
