@@ -63,7 +63,8 @@ def download(url: str, dest: Path, config: Any) -> Path:
     suffix = "".join(known) or ".mar"
     max_bytes = config.max_archive_size
     opener = urllib.request.build_opener(_CheckedRedirects(config))
-    log.info("downloading %s", url)
+    shown = loggable_url(url)
+    log.info("downloading %s", shown)
     target = Path(tempfile.mkstemp(prefix="download-", suffix=suffix, dir=dest)[1])
     total = 0
     try:
@@ -81,7 +82,7 @@ def download(url: str, dest: Path, config: Any) -> Path:
                                          f"({max_bytes} bytes)")
                 out.write(chunk)
                 if next_report and total >= next_report:
-                    log.info("downloading %s: %d%% (%d of %d bytes)", url,
+                    log.info("downloading %s: %d%% (%d of %d bytes)", shown,
                              100 * total // declared, total, declared)
                     next_report += declared // PROGRESS_STEPS
     except TsfError:
@@ -90,8 +91,18 @@ def download(url: str, dest: Path, config: Any) -> Path:
     except (OSError, ValueError) as exc:
         target.unlink(missing_ok=True)
         raise BadRequest(f"could not download {url}: {exc}") from None
-    log.info("downloaded %s (%d bytes)", url, total)
+    log.info("downloaded %s (%d bytes)", shown, total)
     return target
+
+
+def loggable_url(url: str) -> str:
+    """Where ``url`` points, for the log: no user, password or query (a presigned URL's
+    signature is in its query)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    query = "?..." if parts.query else ""
+    return f"{parts.scheme}://{host}{port}{parts.path}{query}"
 
 
 @hookimpl(trylast=True)
