@@ -213,6 +213,71 @@ def test_a_slow_body_that_keeps_coming_is_not_cut(server):
     assert status == 404 and body["type"] == "ModelNotFoundException", body
 
 
+# --- requests Tornado would close without a word ---------------------------------------------
+
+def exchange_raw(base: str, data: bytes, timeout: float = 30.0) -> bytes:
+    """Send ``data`` whole on a fresh connection; everything the server answers until it closes."""
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+        except OSError:  # the server answered and closed while the request was still going out
+            pass
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except OSError:
+            pass
+    return received
+
+
+def parsed(answer: bytes) -> tuple[int, dict[str, str], dict]:
+    """Status, headers (lower-cased names) and JSON body of one HTTP answer."""
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    assert sep and head.startswith(b"HTTP/1.1 "), f"no HTTP answer: {answer[:200]!r}"
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict((k.strip().lower(), v.strip()) for k, _, v in
+                   (line.partition(":") for line in lines[1:]))
+    assert len(body) == int(headers["content-length"]), answer[:300]
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+CHUNKED_HEAD = (b"POST /predictions/any HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer i-secret\r\n"
+                b"Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+
+@pytest.mark.parametrize("request_bytes, code, error_type, words", [
+    # a chunk-size line with a 5,000-byte extension (Tornado reads at most 64 bytes of it)
+    (CHUNKED_HEAD + b"5;ext=" + b"e" * 5000 + b"\r\nhello\r\n0\r\n\r\n", 400,
+     "BadRequestException", "chunk"),
+    (CHUNKED_HEAD + b"5;name=value\r\nhello\r\n0\r\n\r\n", 400, "BadRequestException",
+     "chunk"),
+    # a header block over 64 KiB: one long header, or many short ones
+    (b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 70_000 + b"\r\n\r\n", 431,
+     "RequestHeaderFieldsTooLargeException", "64 KiB"),
+    (b"GET /ping HTTP/1.1\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 40)
+                                          for i in range(2000)) + b"\r\n", 431,
+     "RequestHeaderFieldsTooLargeException", "64 KiB"),
+    # a request line (its query) over 64 KiB
+    (b"GET /ping?q=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414,
+     "URITooLongException", "64 KiB"),
+    # what Tornado answered with a bare 400: a header without a colon, a bad request line
+    (b"GET /ping HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", 400, "BadRequestException",
+     "header"),
+    (b"GET /ping HTTP/9.9\r\nHost: x\r\n\r\n", 400, "BadRequestException", "request line"),
+])
+def test_malformed_requests_get_a_json_error_then_the_connection_closes(
+        server, request_bytes, code, error_type, words):
+    started = time.monotonic()
+    status, headers, body = parsed(exchange_raw(server.inference, request_bytes))
+    assert (status, body["code"], body["type"]) == (code, code, error_type), body
+    assert words in body["message"], body
+    assert headers["connection"] == "close" and headers["content-type"] == "application/json"
+    assert time.monotonic() - started < 10  # answered at once, not after a timeout
+    assert server.get("/ping").status_code == 200
+
+
 @pytest.mark.slow
 def test_running_out_of_file_descriptors_does_not_spin_or_flood_the_log(tmp_path):
     server = ServerProcess()
