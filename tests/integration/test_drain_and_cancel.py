@@ -162,7 +162,7 @@ def _load(host: str, port: int, path: str, stop: threading.Event, statuses: list
                 status, connection, body = _raw_post(conn, path, b"x")
             except ConnectionRefusedError:
                 return  # a new connection once the listener closed: refused, as it should be
-            except Exception as exc:  # a request sent and never answered
+            except (OSError, http.client.HTTPException) as exc:  # sent and never answered
                 failures.append(repr(exc))
                 return
             statuses.append(status)

@@ -237,8 +237,8 @@ def parsed(answer: bytes) -> tuple[int, dict[str, str], dict]:
     head, sep, body = answer.partition(b"\r\n\r\n")
     assert sep and head.startswith(b"HTTP/1.1 "), f"no HTTP answer: {answer[:200]!r}"
     lines = head.decode("latin-1").split("\r\n")
-    headers = dict((k.strip().lower(), v.strip()) for k, _, v in
-                   (line.partition(":") for line in lines[1:]))
+    headers = {k.strip().lower(): v.strip() for k, _, v in
+               (line.partition(":") for line in lines[1:])}
     assert len(body) == int(headers["content-length"]), answer[:300]
     return int(lines[0].split()[1]), headers, json.loads(body)
 

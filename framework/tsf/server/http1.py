@@ -187,7 +187,7 @@ async def _linger(stream: iostream.IOStream) -> None:
         try:
             dropped += len(await asyncio.wait_for(
                 stream.read_bytes(LINGER_BYTES, partial=True), remaining))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return
 
 

@@ -58,7 +58,7 @@ def redact_query(query: str) -> str:
     URLs given as values redacted with :func:`redact_url`."""
     pairs = query.split("&")
     for index, pair in enumerate(pairs):
-        key, eq, value = pair.partition("=")
+        key, _, value = pair.partition("=")
         if not value:
             continue
         if unquote_plus(key).strip().lower() in SECRET_QUERY_KEYS:
