@@ -215,12 +215,16 @@ def test_a_slow_body_that_keeps_coming_is_not_cut(server):
 
 # --- requests Tornado would close without a word ---------------------------------------------
 
-def exchange_raw(base: str, data: bytes, timeout: float = 30.0) -> bytes:
-    """Send ``data`` whole on a fresh connection; everything the server answers until it closes."""
+def exchange_raw(base: str, data: bytes, timeout: float = 30.0, half_close: bool = False
+                 ) -> bytes:
+    """Send ``data`` whole on a fresh connection (then stop sending, with ``half_close``, as
+    ``nc -N`` does); everything the server answers until it closes."""
     url = urlsplit(base)
     with socket.create_connection((url.hostname, url.port), timeout=timeout) as sock:
         try:
             sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
         except OSError:  # the server answered and closed while the request was still going out
             pass
         received = b""
@@ -266,11 +270,17 @@ CHUNKED_HEAD = (b"POST /predictions/any HTTP/1.1\r\nHost: x\r\nAuthorization: Be
     (b"GET /ping HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", 400, "BadRequestException",
      "header"),
     (b"GET /ping HTTP/9.9\r\nHost: x\r\n\r\n", 400, "BadRequestException", "request line"),
+    (b"GET /ping HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400,
+     "BadRequestException", "framing"),
+    (b"GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\nx", 400,
+     "BadRequestException", "framing"),
 ])
+@pytest.mark.parametrize("half_close", [False, True])
 def test_malformed_requests_get_a_json_error_then_the_connection_closes(
-        server, request_bytes, code, error_type, words):
+        server, request_bytes, code, error_type, words, half_close):
     started = time.monotonic()
-    status, headers, body = parsed(exchange_raw(server.inference, request_bytes))
+    status, headers, body = parsed(exchange_raw(server.inference, request_bytes,
+                                                half_close=half_close))
     assert (status, body["code"], body["type"]) == (code, code, error_type), body
     assert words in body["message"], body
     assert headers["connection"] == "close" and headers["content-type"] == "application/json"

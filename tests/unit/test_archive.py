@@ -209,3 +209,12 @@ def test_archives_holding_one_name_twice_are_refused(tmp_path, make, names):
     with pytest.raises(InvalidArchive, match="twice"):
         open_archive(path, tmp_path / "ws", Limits())
     assert not (tmp_path / "ws").exists() or list((tmp_path / "ws").iterdir()) == []
+
+
+@pytest.mark.parametrize("handler", ["../../x", "a/b", "..\\x", "/etc/x:fn"])
+def test_a_handler_name_with_a_path_in_it_is_refused(tmp_path, handler):
+    (tmp_path / "MAR-INF").mkdir()
+    (tmp_path / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(
+        {"model": {"modelName": "m", "handler": handler}}))
+    with pytest.raises(InvalidArchive, match="manifest field handler"):
+        open_archive(tmp_path, tmp_path / "ws", Limits())

@@ -322,7 +322,8 @@ def read_model_config(model_dir: Path, manifest: dict) -> dict:
             return {}
     cfg_path = confined_path(model_dir, str(name), "configFile", InvalidArchive)
     if not cfg_path.exists():
-        raise InvalidArchive(f"config file {name!r} named in the manifest is not in the archive")
+        raise InvalidArchive(f"manifest field configFile names {str(name)[:200]!r}, which is not "
+                             "in the archive")
     data = read_yaml(cfg_path, str(name)) or {}
     if not isinstance(data, dict):
         raise InvalidArchive(f"{name} must hold a mapping at top level")
@@ -378,9 +379,14 @@ def _named_files(model: dict) -> list[tuple[str, str]]:
 
 
 def check_paths(archive: ModelArchive) -> None:
-    """Refuse (400, naming the field) any manifest path that leads outside the model's folder."""
+    """Refuse (400, naming the field) any manifest path that leads outside the model's folder,
+    and a handler that is a path but not a ``.py`` file (it can only be a plugin's name)."""
     for key, name in _named_files(archive.model):
         confined_path(archive.model_dir, name, key, InvalidArchive)
+    handler = archive.handler
+    if not handler.partition(":")[0].endswith(".py") and ("/" in handler or "\\" in handler):
+        raise InvalidArchive(f"manifest field handler names {handler[:200]!r}: a handler is a "
+                             "plugin's handler name or a .py file in the archive")
 
 
 def open_archive(path: Path, workspace: Path, limits: Limits) -> ModelArchive:

@@ -67,6 +67,7 @@ class BoundedReads:
     _read_buffer: bytearray
     _read_future: Any
     _read_max_bytes: int | None
+    _read_failed = False
 
     def _find_read_pos(self) -> int | None:
         try:
@@ -76,9 +77,18 @@ class BoundedReads:
             error = ReadLimitPassed(limit, self._read_buffer.find(b"\n", 0, limit) >= 0)
             future, self._read_future = self._read_future, None
             self._read_delimiter = self._read_regex = self._read_max_bytes = None
+            self._read_failed = True
             if future is not None and not future.done():
                 future.set_exception(error)
             return None
+
+    def _read_to_buffer_loop(self) -> int | None:
+        # Right after a read failed, Tornado reads on from the socket: an end of file there
+        # (a client that stopped sending) would close the connection before it is answered.
+        if self._read_failed:
+            self._read_failed = False
+            return None
+        return super()._read_to_buffer_loop()  # type: ignore[misc]
 
 
 class BoundedIOStream(BoundedReads, iostream.IOStream):
@@ -131,6 +141,12 @@ class Http1Connection(HTTP1Connection):
         except httputil.HTTPInputError as exc:
             raise MalformedRequest(BadRequest(f"malformed request line: {exc}")) from None
         return start_line, headers
+
+    def _can_keep_alive(self, start_line: Any, headers: httputil.HTTPHeaders) -> bool:
+        try:
+            return super()._can_keep_alive(start_line, headers)
+        except httputil.HTTPInputError as exc:  # an HTTP/1.0 request's Transfer-Encoding
+            raise MalformedRequest(BadRequest(f"malformed body framing: {exc}")) from None
 
     def _read_body(self, code: int, headers: httputil.HTTPHeaders,
                    delegate: httputil.HTTPMessageDelegate) -> Any:
