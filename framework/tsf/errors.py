@@ -143,8 +143,8 @@ _BY_TYPE = {
     for cls in (
         BadRequest, InvalidArchive, Unauthorized, Forbidden, ResourceNotFound, ModelNotFound,
         ModelVersionNotFound, MethodNotAllowed, RequestTimeout, Conflict, PayloadTooLarge,
-        UriTooLong, HeadersTooLarge, ClientGone, InternalError, HandlerError, ModelLoadError, NotImplementedByModel,
-        OutOfResources, ServiceUnavailable, WorkerDied, WorkerTimeout,
+        UriTooLong, HeadersTooLarge, ClientGone, InternalError, HandlerError, ModelLoadError,
+        NotImplementedByModel, OutOfResources, ServiceUnavailable, WorkerDied, WorkerTimeout,
     )
 }
 

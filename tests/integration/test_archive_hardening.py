@@ -118,7 +118,8 @@ def hostile_archives(store: Path) -> dict[str, str]:
     write_tar(store / "twohandlers.tar.gz", [("MAR-INF/MANIFEST.json", manifest(handler="h.py")),
                                              ("h.py", GOOD_HANDLER), ("./h.py", GOOD_HANDLER)])
     return {"dotversion.mar": "manifest field modelVersion", "twomanifests.mar": "twice",
-            "twohandlers.tar.gz": "twice","bomb.mar": "bytes", "bomb.tar.gz": "bytes", "slip.mar": "escapes",
+            "twohandlers.tar.gz": "twice", "bomb.mar": "bytes", "bomb.tar.gz": "bytes",
+            "slip.mar": "escapes",
             "badjson.mar": "not valid JSON", "nomodel.mar": "'model' object",
             "deepjson.mar": "nested too deeply", "intname.mar": "modelName must be a string",
             "listhandler.mar": "handler must be a string", "longentry.mar": "longer than",

@@ -12,9 +12,9 @@ stops: it ignores SIGINT (a Ctrl-C in a terminal reaches the whole process group
 ignored, so the batches it was sent are still computed while the front end drains, and it
 exits when the front end closes its socket (a batch that runs too long is bounded by the
 response timeout: the front end kills the worker).  SIGTERM starts blocked (the front end
-spawns it so) until the handler is in place.  It exits when the front end dies.  It runs with ``-X faulthandler``: a crash, even while Python starts, prints
-each thread's Python stack to stderr, which the front end logs (and quotes if the worker was
-loading the model).
+spawns it so) until the handler is in place.  It exits when the front end dies.  It runs with
+``-X faulthandler``: a crash, even while Python starts, prints each thread's Python stack to
+stderr, which the front end logs (and quotes if the worker was loading the model).
 """
 
 from __future__ import annotations

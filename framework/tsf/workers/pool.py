@@ -5,9 +5,8 @@ failure (capped by ``worker_restart_backoff_max``) and resets once a worker answ
 Each exit is logged with its cause (exit code or signal, and the reason when the front end
 killed it).  A pool that is closing, or whose server is draining or stopping, restarts nothing
 (workers do not die of SIGTERM: see :mod:`tsf.runtime.main`).  A worker that crashes while
-loading the model
-(a signal tsf did not send) when the pool scales is started once more before the scaling
-fails: such crashes need not happen twice.  With a memory limit, a worker whose resident
+loading the model (a signal tsf did not send) when the pool scales is started once more before
+the scaling fails: such crashes need not happen twice.  With a memory limit, a worker whose resident
 memory is over it after a batch is stopped and replaced.
 
 Handing out: the batcher acquires a worker, fills a batch for it, sends it and releases it.  An
