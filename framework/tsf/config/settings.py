@@ -23,6 +23,7 @@ from ..errors import BadRequest
 
 if TYPE_CHECKING:
     from .autoscale import AutoscaleSettings
+from .capture import CaptureSettings, capture_settings
 from .model_options import ModelOptions, model_options
 from .torchserve_keys import check_torchserve_keys
 
@@ -81,6 +82,11 @@ class ServerConfig:
     grpc_inference_port: int = 0   # TorchServe's key; replaces the address's port when set
     grpc_management_port: int = 0
     metrics_config: str = ""  # TorchServe's metrics.yaml: its model_metrics are declared
+    # data capture and monitoring (models opt in with capture: in model-config.yaml)
+    capture_dir: str = ""               # the jsonl sink's folder; "": <workspace>/capture
+    capture_buffer_records: int = 10000  # records queued per sink (and for analysis)
+    capture_buffer_mb: int = 64          # body bytes queued per sink
+    monitoring_max_predictions: int = 100000  # predictions kept per model for feedback
     # TorchServe / KServe layout keys
     enable_envvars_config: bool = False  # TS_<KEY> variables override the config file
     service_envelope: str = ""           # kserve / kservev2: /v1 and /v2 are always served
@@ -254,6 +260,7 @@ class ModelSettings:
     worker_memory_limit_mb: int = 0
     autoscale: AutoscaleSettings | None = None  # set by the manager from model-config
     options: ModelOptions = field(default_factory=ModelOptions)  # TorchServe's other keys
+    capture: CaptureSettings | None = None  # data capture and monitoring (tsf.monitoring)
 
 
 _YAML_KEYS = {
@@ -302,7 +309,9 @@ def model_settings(config: ServerConfig, model_yaml: Mapping[str, Any],
     if values["worker_memory_limit_mb"] < 0:
         raise BadRequest("workerMemoryLimitMb must be >= 0")
     check_worker_cap(config, values["min_workers"])
-    return ModelSettings(**values, options=model_options(model_yaml))
+    return ModelSettings(**values, options=model_options(model_yaml),
+                         capture=capture_settings(model_yaml.get("capture"),
+                                                  "model-config.yaml: capture"))
 
 
 def check_worker_cap(config: ServerConfig, workers: int) -> None:
