@@ -26,6 +26,7 @@ from .fairlearn_process import FairlearnProcess
 from .features import input_features, prediction_of
 from .quality import evaluate
 from .records import CaptureRecord
+from .sinks import let_the_loop_run
 from .store import ANSWER_BYTES, PredictionStore
 
 log = logging.getLogger("tsf.monitoring")
@@ -153,8 +154,11 @@ class Analysis:
         rows = []
         records = self.records
         now = time.time()
+        taken = 0
         while records:
             record = records.popleft()
+            let_the_loop_run(taken)
+            taken += 1
             key = (record.model, record.version)
             settings = self.settings_of(*key)
             if settings is None:

@@ -17,7 +17,7 @@ from typing import IO, Any
 from .. import hookimpl
 from ..errors import BadRequest
 from .records import CaptureRecord, file_name, hour_prefix
-from .sinks import SinkContext
+from .sinks import SinkContext, let_the_loop_run
 
 
 class JsonLinesSink:
@@ -50,10 +50,11 @@ class JsonLinesSink:
 
     def write(self, records: list[CaptureRecord]) -> None:
         touched = set()
-        for record in records:
+        for index, record in enumerate(records):
             handle = self._file(record)
             handle.write(record.to_json_line())
             touched.add(handle)
+            let_the_loop_run(index)
         for handle in touched:
             handle.flush()
         self._close_past_hours()

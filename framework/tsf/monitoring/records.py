@@ -144,8 +144,12 @@ def decode_side(side: dict[str, Any]) -> bytes:
 def iso_time(seconds: float) -> str:
     """ISO-8601 UTC with milliseconds, as SageMaker writes ``inferenceTime``."""
     whole = int(seconds)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + \
-        f".{int((seconds - whole) * 1000):03d}Z"
+    if whole != _second[0]:  # most records share their second with the one before
+        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_second[1]}.{int((seconds - whole) * 1000):03d}Z"
+
+
+_second: list = [None, ""]  # the last second formatted, and its text
 
 
 def parse_time(text: str) -> float:

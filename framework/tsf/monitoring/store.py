@@ -29,9 +29,11 @@ CREATE TABLE IF NOT EXISTS predictions (
     time REAL NOT NULL, prediction TEXT, score REAL, features TEXT,
     answer_ctype TEXT, answer BLOB, label TEXT, groups TEXT, labelled_at REAL,
     PRIMARY KEY (model, id));
-CREATE INDEX IF NOT EXISTS predictions_inference ON predictions (model, inference_id);
+CREATE INDEX IF NOT EXISTS predictions_inference ON predictions (model, inference_id)
+    WHERE inference_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS predictions_time ON predictions (model, time);
-CREATE INDEX IF NOT EXISTS predictions_labelled ON predictions (model, labelled_at);
+CREATE INDEX IF NOT EXISTS predictions_labelled ON predictions (model, labelled_at)
+    WHERE labelled_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS baselines (
     model TEXT NOT NULL, version TEXT NOT NULL, rows TEXT NOT NULL, created REAL NOT NULL,
     PRIMARY KEY (model, version));
@@ -83,8 +85,9 @@ class PredictionStore:
         columns = "SELECT id, label, version, prediction, answer_ctype, answer FROM predictions"
         row = self.db.execute(f"{columns} WHERE model = ? AND id = ?", (model, ident)).fetchone()
         if row is None:
-            row = self.db.execute(f"{columns} WHERE model = ? AND inference_id = ? ORDER BY "
-                                  "time DESC LIMIT 1", (model, ident)).fetchone()
+            row = self.db.execute(f"{columns} INDEXED BY predictions_inference WHERE model = ? "
+                                  "AND inference_id = ? ORDER BY time DESC LIMIT 1",
+                                  (model, ident)).fetchone()
         return row
 
     def label(self, model: str, items: list[tuple[str, str, dict]], now: float,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import textwrap
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import ClassVar
 
@@ -18,6 +19,7 @@ from tsf.archives.writer import ArchiveSpec, write_archive
 from tsf.errors import BadRequest
 from tsf.testing import ServerProcess, assert_error, wait_for
 
+SLOW = 2.0
 HANDLER = '''
     def handle(data, context):
         if data is None:
@@ -39,6 +41,8 @@ class Receiver(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         cls = type(self)
+        if self.path == "/slow":
+            time.sleep(SLOW)  # a receiver that hangs
         if cls.failures > 0:
             cls.failures -= 1
             self.send_response(500)
@@ -125,3 +129,16 @@ def test_request_only_mode_and_bad_options(setup):
         CloudEventsSink({"url": url, "retries": 3}, None)
     with pytest.raises(BadRequest, match="headers"):
         CloudEventsSink({"url": url, "headers": {"A": 1}}, None)
+
+
+def test_a_hanging_receiver_does_not_slow_predictions(setup):
+    server, url = setup
+    slow = url.rsplit("/", 1)[0] + "/slow"
+    r = server.manage("PUT", "/models/iris", json={"capture": {
+        "sinks": {"cloudevents": {"url": slow, "timeout": 30}}, "drift": False}})
+    assert r.status_code == 200, r.text
+    started = time.monotonic()
+    for i in range(3):  # each capture waits SLOW seconds at the receiver, in the sink thread
+        assert server.post("/predictions/iris", json={"i": i}).status_code == 200
+    assert time.monotonic() - started < SLOW  # capture on the request path would take 3x
+    assert server.manage("PUT", "/models/iris?capture=false").status_code == 200

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from tsf import hookimpl
 from tsf.errors import BadRequest
 from tsf.monitoring.records import CaptureRecord, file_name, hour_prefix
+from tsf.monitoring.sinks import let_the_loop_run
 
 OPTIONS = ("url", "endpoint_url")
 
@@ -71,7 +72,11 @@ class S3CaptureSink:
                               []).append(record)
         client = self.client()
         for hour, chosen in groups.items():
-            body = b"".join(record.to_json_line() for record in chosen)
+            lines = []
+            for index, record in enumerate(chosen):
+                lines.append(record.to_json_line())
+                let_the_loop_run(index)
+            body = b"".join(lines)
             client.put_object(Bucket=self.bucket, Key=self.key(hour, chosen[0]), Body=body,
                               ContentType="application/jsonl")
 
