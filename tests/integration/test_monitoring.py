@@ -75,7 +75,9 @@ def server(tmp_path_factory, model_store):
                               config_file=str(src / "bad.yaml"), export_path=str(store)))
     shutil.copy(model_store / "tensorecho.mar", store)
     server = ServerProcess(model_store=store, models=[f"{n}={n}.mar" for n in CONFIGS],
-                           config={"max_request_size": 120 * 2**20})
+                           config={"max_request_size": 120 * 2**20, "enable_grpc": "true",
+                                   "grpc_inference_address": "127.0.0.1:0",
+                                   "grpc_management_address": "127.0.0.1:0"})
     try:
         yield server
     finally:
@@ -156,6 +158,45 @@ def test_capture_settings_from_register_and_put(server):
     predict(server, "plain", 0.4)
     time.sleep(1.5)
     assert len(captured(server, "plain")) == 1
+
+
+def test_grpc_answers_are_captured(server):
+    import base64
+
+    import grpc
+
+    from tsf.grpc_api.stubs import load
+
+    stubs = load()
+    if server.manage("GET", "/models/tensorecho").status_code == 404:
+        assert server.register("tensorecho.mar").status_code == 200
+    assert server.manage("PUT", "/models/tensorecho", json={"capture": {
+        "drift": False}}).status_code == 200
+    with grpc.insecure_channel(server.urls["grpc_inference"]) as channel:
+        ts = stubs["tsf_torchserve_inference_pb2"]
+        reply = stubs["tsf_torchserve_inference_pb2_grpc"].InferenceAPIsServiceStub(
+            channel).Predictions(ts.PredictionsRequest(model_name="biased",
+                                                       input={"body": b'{"x": 0.9}'}),
+                                 metadata=(("x-request-id", "grpc-ts-1"),))
+        assert json.loads(reply.prediction)["label"] == 1
+        oip = stubs["tsf_oip_pb2"]
+        request = oip.ModelInferRequest(model_name="tensorecho", inputs=[
+            oip.ModelInferRequest.InferInputTensor(
+                name="X", datatype="FP32", shape=[1, 4],
+                contents=oip.InferTensorContents(fp32_contents=[1, 2, 3, 4]))])
+        stubs["tsf_oip_pb2_grpc"].GRPCInferenceServiceStub(channel).ModelInfer(
+            request, metadata=(("x-request-id", "grpc-oip-1"),))
+
+    def record(model: str, rid: str) -> dict | None:
+        return next((r for r in captured(server, model)
+                     if r["eventMetadata"]["eventId"] == rid), None)
+    ts_record = wait_for(lambda: record("biased", "grpc-ts-1"), 10, "gRPC not captured")
+    assert ts_record["captureData"]["endpointInput"]["data"] == \
+        base64.b64encode(b'{"x": 0.9}').decode()
+    oip_record = wait_for(lambda: record("tensorecho", "grpc-oip-1"), 10, "OIP not captured")
+    side = oip_record["captureData"]["endpointInput"]
+    assert side["observedContentType"] == "application/grpc+proto"
+    assert oip.ModelInferRequest.FromString(base64.b64decode(side["data"])) == request
 
 
 @pytest.mark.parametrize("how, named", [

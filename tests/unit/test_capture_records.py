@@ -143,3 +143,15 @@ def test_baseline_rows_from_records_and_files():
                 {"format": "tsf-baseline/1", "rows": [{"a": [1]}]}, [1]):
         with pytest.raises(BadRequest):
             check_rows(bad)
+
+
+def test_warmup_inputs_give_baseline_rows(tmp_path):
+    from tsf.monitoring.baseline import warmup_rows
+
+    (tmp_path / "warm.json").write_text(json.dumps([{"x": 2, "region": "b"}, "text"]))
+    config = {"warmup": {"inputs": [{"x": 1, "region": "a"}, [[1, 2]]], "file": "warm.json"}}
+    assert warmup_rows(config, str(tmp_path)) == [{"x": 1.0, "region": "a"},
+                                                   {"x0": 1.0, "x1": 2.0},
+                                                   {"x": 2.0, "region": "b"}]
+    assert warmup_rows({}, str(tmp_path)) == []
+    assert warmup_rows({"warmup": {"file": "../outside.json"}}, str(tmp_path)) == []
