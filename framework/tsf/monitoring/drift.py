@@ -183,7 +183,7 @@ class DriftWindows:
             now = [_value(row[name]) for row in current if name in row]
             if len(base) >= self.min_samples and len(now) >= self.min_samples:
                 out[name] = dict(compare(base, now), baseline_n=len(base), current_n=len(now))
-            time.sleep(0)  # the event loop may run between features
+            time.sleep(0.0001)  # the event loop may run between features
         return out
 
     def describe(self) -> dict[str, Any]:

@@ -34,6 +34,7 @@ log = logging.getLogger("tsf.capture")
 
 MAX_BATCH = 5000
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 30.0
+PAUSE = 0.0001  # seconds a busy capture thread lets the event loop run, every 64 records
 
 
 class Sink(Protocol):
@@ -164,9 +165,11 @@ class SinkRunner:
 
 def let_the_loop_run(index: int) -> None:
     """Hand the interpreter lock to the event loop every 64 records of a long batch: a thread
-    that keeps it for its whole switch interval (5 ms) would hold answers back that long."""
+    that keeps it for its whole switch interval (5 ms) would hold answers back that long.  The
+    pause is not zero: a thread that sleeps for no time takes the lock straight back unless the
+    loop had already waited 5 ms for it."""
     if index & 63 == 63:
-        time.sleep(0)
+        time.sleep(PAUSE)
 
 
 def sink_classes(pm: Any) -> dict[str, type]:
