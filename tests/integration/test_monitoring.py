@@ -384,3 +384,11 @@ def test_the_dashboard_and_alerts_name_metrics_the_server_exports(server):
                if n not in exported and not any(n.endswith(s) and n[:-len(s)] in exported
                                                 for s in suffixes)}
     assert not missing, missing
+
+
+def test_openapi_lists_the_monitoring_routes(server):
+    inference = server.request("OPTIONS", server.inference, "/").json()["paths"]
+    assert "post" in inference["/feedback/{model_name}"]
+    management = server.request("OPTIONS", server.management, "/").json()["paths"]
+    assert "get" in management["/models/{model_name}/monitoring"]
+    assert {"put", "delete"} <= set(management["/models/{model_name}/monitoring/baseline"])
