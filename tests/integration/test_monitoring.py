@@ -113,6 +113,8 @@ def test_answers_are_captured_in_sagemaker_format(server):
     rid = r.headers["X-Request-Id"]
     v1 = server.post("/v1/models/biased:predict", json={"instances": [{"x": 0.1}]})
     assert v1.status_code == 200, v1.text
+    explained = server.post("/explanations/biased", json={"x": 0.3})  # not captured
+    assert explained.status_code == 200, explained.text
     records = wait_for(lambda: len(captured(server, "biased")) >= 2 and
                        captured(server, "biased"), 10, "no capture files")
     first = next(rec for rec in records if rec["eventMetadata"]["eventId"] == rid)
@@ -126,6 +128,8 @@ def test_answers_are_captured_in_sagemaker_format(server):
     assert output["encoding"] == "JSON" and json.loads(output["data"]) == {"label": 1, "p": 0.7}
     kserve = next(rec for rec in records
                   if rec["eventMetadata"]["eventId"] == v1.headers["X-Request-Id"])
+    assert all(rec["eventMetadata"]["eventId"] != explained.headers["X-Request-Id"]
+               for rec in captured(server, "biased"))
     assert json.loads(kserve["captureData"]["endpointOutput"]["data"])["predictions"][0][
         "label"] == 0
     files = list((capture_dir(server) / "biased").rglob("*.jsonl"))
