@@ -33,6 +33,10 @@ $(STAMP): pyproject.toml requirements-test.txt $(addsuffix /pyproject.toml,$(PLU
 	  command -v apt-get >/dev/null && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -qq --no-install-recommends haproxy podman runc mmdebstrap >/dev/null; } \
 	  || echo "haproxy/podman not installed: the rolling-restart and image tests will skip"
+	@# chromium renders the monitoring report in tsf-monitor-report's test
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends chromium >/dev/null; } || echo "chromium not installed: the report rendering test will skip"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -23,8 +23,9 @@ from .config.settings import HTTP_DEFAULT_PORTS, Address, ServerConfig, guard_ma
 from .errors import BadRequest
 from .dataplane import DataPlane
 from .errors import TsfError
+from .monitoring.monitor import Monitor
 from .plugins import create_manager
-from .server import inference, kserve_v1, kserve_v2, management, metrics, workflows
+from .server import inference, kserve_v1, kserve_v2, management, metrics, monitoring, workflows
 from .server.cors import CorsPolicy
 from .server.json_handler import NotFoundHandler
 from .server.listener import HTTPListener
@@ -48,6 +49,7 @@ access_log = logging.getLogger("tsf.access")  # looked up once: getLogger takes 
 # Tornado's own cap only needs to stay out of the way.
 _TORNADO_BODY_CAP = 1 << 40
 ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".zip")
+CAPTURE_FLUSH_TIMEOUT = 10.0  # seconds a stop waits for the capture sinks to write what is queued
 
 
 class TsfServer:
@@ -67,10 +69,12 @@ class TsfServer:
         self.manager = ModelManager(config, self.pm, self.metrics, self.tracing)
         self.workflows = WorkflowManager(self.manager)
         self.lifecycle = Lifecycle()
+        self.monitor = Monitor(config, self.manager, self.pm, self.metrics.registry)
         self.services = Services(
             config=config, manager=self.manager, metrics=self.metrics, pm=self.pm,
             tracing=self.tracing, tokens=self.tokens, workflows=self.workflows,
-            dataplane=DataPlane(config, self.manager, self.tokens, self.lifecycle))
+            dataplane=DataPlane(config, self.manager, self.tokens, self.lifecycle),
+            monitor=self.monitor)
         # TLS key material, read (and checked) before anything starts
         self.key_material = tls.key_material(config) if self._needs_tls() else None
         if config.enable_grpc and config.enable_grpc_ssl and self.key_material is None:
@@ -88,8 +92,10 @@ class TsfServer:
         routes = {
             "inference": inference.routes(inference_options)
             + kserve_v1.routes(inference_options) + kserve_v2.routes(inference_options)
-            + workflows.inference_routes(inference_options),
+            + workflows.inference_routes(inference_options)
+            + monitoring.inference_routes(inference_options),
             "management": workflows.management_routes(management_options)
+            + monitoring.management_routes(management_options)
             + management.routes(management_options),
             "metrics": metrics.routes(dict(services=self.services, api="metrics")),
         }
@@ -262,6 +268,7 @@ class TsfServer:
             await self.grpc.stop()
         await self.manager.shutdown(wait=0)
         await self.workflows.shutdown()
+        await asyncio.to_thread(self.monitor.close, CAPTURE_FLUSH_TIMEOUT)  # captured records
         await self.lifecycle.requests_finished(1.0)  # let the 503 answers reach their clients
         for server in self.servers:
             await server.close_all_connections()

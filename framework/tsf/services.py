@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from .auth import Tokens
     from .config.settings import ServerConfig
     from .dataplane import DataPlane
+    from .monitoring.monitor import Monitor
     from .serving.manager import ModelManager
     from .telemetry.metrics import ServerMetrics
     from .telemetry.tracing import Tracing
@@ -33,3 +34,4 @@ class Services:
     tokens: Tokens
     workflows: WorkflowManager
     dataplane: DataPlane
+    monitor: Monitor  # data capture, feedback and monitoring metrics

@@ -25,6 +25,7 @@ ORDER = [
     ["sagemaker"],
     ["server", "grpc_api"],
     ["core"],  # dataplane, services, outcome, auth, memory
+    ["monitoring"],  # capture observes answered requests; below the data plane and adapters
     ["workflows"],
     ["serving"],
     ["batching"],

@@ -22,6 +22,7 @@ from ..errors import BadRequest
 
 if TYPE_CHECKING:
     from .autoscale import AutoscaleSettings
+from .capture import CaptureSettings, capture_settings
 from .model_options import ModelOptions, model_options
 from .properties import read_properties
 from .torchserve_keys import check_torchserve_keys
@@ -93,6 +94,11 @@ class ServerConfig:
     cors_allowed_origin: str = ""
     cors_allowed_methods: str = ""
     cors_allowed_headers: str = ""
+    # data capture and monitoring (models opt in with capture: in model-config.yaml)
+    capture_dir: str = ""               # the jsonl sink's folder; "": <workspace>/capture
+    capture_buffer_records: int = 10000  # records queued per sink (and for analysis)
+    capture_buffer_mb: int = 64          # body bytes queued per sink
+    monitoring_max_predictions: int = 100000  # predictions kept per model for feedback
     # TorchServe / KServe layout keys
     enable_envvars_config: bool = False  # TS_<KEY> variables override the config file
     service_envelope: str = ""           # kserve / kservev2: /v1 and /v2 are always served
@@ -294,6 +300,7 @@ class ModelSettings:
     worker_memory_limit_mb: int = 0
     autoscale: AutoscaleSettings | None = None  # set by the manager from model-config
     options: ModelOptions = field(default_factory=ModelOptions)  # TorchServe's other keys
+    capture: CaptureSettings | None = None  # data capture and monitoring (tsf.monitoring)
 
 
 _YAML_KEYS = {
@@ -345,7 +352,9 @@ def model_settings(config: ServerConfig, model_yaml: Mapping[str, Any],
     if values["worker_memory_limit_mb"] < 0:
         raise BadRequest("workerMemoryLimitMb must be >= 0")
     check_worker_cap(config, values["min_workers"])
-    return ModelSettings(**values, options=model_options(model_yaml))
+    return ModelSettings(**values, options=model_options(model_yaml),
+                         capture=capture_settings(model_yaml.get("capture"),
+                                                  "model-config.yaml: capture"))
 
 
 def check_worker_cap(config: ServerConfig, workers: int) -> None:

@@ -47,6 +47,8 @@ class SageMakerRequestHandler(ModelRequestHandler):
             for key, value in answer.headers.items():
                 self.set_header(key, value)
             self.finish(answer.body)
+            self.capture(outcome.model_version, request_id, answer.ctype, answer.body,
+                         "sagemaker")
 
 
 class SageMakerPingHandler(ApiHandler):

@@ -77,6 +77,9 @@ class PredictionHandler(ModelRequestHandler):
                 return
             outcome.code = self.stream_status if self.streaming else answer.status
             self.respond(message.id, answer)
+            if not self.streaming and answer.status < 400 and self.kind == "predict":
+                self.capture(outcome.model_version, message.id, answer.ctype, answer.body,
+                             "torchserve")
 
     def send_partial(self, answer: Answer) -> None:
         """Flush one intermediate answer as a chunk (the first one with the head)."""

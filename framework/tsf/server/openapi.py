@@ -65,6 +65,9 @@ def inference_spec() -> dict:
         "/v1/models/{model_name}:explain": {"post": dict(
             _op("KServe v1 explain: {instances: [...]}", body=True,
                 ok={"description": "{explanations: [...]}"}), parameters=[MODEL])},
+        "/feedback/{model_name}": {"post": dict(
+            _op("Ground truth for captured predictions: {id, label, groups} or a list",
+                body=True, ok={"description": "{accepted: n}"}), parameters=[MODEL])},
         "/wfpredict/{workflow_name}": {"post": dict(
             _op("Run a workflow: the answer of its leaf node", body=True,
                 ok={"description": "Workflow output"}), parameters=[WORKFLOW])},
@@ -98,9 +101,11 @@ def management_spec() -> dict:
             ("model_name", "string"), ("handler", "string"), ("batch_size", "integer"),
             ("max_batch_delay", "integer"), ("initial_workers", "integer"),
             ("synchronous", "boolean"), ("response_timeout", "integer"),
-            ("startup_timeout", "integer"), ("sha256", "string"), ("replace", "boolean"))]
+            ("startup_timeout", "integer"), ("sha256", "string"), ("replace", "boolean"),
+            ("capture", "string"))]
     scale_params = [_param("min_worker", kind="integer"), _param("max_worker", kind="integer"),
-                    _param("synchronous", kind="boolean")]
+                    _param("synchronous", kind="boolean"),
+                    _param("capture", description="data capture settings as JSON, or false")]
     describe = {"description": "Model descriptions", "content": {"application/json": {
         "schema": {"type": "array", "items": {"type": "object"}}}}}
     return _doc("tsf Management API", {
@@ -136,6 +141,13 @@ def management_spec() -> dict:
             "put": dict(_op("Mirror live requests: {version, percent}", [MODEL]),
                         requestBody={"content": {"application/json": {}}}),
             "delete": _op("Stop the shadow", [MODEL])},
+        "/models/{model_name}/monitoring": {
+            "get": _op("Capture settings and the latest quality, fairness and drift", [MODEL])},
+        "/models/{model_name}/monitoring/baseline": {
+            "put": dict(_op("Set the drift baseline (a tsf monitor baseline file)",
+                            [MODEL, _param("version")]),
+                        requestBody={"content": {"application/json": {}}}),
+            "delete": _op("Drop the baseline set before", [MODEL, _param("version")])},
         "/plugins": {"get": _op("Loaded plugins, versions and hooks")},
         "/workflows": {
             "get": _op("List workflows", [_param("limit", kind="integer"),

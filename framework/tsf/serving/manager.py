@@ -18,7 +18,7 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pluggy
 
@@ -26,6 +26,7 @@ from ..archives.reader import Limits, ModelArchive, check_paths, check_version, 
 from ..archives.sources import ArchiveSources
 from ..batching.queue import Job
 from ..config.autoscale import autoscale_settings
+from ..config.capture import CaptureSettings, capture_settings
 from ..config.models_key import parse_models
 from ..config.settings import ModelSettings, ServerConfig, check_worker_cap, model_settings
 from ..errors import BadRequest, Conflict, Forbidden, ModelLoadError, ServiceUnavailable, TsfError
@@ -82,6 +83,8 @@ class ModelManager:
         self._stopping = False
         self.owners: dict[str, str] = {}  # model name -> the workflow it belongs to
         self.shared_models: set[str] = set()  # workflow models that take direct requests too
+        # checks a version's capture settings against the installed sinks (set by the server)
+        self.check_capture: Callable[[CaptureSettings], None] | None = None
 
     # --- register ---------------------------------------------------------------------------
     async def register(self, request: RegisterRequest, *, loaded_at_startup: bool = False
@@ -131,6 +134,10 @@ class ModelManager:
         settings = model_settings(self.config, archive.model_config, request.settings(),
                                   self.configured.settings(name, version))
         settings.autoscale = autoscale_settings(self.config, archive.model_config)
+        if request.capture is not None:
+            settings.capture = capture_settings(request.capture)
+        if settings.capture is not None and self.check_capture is not None:
+            self.check_capture(settings.capture)
         if self.registry.exists(name, version):
             return await self._roll(self.registry.get(name, version), url, archive, owned,
                                     settings, request.synchronous)
