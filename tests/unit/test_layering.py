@@ -25,6 +25,7 @@ ORDER = [
     ["sagemaker"],
     ["server", "grpc_api"],
     ["core"],  # dataplane, services, outcome, auth, memory
+    ["jobs"],  # the job store, runner and callbacks; tsf batch
     ["workflows"],
     ["serving"],
     ["batching"],
