@@ -21,7 +21,8 @@ from .config.settings import Address, ServerConfig, guard_management_address
 from .dataplane import DataPlane
 from .errors import TsfError
 from .plugins import create_manager
-from .server import inference, kserve_v1, kserve_v2, management, metrics, workflows
+from .jobs.service import JobService
+from .server import inference, jobs, kserve_v1, kserve_v2, management, metrics, workflows
 from .server.json_handler import NotFoundHandler
 from .server.listener import HTTPListener
 from .services import Services
@@ -60,10 +61,13 @@ class TsfServer:
         self.manager = ModelManager(config, self.pm, self.metrics, self.tracing)
         self.workflows = WorkflowManager(self.manager)
         self.lifecycle = Lifecycle()
+        self.jobs = JobService.create(config, self.manager, self.workflows,
+                                      self.metrics.registry, self.manager.workspace)
         self.services = Services(
             config=config, manager=self.manager, metrics=self.metrics, pm=self.pm,
             tracing=self.tracing, tokens=self.tokens, workflows=self.workflows,
-            dataplane=DataPlane(config, self.manager, self.tokens, self.lifecycle))
+            dataplane=DataPlane(config, self.manager, self.tokens, self.lifecycle),
+            jobs=self.jobs)
         self.servers: list[tornado.httpserver.HTTPServer] = []
         self.grpc: Any = None  # GrpcServers when enable_grpc is set
         self._store_watch: asyncio.Future | None = None  # model_store_poll_seconds > 0
@@ -75,7 +79,7 @@ class TsfServer:
         routes = {
             "inference": inference.routes(inference_options)
             + kserve_v1.routes(inference_options) + kserve_v2.routes(inference_options)
-            + workflows.inference_routes(inference_options),
+            + workflows.inference_routes(inference_options) + jobs.routes(inference_options),
             "management": workflows.management_routes(management_options)
             + management.routes(management_options),
             "metrics": metrics.routes(dict(services=self.services, api="metrics")),
@@ -126,6 +130,12 @@ class TsfServer:
         """Listen, then register the startup models (their workers load in the background);
         health checks answer 503 until they are registered."""
         self.manager.starting = True
+        if self.jobs is not None:  # a store that cannot be used stops the start (exit 2)
+            if not self.config.workspace and self.config.job_store.strip() in ("", "sqlite"):
+                log.warning("jobs are stored in %s, a temporary workspace: set workspace (or "
+                            "--workspace) for them to survive a restart",
+                            self.manager.workspace)
+            await self.jobs.open()
         self._listen()
         if self.config.enable_grpc:
             from .grpc_api.server import GrpcServers
@@ -153,6 +163,8 @@ class TsfServer:
         for name, url in startup_workflows(self.config):
             asyncio.ensure_future(self._register_startup_workflow(name, url))
         self.manager.starting = False
+        if self.jobs is not None:
+            self.jobs.start()
 
     async def _register_startup_workflow(self, name: str | None, url: str) -> None:
         """Register a ``load_workflows`` entry in the background; a failure counts in health."""
@@ -175,7 +187,11 @@ class TsfServer:
             server.stop()  # no new connections; the open ones are still served
         grpc_stopped = asyncio.ensure_future(self.grpc.stop(grace=timeout)) \
             if self.grpc is not None else None
+        jobs_stopped = asyncio.ensure_future(self.jobs.close(timeout)) \
+            if self.jobs is not None else None
         finished = await self.lifecycle.requests_finished(timeout)
+        if jobs_stopped is not None:
+            await jobs_stopped
         if grpc_stopped is not None:
             await grpc_stopped
         if finished:
@@ -195,6 +211,8 @@ class TsfServer:
         self.manager.begin_shutdown()
         for server in self.servers:
             server.stop()
+        if self.jobs is not None:
+            await self.jobs.close()
         if self.grpc is not None:
             await self.grpc.stop()
         await self.manager.shutdown(wait=0)

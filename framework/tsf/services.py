@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from .auth import Tokens
     from .config.settings import ServerConfig
     from .dataplane import DataPlane
+    from .jobs.service import JobService
     from .serving.manager import ModelManager
     from .telemetry.metrics import ServerMetrics
     from .telemetry.tracing import Tracing
@@ -33,3 +34,4 @@ class Services:
     tokens: Tokens
     workflows: WorkflowManager
     dataplane: DataPlane
+    jobs: JobService | None = None  # None with job_store=off
