@@ -108,6 +108,23 @@ def test_keda_scaled_object_is_strictly_valid_and_a_misspelt_field_fails():
             keda_validate(bad)
 
 
+def test_keda_job_backlog_example_is_strictly_valid_and_scales_on_a_tsf_gauge():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from tsf.jobs.metrics import JobMetrics
+
+    doc = yaml.safe_load((KUBE / "keda" / "jobs-scaledobject.yaml").read_text())
+    keda_validate(doc)
+    assert doc["spec"]["scaleTargetRef"]["name"] == deployment()["metadata"]["name"]
+    [trigger] = doc["spec"]["triggers"]
+    assert trigger["metricType"] == "Value"  # a figure shared by replicas, not summed
+    registry = CollectorRegistry()
+    JobMetrics(registry)
+    exported = generate_latest(registry).decode()
+    metric = trigger["metadata"]["query"].split("(", 1)[1].split("{", 1)[0]
+    assert f"\n{metric} " in exported
+
+
 def test_probes_follow_the_drain_contract():
     spec = container(deployment())
     assert spec["readinessProbe"]["httpGet"]["path"] == "/ping"
