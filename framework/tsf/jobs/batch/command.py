@@ -106,6 +106,10 @@ class Run:
                 continue
             yield record
 
+    def ready(self) -> None:
+        """The handler is loaded: the rate and the ETA count from now."""
+        self.progress.loaded()
+
     def result(self, result: Result) -> None:
         self.output.write([result])
         self.progress.succeeded += 1
@@ -161,5 +165,6 @@ async def _run_local(args: argparse.Namespace, batch: Run) -> bool:
         loop.add_signal_handler(sig, on_signal)
     options = EngineOptions(batch.archive, args.workers, args.batch_size, args.max_batch_delay,
                             args.timeout)
-    await run_local(options, batch.records(), Sink(batch.result, batch.failure), stop, stop_now)
+    await run_local(options, batch.records(), Sink(batch.result, batch.failure, batch.ready),
+                    stop, stop_now)
     return stop.is_set()

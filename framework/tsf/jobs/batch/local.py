@@ -35,9 +35,11 @@ class Sink:
     """Where records end: results, failures, and the progress line."""
 
     def __init__(self, on_result: Callable[[Result], None],
-                 on_failure: Callable[[str, dict], None]) -> None:
+                 on_failure: Callable[[str, dict], None],
+                 on_ready: Callable[[], None] = lambda: None) -> None:
         self.result = on_result
         self.failure = on_failure
+        self.ready = on_ready  # the handler is loaded: records start to run
 
 
 def answer_outcome(record_id: str, answer: Answer, sink: Sink) -> None:
@@ -81,6 +83,7 @@ async def run_local(options: EngineOptions, records: Iterable[Record], sink: Sin
             response_timeout=options.timeout, synchronous=True))
         mv = manager.registry.get(MODEL)
         limit = max(8, 4 * options.workers * mv.settings.batch_size)
+        sink.ready()
         number = 0
 
         def submit(record: Record, tries: int) -> None:

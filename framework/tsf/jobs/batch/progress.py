@@ -28,7 +28,13 @@ class Progress:
     stream: TextIO = field(default_factory=lambda: sys.stderr)
     every: float = 10.0
     started: float = field(default_factory=time.monotonic)
+    load_seconds: float = 0.0  # starting workers and loading the handler
     _shown: float = 0.0
+
+    def loaded(self) -> None:
+        """The handler is loaded: the rate counts from now (the load time is reported)."""
+        now = time.monotonic()
+        self.load_seconds, self.started = now - self.started, now
 
     @property
     def done(self) -> int:
@@ -66,8 +72,10 @@ class Progress:
 
     def summary(self, output: str, failures: str, interrupted: bool) -> str:
         elapsed = time.monotonic() - self.started
-        lines = [f"{self.done:,} records in {elapsed:.1f} s ({self.rate():,.1f} records/s): "
-                 f"{self.succeeded:,} succeeded, {self.failed:,} failed"
+        loading = f" after {self.load_seconds:.1f} s loading the handler" \
+            if self.load_seconds else ""
+        lines = [f"{self.done:,} records in {elapsed:.1f} s ({self.rate():,.1f} records/s)"
+                 f"{loading}: {self.succeeded:,} succeeded, {self.failed:,} failed"
                  + (f", {self.skipped:,} done by an earlier run" if self.skipped else ""),
                  f"results: {output}"]
         if self.failed_before:

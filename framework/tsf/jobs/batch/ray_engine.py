@@ -128,7 +128,11 @@ def run_ray(args: Any, run: Any) -> bool:
             compute=ray.data.ActorPoolStrategy(size=args.workers), batch_size=batch_size,
             batch_format="numpy", num_cpus=1)
         sink = Sink(run.result, run.failure)
+        first = True
         for rows in dataset.iter_batches(batch_size=batch_size, batch_format="numpy"):
+            if first:  # the actors have loaded the handler
+                run.ready()
+                first = False
             for record_id, status, ctype, body, error in zip(
                     rows["id"], rows["status"], rows["ctype"], rows["body"], rows["error"]):
                 answer_outcome(str(record_id), Answer(int(status), str(ctype), bytes(body),
