@@ -141,20 +141,42 @@ def test_an_online_request_goes_first_and_waits_for_one_background_batch_at_most
     run(main())
 
 
-def test_job_share_bounds_the_workers_jobs_hold():
+def test_while_online_requests_run_jobs_hold_at_most_job_share_of_the_workers():
     async def main():
         loop = asyncio.get_running_loop()
         pool, batcher = await _version(4, batch_size=1)
+        workers = _workers(pool)
+        online = Job(Request("online", []), loop.create_future())
+        batcher.submit(online)
+        await _until(lambda: online.dispatched, "the online request was not sent")
         for job in _background(loop, "abcdefgh"):
             batcher.submit_background(job, 0.5)
-        await _until(lambda: sum(w.in_flight for w in _workers(pool)) == 2, "not two batches")
+        await _until(lambda: sum(w.in_flight for w in workers) == 3, "not two job batches")
         await asyncio.sleep(0.02)
-        assert sum(1 for w in _workers(pool) if w.in_flight) == 2  # half of 4 workers
-        online = [Job(Request(f"o{i}", []), loop.create_future()) for i in range(2)]
-        for job in online:
-            batcher.submit(job)
-        await _until(lambda: all(j.dispatched for j in online), "online went unserved")
-        assert all(w.in_flight <= 1 for w in _workers(pool))  # idle workers took them
+        assert sum(w.in_flight for w in workers) == 3  # online + half of 4 workers for jobs
+        busy_online = next(w for w in workers if w.sent() == [["online"]])
+        busy_online.answer()
+        assert (await online.future).body == b"online"
+        # no online request at the workers any more: jobs may use every idle worker
+        await _until(lambda: all(w.in_flight for w in workers), "jobs did not take them all")
+        await batcher.stop(ServiceUnavailable("over"), wait=0.01)
+    run(main())
+
+
+def test_job_share_zero_leaves_the_workers_to_online_requests_while_they_run():
+    async def main():
+        loop = asyncio.get_running_loop()
+        pool, batcher = await _version(2, batch_size=1)
+        online = Job(Request("online", []), loop.create_future())
+        batcher.submit(online)
+        await _until(lambda: online.dispatched, "the online request was not sent")
+        jobs = _background(loop, "ab")
+        for job in jobs:
+            batcher.submit_background(job, 0.0)
+        await asyncio.sleep(0.02)
+        assert not any(job.dispatched for job in jobs)
+        next(w for w in _workers(pool) if w.in_flight).answer()
+        await _until(lambda: all(job.dispatched for job in jobs), "the jobs did not run")
         await batcher.stop(ServiceUnavailable("over"), wait=0.01)
     run(main())
 

@@ -3,11 +3,16 @@
 
 * A version's background lane is made when its first job arrives, so a server that takes no
   jobs runs exactly the online path.
-* A background batch goes out only when no online request waits in the version's queue, only
-  to an idle worker (never behind another batch in a busy worker's socket), and only while
-  fewer than ``job_share`` of the live workers (at least one) compute background batches.  An
-  online request that arrives meanwhile therefore waits for at most one background batch: the
-  online batcher sends its batch behind it, to the worker that finishes first.
+* A background batch goes out only when no online request waits in the version's queue, and
+  only to an idle worker (never behind another batch in a busy worker's socket).
+* While online traffic flows (an online batch was sent in the last ``ONLINE_QUIET`` seconds,
+  or one is at a worker), jobs hold at most ``job_share`` of the live workers, rounded down:
+  with the default 0 they wait for a lull.  Once the version has been quiet that long, jobs may
+  use every idle worker.  Jobs cost the front end CPU too (the store, their answers), which
+  online requests would lack; so online traffic gets the workers and the front end, not just
+  the first place in the queue.  An online request that arrives during a lull waits for at
+  most one background batch: the online batcher sends its batch behind it, to the worker that
+  finishes first.
 * Batches are never mixed: an online request never waits for a larger batch made of jobs.
 * A background job has no queue timeout (the job store keeps it as long as ``job_ttl``) and
   leaves the lane at once when it is cancelled.  If a worker dies before beginning its batch,
@@ -30,6 +35,8 @@ if TYPE_CHECKING:
 
 # while online requests wait, the lane looks again this often (a worker may be left idle)
 ONLINE_POLL = 0.005
+# seconds without an online batch after which jobs may use every worker
+ONLINE_QUIET = 0.1
 
 
 class BackgroundJob(Job):
@@ -73,8 +80,21 @@ class BackgroundLane:
         return len(self._running)
 
     def limit(self) -> int:
-        """How many workers may compute background batches at once."""
-        return max(1, int(self.share * self.pool.live_count))
+        """How many workers may compute background batches now: ``job_share`` of the live
+        ones while online requests are at the workers, else all of them."""
+        live = self.pool.live_count
+        return int(self.share * live) if self._online_traffic() else live
+
+    def _quiet_in(self) -> float:
+        """Seconds until the version counts as quiet (0: it is)."""
+        return max(0.0, self.batcher.online_sent + ONLINE_QUIET - time.monotonic())
+
+    def _online_traffic(self) -> bool:
+        """Whether online requests flow: one sent lately, or one at a worker."""
+        if self._quiet_in() > 0:
+            return True
+        background = sum(len(jobs) for jobs in self._running.values())
+        return sum(len(batch) for batch in self.batcher.in_flight()) > background
 
     def submit(self, job: BackgroundJob) -> None:
         self._items.append(job)
@@ -123,7 +143,11 @@ class BackgroundLane:
     async def _wait(self) -> None:
         loop = asyncio.get_running_loop()
         self._wakeup = loop.create_future()
-        handle = loop.call_later(ONLINE_POLL, self.wake) if self._items and self.queue else None
+        handle = None
+        if self._items and self.queue:
+            handle = loop.call_later(ONLINE_POLL, self.wake)
+        elif self._items and self.pool.idle_count and self._quiet_in() > 0:
+            handle = loop.call_later(self._quiet_in(), self.wake)  # jobs may go once quiet
         try:
             await self._wakeup
         finally:

@@ -75,6 +75,7 @@ class Batcher:
         self._all_answered: asyncio.Future | None = None  # stop() waits on it
         self._stop_error: TsfError | None = None  # set once stop() begins
         self.lane: BackgroundLane | None = None  # stored jobs' requests, once one arrives
+        self.online_sent = float("-inf")  # time.monotonic() of the last online batch sent
 
     def start(self) -> None:
         self.pool.on_idle = self.queue.wake  # a batch filling for a busy worker may go now
@@ -110,6 +111,10 @@ class Batcher:
         self.queue.put(job)
         self._arm_expiry(job, 0.0)
         job.future.add_done_callback(functools.partial(self._settled, job))
+
+    def in_flight(self) -> list[list[Job]]:
+        """The batches sent to workers and not answered yet."""
+        return list(self._in_flight.values())
 
     def submit_background(self, job: BackgroundJob, share: float) -> None:
         """Queue a stored job's request at background priority (``share``: ``job_share``)."""
@@ -175,6 +180,7 @@ class Batcher:
             try:
                 if batch:
                     self.send_batch(worker, batch)
+                    self.online_sent = batch[0].dispatched  # jobs yield to online traffic
             finally:
                 pool.release(worker)
 

@@ -97,7 +97,8 @@ class ServerConfig:
     job_ttl: float = 86400.0           # s a job and its result are kept (from the end)
     job_store_max_mb: int = 1024       # inputs and results stored, at most; 507 when full
     job_inline_bytes: int = 65536      # larger inputs and results go to files beside SQLite
-    job_share: float = 1.0             # share of a model's workers jobs may hold at once
+    job_share: float = 0.0             # share of a model's workers jobs may hold while online
+                                       # traffic flows (with none, they may use all)
     job_callback_secret: str = field(default="", repr=False)  # HMAC-SHA256 key of callbacks
     job_callback_retries: int = 5      # deliveries of a callback after the first, at most
     job_callback_backoff: float = 1.0  # s before the first retry; doubles each time

@@ -206,14 +206,18 @@ class JobRunner:
 
             if record.model not in self.workflows.workflows:
                 raise self._gone(record)
+            if self.stopping or running.lost:
+                raise ClientGone("the server is stopping; the job runs again later")
             return await self.workflows.predict(record.model, request, submit, None)
         while True:
             mv = self.manager.registry.get(record.model, record.version)
-            if mv.pool.target > 0 or mv.pool.live_count > 0 or self.stopping:
+            if mv.pool.target > 0 or mv.pool.live_count > 0:
                 break
             await asyncio.sleep(NO_WORKERS_POLL)  # scaled to zero: the job waits for workers
-            if running.lost:
-                raise ClientGone("the job was cancelled")
+            if running.lost or self.stopping:
+                raise ClientGone("the job was cancelled, or the server is stopping")
+        if self.stopping or running.lost:  # stopping (or cancelled) before it was queued
+            raise ClientGone("the server is stopping; the job runs again later")
         _, job = self.manager.submit_background(record.model, record.version, request,
                                                 on_start=self._on_start(running))
         running.requests.append(job)
