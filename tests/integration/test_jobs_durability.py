@@ -114,3 +114,32 @@ def test_a_damaged_store_file_stops_the_start_with_exit_2_naming_it(tmp_path):
     config.write_text("job_store=carrier-pigeon://nowhere\n")
     done = _serve(config, tmp_path / "ws")
     assert done.returncode == 2 and "invalid job_store" in done.stderr
+
+
+def test_sigterm_drains_at_once_and_gives_the_jobs_back_unspent(counting_store, tmp_path):
+    runs = tmp_path / "runs.txt"
+    runs.touch()
+    config = {"job_store": f"sqlite:///{tmp_path / 'jobs.db'}", "job_max_attempts": 1}
+    env = {"TSF_TEST_RUNS": str(runs)}
+    first = ServerProcess(model_store=counting_store, models=["counting=counting.mar"],
+                          config=config, env=env)
+    try:
+        wait_healthy(first)
+        ids = [first.post("/jobs/counting", data=b"0.05").json()["id"] for _ in range(60)]
+        wait_for(lambda: runs.read_text().strip(), 30, "no job started")
+        first.proc.send_signal(signal.SIGTERM)
+        first.proc.wait(10)  # held and queued jobs are given back; it does not wait for them
+        assert first.proc.returncode == 0
+    finally:
+        first.stop()
+    second = ServerProcess(model_store=counting_store, models=["counting=counting.mar"],
+                           config=config, env=env)
+    try:
+        wait_healthy(second)
+        docs = wait_for(lambda: (lambda d: d if all(x["status"] == "succeeded" for x in d)
+                                 else None)([second.get(f"/jobs/{i}").json() for i in ids]),
+                        120, "the jobs given back did not run")
+        # with job_max_attempts=1 a job counted twice would have failed: given back unspent
+        assert {d["attempts"] for d in docs} == {1}
+    finally:
+        second.stop()
