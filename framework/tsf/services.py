@@ -12,6 +12,7 @@ if TYPE_CHECKING:
     from .config.settings import ServerConfig
     from .dataplane import DataPlane
     from .monitoring.monitor import Monitor
+    from .jobs.service import JobService
     from .serving.manager import ModelManager
     from .telemetry.metrics import ServerMetrics
     from .telemetry.tracing import Tracing
@@ -35,3 +36,4 @@ class Services:
     workflows: WorkflowManager
     dataplane: DataPlane
     monitor: Monitor  # data capture, feedback and monitoring metrics
+    jobs: JobService | None = None  # None with job_store=off

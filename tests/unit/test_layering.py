@@ -25,6 +25,7 @@ ORDER = [
     ["sagemaker"],
     ["server", "grpc_api"],
     ["core"],  # dataplane, services, outcome, auth, memory
+    ["jobs"],  # the job store, runner and callbacks; tsf batch
     ["monitoring"],  # capture observes answered requests; below the data plane and adapters
     ["workflows"],
     ["serving"],

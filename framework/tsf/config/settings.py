@@ -120,6 +120,19 @@ class ServerConfig:
     sagemaker_multi_model_dir: str = "/opt/ml/models"
     sagemaker_multi_model: bool = False
     sagemaker_install_requirements: bool = False
+    # asynchronous jobs and their store (see tsf.jobs and docs/jobs.md)
+    job_store: str = "sqlite"          # sqlite | sqlite:///path.db | redis://... | off
+    job_max_attempts: int = 3          # runs of a job whose worker or replica died, at most
+    job_ttl: float = 86400.0           # s a job and its result are kept (from the end)
+    job_store_max_mb: int = 1024       # inputs and results stored, at most; 507 when full
+    job_inline_bytes: int = 65536      # larger inputs and results go to files beside SQLite
+    job_share: float = 0.0             # share of a model's workers jobs may hold while online
+                                       # traffic flows (with none, they may use all)
+    job_callback_secret: str = field(default="", repr=False)  # HMAC-SHA256 key of callbacks
+    job_callback_retries: int = 5      # deliveries of a callback after the first, at most
+    job_callback_backoff: float = 1.0  # s before the first retry; doubles each time
+    job_visibility_timeout: float = 30.0  # s a silent replica keeps its jobs (Redis)
+    job_replica_id: str = ""           # this replica's name in a Redis store (default: host-pid)
 
     @property
     def allowed_url_patterns(self) -> list[str]:

@@ -72,7 +72,35 @@ def inference_spec() -> dict:
             _op("Run a workflow: the answer of its leaf node", body=True,
                 ok={"description": "Workflow output"}), parameters=[WORKFLOW])},
         **_oip_paths(),
+        **_job_paths(),
     })
+
+
+def _job_paths() -> dict:
+    """The job API (docs/jobs.md)."""
+    job_id = _param("job_id", "path", description="the id a submit answered")
+    name = _param("name", "path", description="POST: a model or workflow name; GET, DELETE: "
+                  "a job id")
+    accepted = {"description": "Accepted: the job, with Location: /jobs/{id}"}
+    submit = dict(_op("Submit a job: the body, content types and headers of /predictions "
+                      "(Idempotency-Key, Callback-Url headers)", body=True),
+                  responses={"202": accepted, "default": _ERROR})
+    callback = _param("callback_url", description="POST the result here when the job ends")
+    return {
+        "/jobs": {"get": _op("List jobs, oldest first", [
+            _param("model"), _param("status"), _param("limit", kind="integer"),
+            _param("page_token")], ok={"description": "{jobs: [...], nextPageToken}"})},
+        # one template: a job id for GET and DELETE, a model (or workflow) name for POST
+        "/jobs/{name}": {
+            "post": dict(submit, parameters=[name, callback]),
+            "get": _op("A job's status and times", [name], ok={"description": "The job"}),
+            "delete": _op("Cancel a job", [name], ok={"description": "The job, cancelled"})},
+        "/jobs/{name}/{model_version}": {
+            "post": dict(submit, parameters=[name, VERSION, callback])},
+        "/jobs/{job_id}/result": {"get": _op(
+            "A finished job's answer (404 until done, 409 if it failed, 410 once expired)",
+            [job_id], ok={"description": "The stored answer"})},
+    }
 
 
 def _oip_paths() -> dict:

@@ -24,6 +24,7 @@ import pluggy
 
 from ..archives.reader import Limits, ModelArchive, check_paths, check_version, open_archive
 from ..archives.sources import ArchiveSources
+from ..batching.background import BackgroundJob
 from ..batching.queue import Job
 from ..config.autoscale import autoscale_settings
 from ..config.capture import CaptureSettings, capture_settings
@@ -395,6 +396,25 @@ class ModelManager:
                 f"model {name} has no workers; add some with PUT /models/{name}?min_worker=1")
         mv.batcher.submit(job)
         self.shadowing.mirror(self.registry, mv.version, job, name)
+        return mv, job
+
+    def submit_background(self, name: str, version: str | None, request: Request,
+                          workflow: str | None = None, on_start: Any = None
+                          ) -> tuple[ModelVersion, Job]:
+        """Queue a stored job's request at background priority on the version that serves it
+        (see :mod:`tsf.batching.background`); it is not mirrored to a shadow.  ``on_start`` is
+        called when a worker is sent it."""
+        owner = self.owners.get(name)
+        if owner is not None and owner != workflow and name not in self.shared_models:
+            raise Forbidden(f"model {name} belongs to workflow {owner}: submit jobs to the "
+                            f"workflow (or mark the model shared: true in the spec)")
+        mv = self.registry.route(name, version, routing_key(request.headers))
+        if mv.pool.target == 0 and mv.pool.live_count == 0:
+            raise ServiceUnavailable(
+                f"model {name} has no workers; add some with PUT /models/{name}?min_worker=1")
+        job = BackgroundJob(request, asyncio.get_running_loop().create_future(),
+                            label_version=version or "default", on_start=on_start)
+        mv.batcher.submit_background(job, self.config.job_share)
         return mv, job
 
     def startup_failed(self, name: str, reason: str) -> None:
