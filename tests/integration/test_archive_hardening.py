@@ -178,14 +178,19 @@ def server(store, site):
     server.stop()
 
 
+# the server's own state in its workspace, which no archive writes: config snapshots, the job
+# store, captured data and the monitoring store
+SERVER_STATE = {"config", "jobs", "capture", "monitoring.sqlite3", "monitoring.sqlite3-wal",
+                "monitoring.sqlite3-shm"}
+
+
 def workspace_files(server: ServerProcess) -> list[str]:
-    """What archives left in the workspace (config snapshots, the record of the management
-    changes that succeeded, are not left by an archive)."""
+    """What archives left in the workspace."""
     workspace = server.workdir / "workspace"
     return sorted(str(p.relative_to(workspace)) for p in workspace.rglob("*")
                   if (p.is_file() or (p.is_dir() and p.parent.name in ("models", "cache",
                                                                         "downloads")))
-                  and p.relative_to(workspace).parts[0] != "config")
+                  and p.relative_to(workspace).parts[0] not in SERVER_STATE)
 
 
 def written_bytes(server: ServerProcess) -> int:
