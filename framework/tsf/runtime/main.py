@@ -6,7 +6,8 @@ not the command line, whose length is limited.  The worker builds its own plugin
 registers the model's handler into it, loads the model, runs the model's warm-up inputs (see
 :mod:`tsf.runtime.warmup`), reports READY (or LOAD_ERROR), then
 serves batches, one at a time in the order sent, until the socket closes; a request cancelled
-(CANCEL frame) before its batch begins is not run.  It ignores SIGINT (a Ctrl-C in a terminal
+(CANCEL frame) before its batch begins is not run.  A model served by a generation engine runs
+:mod:`tsf.runtime.engine_loop` instead, which takes requests continuously.  It ignores SIGINT (a Ctrl-C in a terminal
 reaches the whole process group; the front end stops its workers itself) and exits when the
 front end dies.  It runs with ``-X faulthandler``: a crash, even while Python starts, prints
 each thread's Python stack to stderr, which the front end logs (and quotes if the worker was
@@ -35,6 +36,7 @@ from ..workers import protocol
 from ..workers.messages import Answer, Batch
 from . import lifeline
 from .batch_runner import BatchRunner
+from .engine_loop import serve_engine
 from .handler_resolver import resolve_handler
 from .warmup import run_warmup
 
@@ -90,7 +92,8 @@ def serve(sock: socket.socket, spec: dict) -> int:
     try:
         pm, context = load(spec)
         runner = BatchRunner(pm, context)
-        run_warmup(runner, context.model_config, spec["model_dir"])  # before READY
+        if not spec.get("engine"):
+            run_warmup(runner, context.model_config, spec["model_dir"])  # before READY
     except Exception as exc:
         traceback.print_exc()
         error = exc if isinstance(exc, TsfError) else ModelLoadError(f"{type(exc).__name__}: {exc}")
@@ -101,6 +104,8 @@ def serve(sock: socket.socket, spec: dict) -> int:
     if isinstance(signature, dict):  # OIP model metadata a handler declares
         ready["signature"] = signature
     protocol.send_frame(sock, protocol.READY, ready)
+    if spec.get("engine"):  # asyncCommunication: requests taken as they come (engine_loop)
+        return serve_engine(sock, context.model)
     REQUEST_IDS.context = context
     sending = threading.Lock()  # a handler may stream from threads of its own
 

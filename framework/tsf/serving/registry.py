@@ -4,7 +4,8 @@ traffic split (see :mod:`tsf.serving.traffic`)."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -32,6 +33,12 @@ class ModelVersion:
     loaded_at_startup: bool = False
     owned_dir: Path | None = None
     autoscaler: Any = None  # tsf.serving.autoscale.Autoscaler, when min_workers < max_workers
+    registered_at: float = field(default_factory=time.time)
+
+    @property
+    def engine(self) -> dict | None:
+        """How a model served by a generation engine runs (None for any other model)."""
+        return self.pool.spec.get("engine")
 
     def describe(self) -> dict:
         """The model object of TorchServe's describe response."""
