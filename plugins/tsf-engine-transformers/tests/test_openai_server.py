@@ -348,3 +348,23 @@ def test_embeddings_from_minilm(served):
         client.chat.completions.create(model="minilm",
                                        messages=[{"role": "user", "content": "x"}])
     assert "minilm" in [m.id for m in client.models.list()]
+
+
+def test_a_model_that_asks_for_vllm_without_it_fails_to_load_saying_so(served, tiny_llm):
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed")
+    from tsf.archives.writer import ArchiveSpec, write_archive
+
+    config = served.store / "vllm-config.yaml"
+    config.write_text("handler:\n  engine: vllm\n")
+    archive = write_archive(ArchiveSpec(model_name="tiny-vllm", handler="llm",
+                                        extra_files=str(tiny_llm), config_file=str(config),
+                                        export_path=str(served.store),
+                                        archive_format="no-archive"))
+    answer = served.register(archive.name, model_name="tiny-vllm")
+    assert answer.status_code == 500, answer.text
+    assert "pip install 'tsf-engine-vllm[vllm]'" in answer.json()["message"]
+    assert "tiny-vllm" not in [m["modelName"] for m in served.manage("GET", "/models").json()
+                               ["models"]]
