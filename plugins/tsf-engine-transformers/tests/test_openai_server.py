@@ -30,7 +30,7 @@ continuousBatching: true
 asyncCommunication: true
 handler:
   engine: transformers
-  max_model_len: 256
+  max_model_len: 512
   prefill_chunk: 64
 """
 
@@ -39,9 +39,13 @@ handler:
 def served(tiny_llm, tmp_path_factory):
     (tiny_llm / "model-config.yaml").write_text(MODEL_CONFIG)
     store = tmp_path_factory.mktemp("store")
+    properties = store / "config.properties"
+    properties.write_text("enable_grpc=true\ngrpc_inference_address=127.0.0.1:0\n"
+                          "grpc_management_address=127.0.0.1:0\n")
     server = ServerProcess(
         model_store=store,
-        args=["--llm", str(tiny_llm), "--llm-name", "tiny", "--inference-address", LOOPBACK,
+        args=["--llm", str(tiny_llm), "--llm-name", "tiny", "--ts-config", str(properties),
+              "--inference-address", LOOPBACK,
               "--management-address", LOOPBACK, "--metrics-address", LOOPBACK],
         env={"TSF_INFERENCE_TOKEN": TOKEN, "OTEL_TRACES_EXPORTER": "console",
              "OTEL_BSP_SCHEDULE_DELAY": "100"})
@@ -177,7 +181,7 @@ def test_a_late_short_request_finishes_before_an_early_long_one(served):
                 first_token.set()
             finished.append(name)
 
-        long = asyncio.ensure_future(generate("long", 200))
+        long = asyncio.ensure_future(generate("long", 480))
         await first_token.wait()
         await generate("short", 3)
         await long
@@ -214,6 +218,29 @@ def test_a_disconnected_stream_frees_its_slot(served):
              "the engine still reports cache in use")
 
 
+def test_a_cancelled_grpc_stream_frees_its_slot(served):
+    grpc = pytest.importorskip("grpc")
+    from tsf.grpc_api.stubs import load
+
+    modules = load()
+    pb = modules["tsf_torchserve_inference_pb2"]
+    stub = modules["tsf_torchserve_inference_pb2_grpc"].InferenceAPIsServiceStub(
+        grpc.insecure_channel(served.urls["grpc_inference"]))
+    cancelled = metric(served, "tsf_llm_sequences_finished_total", finish_reason="cancelled")
+    body = json.dumps({"prompt": "grpc", "max_tokens": 240, "temperature": 0, "stream": True,
+                       "ignore_eos": True}).encode()
+    call = stub.StreamPredictions(pb.PredictionsRequest(model_name="tiny", input={"data": body}),
+                                  metadata=[("authorization", f"Bearer {TOKEN}")])
+    first = next(call)
+    assert json.loads(first.prediction)["t"] is not None  # the engine's streamed text
+    call.cancel()
+    wait_for(lambda: metric(served, "tsf_llm_sequences_finished_total",
+                            finish_reason="cancelled") == cancelled + 1, 10,
+             "the cancelled call's generation was not stopped")
+    wait_for(lambda: metric(served, "tsf_llm_sequences_running") == 0, 10,
+             "the cancelled call still holds its slot")
+
+
 def test_bad_input_gets_openai_errors_and_the_worker_lives(served, client):
     pids = served.worker_pids()
     cases = [
@@ -226,7 +253,7 @@ def test_bad_input_gets_openai_errors_and_the_worker_lives(served, client):
         ({"messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, "temperature"),
         ({"messages": [{"role": "user", "content": "x"}], "n": 0}, "n"),
         ({"messages": [{"role": "user", "content": "x"}], "stop": [1]}, "stop"),
-        ({"messages": [{"role": "user", "content": "word " * 400}]}, "messages"),
+        ({"messages": [{"role": "user", "content": "word " * 700}]}, "messages"),
         ({"messages": [{"role": "user", "content": "x"}], "tools": [{"type": "function"}]},
          "tools"),
     ]
