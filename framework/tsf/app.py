@@ -39,6 +39,7 @@ from .serving.snapshot import capture, register_snapshot_models
 from .serving.snapshot_store import SnapshotStore, snapshot_folder
 from .serving.store_watch import ModelStoreWatcher
 from .telemetry.metrics import ServerMetrics
+from .telemetry.redaction import redact_target, redact_url
 from .telemetry.tracing import create_tracing
 from .workflows.manager import WorkflowManager
 
@@ -215,8 +216,8 @@ class TsfServer:
                                                             synchronous=False),
                                             loaded_at_startup=True)
             except TsfError as exc:
-                log.error("startup model %s (%s) not registered: %s", name or url, url,
-                          exc.message)
+                log.error("startup model %s (%s) not registered: %s", name or redact_url(url),
+                          redact_url(url), exc.message)
                 self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
         await register_snapshot_models(self.manager, self.config.model_snapshot)
 
@@ -225,8 +226,8 @@ class TsfServer:
         try:
             await self.workflows.register(url, name, loaded_at_startup=True)
         except TsfError as exc:
-            log.error("startup workflow %s (%s) not registered: %s", name or url, url,
-                      exc.message)
+            log.error("startup workflow %s (%s) not registered: %s", name or redact_url(url),
+                      redact_url(url), exc.message)
             self.manager.startup_failed(name or Path(url).name.split(".")[0], exc.message)
 
     async def drain(self, timeout: float | None = None) -> bool:
@@ -235,6 +236,7 @@ class TsfServer:
         ``graceful_shutdown_timeout``) passed with requests still open: those get a 503."""
         timeout = self.config.graceful_shutdown_timeout if timeout is None else timeout
         self.lifecycle.start_draining()
+        self.manager.begin_shutdown()  # the workers finish the drain; none is restarted
         log.info("draining: readiness fails from now on; finishing %d open request(s) within "
                  "%g s", self.lifecycle.open_requests, timeout)
         for server in self.servers:
@@ -310,7 +312,8 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     if access_log.isEnabledFor(logging.INFO):
         request_id = getattr(handler, "request_id", "")
         trace_id = getattr(handler, "trace_id", "")
-        access_log.info("%s %s %d %.2fms%s%s", handler.request.method, handler.request.uri,
+        access_log.info("%s %s %d %.2fms%s%s", handler.request.method,
+                        redact_target(handler.request.uri),
                         handler.get_status(), 1000.0 * handler.request.request_time(),
                         f" request_id={request_id}" if request_id else "",
                         f" trace_id={trace_id}" if trace_id else "",

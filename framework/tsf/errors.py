@@ -72,6 +72,16 @@ class PayloadTooLarge(TsfError):
     status, type = 413, "RequestEntityTooLargeException"
 
 
+class UriTooLong(TsfError):
+    """The request line passed the header limit (a long query, say): sent before any header."""
+
+    status, type = 414, "URITooLongException"
+
+
+class HeadersTooLarge(TsfError):
+    status, type = 431, "RequestHeaderFieldsTooLargeException"
+
+
 class ClientGone(TsfError):
     """The client disconnected (or cancelled its call) before its answer was ready."""
 
@@ -133,8 +143,8 @@ _BY_TYPE = {
     for cls in (
         BadRequest, InvalidArchive, Unauthorized, Forbidden, ResourceNotFound, ModelNotFound,
         ModelVersionNotFound, MethodNotAllowed, RequestTimeout, Conflict, PayloadTooLarge,
-        ClientGone, InternalError, HandlerError, ModelLoadError, NotImplementedByModel,
-        OutOfResources, ServiceUnavailable, WorkerDied, WorkerTimeout,
+        UriTooLong, HeadersTooLarge, ClientGone, InternalError, HandlerError, ModelLoadError,
+        NotImplementedByModel, OutOfResources, ServiceUnavailable, WorkerDied, WorkerTimeout,
     )
 }
 

@@ -15,6 +15,7 @@ import re
 import tarfile
 import threading
 import time
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -66,6 +67,16 @@ def write_mar(path: Path, manifest_text: str | bytes | None, files: dict[str, by
     return path
 
 
+def write_tar(path: Path, entries: list[tuple[str, str]]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, text in entries:
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
 def write_tar_bomb(path: Path) -> Path:
     """40 members of 512 KiB zeros: 20 MiB unpacked from about 20 KiB."""
     chunk = b"\0" * (512 * 1024)
@@ -98,7 +109,17 @@ def hostile_archives(store: Path) -> dict[str, str]:
     write_mar(store / "badyaml.mar", manifest(handler="h.py", configFile="model-config.yaml"),
               {"h.py": GOOD_HANDLER, "model-config.yaml": "a: [unclosed\n"})
     write_mar(store / "nohandler.mar", manifest(handler="missing.py"), {})
-    return {"bomb.mar": "bytes", "bomb.tar.gz": "bytes", "slip.mar": "escapes",
+    write_mar(store / "dotversion.mar", manifest(handler="h.py", modelVersion="../../../x"),
+              {"h.py": GOOD_HANDLER})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate: that is the point
+        write_mar(store / "twomanifests.mar", manifest(handler="h.py"),
+                  {"h.py": GOOD_HANDLER, "MAR-INF/MANIFEST.json": manifest(handler="evil.py")})
+    write_tar(store / "twohandlers.tar.gz", [("MAR-INF/MANIFEST.json", manifest(handler="h.py")),
+                                             ("h.py", GOOD_HANDLER), ("./h.py", GOOD_HANDLER)])
+    return {"dotversion.mar": "manifest field modelVersion", "twomanifests.mar": "twice",
+            "twohandlers.tar.gz": "twice", "bomb.mar": "bytes", "bomb.tar.gz": "bytes",
+            "slip.mar": "escapes",
             "badjson.mar": "not valid JSON", "nomodel.mar": "'model' object",
             "deepjson.mar": "nested too deeply", "intname.mar": "modelName must be a string",
             "listhandler.mar": "handler must be a string", "longentry.mar": "longer than",
@@ -158,10 +179,13 @@ def server(store, site):
 
 
 def workspace_files(server: ServerProcess) -> list[str]:
+    """What archives left in the workspace (config snapshots, the record of the management
+    changes that succeeded, are not left by an archive)."""
     workspace = server.workdir / "workspace"
     return sorted(str(p.relative_to(workspace)) for p in workspace.rglob("*")
-                  if p.is_file() or (p.is_dir() and p.parent.name in ("models", "cache",
-                                                                       "downloads")))
+                  if (p.is_file() or (p.is_dir() and p.parent.name in ("models", "cache",
+                                                                        "downloads")))
+                  and p.relative_to(workspace).parts[0] != "config")
 
 
 def written_bytes(server: ServerProcess) -> int:
@@ -207,6 +231,20 @@ def test_manifest_paths_outside_the_model_folder_are_refused(server, store, name
     assert "outside the model's folder" in body["message"]
     time.sleep(0.5)
     assert not store[1].exists(), "the file outside the archive must never be imported"
+    assert workspace_files(server) == []
+
+
+def test_plain_versions_register_and_serve_under_their_own_urls(server, store):
+    for version in ("2", "v1", "1.0.0-rc1", "2024_01_02"):
+        write_mar(store[0] / f"ver-{version}.mar",
+                  manifest(modelName="ver", modelVersion=version, handler="h.py"),
+                  {"h.py": GOOD_HANDLER})
+        answer = server.register(f"ver-{version}.mar", initial_workers=0)
+        assert answer.status_code == 200, answer.text
+        assert f"Version: {version} registered" in answer.json()["status"]
+        described = server.manage("GET", f"/models/ver/{version}").json()
+        assert described[0]["modelVersion"] == version
+        assert server.manage("DELETE", f"/models/ver/{version}").status_code == 200
     assert workspace_files(server) == []
 
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import http.client
+import os
 import signal
 import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import psutil
 import pytest
 
 from tsf.testing import ServerProcess
@@ -146,6 +148,72 @@ def test_sigterm_drains_accepted_work_then_exits_0(model_store):
         assert server.proc.wait(30) == 0
         assert time.monotonic() - stopped_at < 15
         assert "drained in" in server.log()
+    finally:
+        server.stop()
+
+
+def _load(host: str, port: int, path: str, stop: threading.Event, statuses: list,
+          failures: list) -> None:
+    """POST to ``path`` over one keep-alive connection until the server closes it."""
+    conn = http.client.HTTPConnection(host, port, timeout=60)
+    try:
+        while not stop.is_set():
+            try:
+                status, connection, body = _raw_post(conn, path, b"x")
+            except ConnectionRefusedError:
+                return  # a new connection once the listener closed: refused, as it should be
+            except (OSError, http.client.HTTPException) as exc:  # sent and never answered
+                failures.append(repr(exc))
+                return
+            statuses.append(status)
+            if status != 200:
+                failures.append(body)
+            if connection.lower() == "close":
+                return
+    finally:
+        conn.close()
+
+
+def test_sigterm_to_the_whole_process_tree_under_load_loses_no_request(model_store):
+    # What systemd (KillMode=control-group) and `kill -TERM -- -PGID` do: every process of the
+    # tree gets SIGTERM at once.  The workers must let the front end drain: the 4 s request
+    # and every request of the load are answered 200, no worker is restarted (not even one
+    # that dies during the drain), exit 0.
+    server = ServerProcess(model_store=model_store, config={"graceful_shutdown_timeout": 30})
+    try:
+        assert server.register("sleepy.mar", model_name="slow", batch_size=1).status_code == 200
+        assert server.register("fn.tar.gz", initial_workers=2).status_code == 200
+        assert server.register("fndir", initial_workers=1).status_code == 200
+        [idle] = [w["pid"] for w in server.manage("GET", "/models/fndir").json()[0]["workers"]]
+        workers = server.worker_pids()
+        host, port = server.inference.split("//")[1].split(":")
+        stop, statuses, failures = threading.Event(), [], []
+        load = [threading.Thread(target=_load, args=(host, int(port), "/predictions/fn", stop,
+                                                     statuses, failures), daemon=True)
+                for _ in range(32)]
+        for thread in load:
+            thread.start()
+        with ThreadPoolExecutor(1) as pool:
+            slow = pool.submit(server.post, "/predictions/slow", data=b"4",
+                               headers={"Content-Type": "text/plain"}, timeout=60)
+            time.sleep(1.0)
+            assert statuses, "the load has not started"
+            os.killpg(server.proc.pid, signal.SIGTERM)  # the server runs in its own session
+            time.sleep(0.5)
+            os.kill(idle, signal.SIGKILL)  # a worker that dies during the drain: not replaced
+            answer = slow.result()
+        for thread in load:
+            thread.join(30)
+        stop.set()
+        assert answer.status_code == 200, answer.text
+        assert not failures, failures[:5]
+        assert server.proc.wait(30) == 0
+        time.sleep(0.5)
+        assert not [pid for pid in workers if psutil.pid_exists(pid)
+                    and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
+        log = server.log()
+        assert "restarting" not in log and "WorkerDied" not in log, log[-3000:]
+        assert "SIGTERM received" in log and "is not replaced" in log, log[-3000:]
     finally:
         server.stop()
 

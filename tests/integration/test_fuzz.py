@@ -3,8 +3,10 @@
 A few thousand generated requests (``TSF_FUZZ_SEED`` picks the seed; each case is rebuilt from
 it and its index) go to the inference, KServe v1/v2 and management routes of a real server.
 Every answer must be well formed: no 500 of the framework's own making, every error the JSON
-shape ``{"code", "type", "message"}`` (a bare ``400 Bad Request`` is Tornado's answer to a
-message it cannot parse as HTTP at all), no worker dies, and ``/ping`` stays 200 throughout.
+shape ``{"code", "type", "message"}`` (bytes that are not HTTP at all included), no worker
+dies, and ``/ping`` stays 200 throughout.  The edge cases (chunk-size lines with long
+extensions, header blocks and request lines over 64 KiB) are complete requests: each must get
+an answer, with the status it calls for.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ from tsf.testing import ServerProcess
 pytestmark = pytest.mark.slow
 
 SEED = int(os.environ.get("TSF_FUZZ_SEED", "1325"))
-COUNTS = {"raw": 500, "json": 1400, "multipart": 500, "register": 300, "valid": 300}
+COUNTS = {"raw": 500, "json": 1400, "multipart": 500, "register": 300, "valid": 300,
+          "edge": 120}
+HEADER_LIMIT = 64 * 1024
 LIMIT = 200_000
 
 
@@ -189,9 +193,50 @@ def raw_case(rng: random.Random) -> Case:
     return Case("raw http", api=rng.choice(["inference", "management"]), raw=corrupt(rng, raw))
 
 
+def edge_case(rng: random.Random) -> Case:
+    """A complete request at one of the read limits; ``expect`` is the status it must get."""
+    api = rng.choice(["inference", "management"])
+    path = rng.choice(["/predictions/mlp", "/ping", "/models", "/v2/models/mlp/infer",
+                       "/no/route"])
+    kind = rng.choice(["chunk-extension", "short-extension", "headers", "many-headers",
+                       "query", "path", "long-line-and-headers"])
+    head = ["Host: x", "Content-Type: application/json"]
+    body = b""
+    expect = 400
+    target = path
+    if kind in ("chunk-extension", "short-extension"):
+        # a route that reads the body (the others answer 404 or 405 before reading it)
+        target = rng.choice(["/predictions/mlp", "/v2/models/mlp/infer"]) \
+            if api == "inference" else "/models"
+        data = json.dumps([rng.uniform(-5, 5) for _ in range(4)]).encode()
+        extension = b";" + (b"e" * rng.randint(65, 10_000) if kind == "chunk-extension"
+                            else rng.choice([b"a=b", b"x", b'q="v"']))
+        head.append("Transfer-Encoding: chunked")
+        body = b"%x" % len(data) + extension + b"\r\n" + data + b"\r\n0\r\n\r\n"
+    elif kind == "headers":  # one header over the limit
+        head.append("X-Big: " + "v" * rng.randint(HEADER_LIMIT, 3 * HEADER_LIMIT))
+        expect = 431
+    elif kind == "many-headers":
+        size = rng.randint(20, 200)
+        head += [f"X-H{i}: " + "v" * size for i in range(HEADER_LIMIT // size + 10)]
+        expect = 431
+    elif kind == "query":
+        target = path + "?q=" + "a" * rng.randint(HEADER_LIMIT, 3 * HEADER_LIMIT)
+        expect = 414
+    elif kind == "path":
+        target = path + "/" + "p" * rng.randint(HEADER_LIMIT, 2 * HEADER_LIMIT)
+        expect = 414
+    else:  # the request line ends within the limit, the header block does not
+        target = path + "?q=" + "a" * rng.randint(HEADER_LIMIT // 2, HEADER_LIMIT - 1000)
+        head.append("X-Rest: " + "v" * HEADER_LIMIT)
+        expect = 431
+    raw = (f"POST {target} HTTP/1.1\r\n" + "\r\n".join(head) + "\r\n\r\n").encode() + body
+    return Case(f"edge {kind}", api=api, raw=raw, expect=expect)
+
+
 GENERATORS: dict[str, Callable[[random.Random], Case]] = {
     "raw": raw_case, "json": json_case, "multipart": multipart_case, "register": register_case,
-    "valid": valid_case}
+    "valid": valid_case, "edge": edge_case}
 
 
 def cases() -> list[tuple[str, Case]]:
@@ -237,24 +282,29 @@ def check_error_body(label: str, status: int, body: bytes) -> None:
         f"{label}: the framework failed: {body[:500]!r}"
 
 
-def check_raw_answer(label: str, answer: bytes) -> None:
-    """Every HTTP message in ``answer`` (keep-alive may hold several) is well formed."""
+def check_raw_answer(label: str, answer: bytes) -> list[int]:
+    """Every HTTP message in ``answer`` (keep-alive may hold several) is well formed; their
+    statuses."""
+    statuses = []
     while answer:
         head, sep, rest = answer.partition(b"\r\n\r\n")
         assert sep and head.startswith(b"HTTP/1.1 "), f"{label}: {answer[:300]!r}"
         status = int(head.split()[1])
         length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")[1:]
                        if line.lower().startswith(b"content-length:")), 0)
-        if status == 400 and length == 0:  # Tornado's answer to a message that is not HTTP
-            return
         check_error_body(label, status, rest[:length])
+        statuses.append(status)
         answer = rest[length:]
+    return statuses
 
 
 def run_case(server: ServerProcess, label: str, case: Case) -> str:
     base = server.urls[case.api]
     if case.raw is not None:
-        check_raw_answer(label, send_raw(base, case.raw))
+        statuses = check_raw_answer(label, send_raw(base, case.raw))
+        if case.expect is not None:
+            assert statuses == [case.expect], f"{label}: {statuses} for {case.raw[:120]!r}"
+            return str(case.expect)
         return "raw"
     response = requests.request(case.method, base + case.path, data=case.body,
                                 headers=case.headers, timeout=60)
@@ -298,3 +348,4 @@ def test_fuzzed_requests_never_break_the_server(fuzz_server):
         assert sign not in log, log[log.index(sign) - 2000:log.index(sign) + 1000]
     print(f"{len(all_cases)} fuzzed requests in {elapsed:.1f} s: {sorted(outcomes.items())}")
     assert outcomes["200"] >= COUNTS["valid"] and outcomes["400"] > 1000
+    assert outcomes.get("414", 0) and outcomes.get("431", 0), outcomes

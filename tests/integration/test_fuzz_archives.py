@@ -2,7 +2,9 @@
 
 Every answer must be a 2xx or tsf's 4xx JSON error (never a framework 500), ``/ping`` stays 200
 and a refused archive leaves nothing in the workspace.  Accepted ones are registered with no
-workers (loading handlers is not what this fuzzes) and unregistered again.
+workers (loading handlers is not what this fuzzes) and unregistered again.  The edge cases must
+be refused with 400: an entry named twice, and a path that leaves the folder in any manifest
+field that names a file, the model or its version.
 """
 
 from __future__ import annotations
@@ -139,6 +141,43 @@ def mutate(rng: random.Random) -> tuple[str, bytes]:
     return ("fuzz.tar.gz" if as_tar else "fuzz.mar"), data
 
 
+TRAVERSALS = ["../x", "../../../etc/passwd", "/etc/passwd", "a/../../b", "..\\..\\x", "..",
+              "./../x", "sub/../../x"]
+# manifest fields whose traversal must be refused, and the text of the refusal
+REFUSED_FIELDS = {"modelName": "invalid model name", "modelVersion": "modelVersion",
+                  "handler": "handler", "serializedFile": "serializedFile",
+                  "modelFile": "modelFile", "configFile": "configFile",
+                  "extraFiles": "extraFiles", "requirementsFile": "requirementsFile"}
+
+
+def edge_archive(rng: random.Random) -> tuple[str, bytes, str | None]:
+    """A file name, the archive's bytes and the text its 400 must hold (None: a text field,
+    where ``..`` is only text, so any answer that leaves nothing on disk will do)."""
+    as_tar = rng.random() < 0.4
+    entries = valid_entries()
+    kind = rng.choice(["duplicate", "traversal", "text"])
+    expected: str | None
+    if kind == "duplicate":
+        name, data = rng.choice(entries)
+        entries.insert(rng.randrange(len(entries) + 1),
+                       (rng.choice(["", "./", ".//"]) + name, data + b"\n"))
+        expected = "twice"
+    else:
+        field = rng.choice(list(REFUSED_FIELDS)) if kind == "traversal" else \
+            rng.choice(["description", "runtime"])
+        value = rng.choice(TRAVERSALS)
+        if field == "handler" and rng.random() < 0.5:
+            value += ".py"
+        elif field == "extraFiles":
+            value = "ok.txt," + value
+        manifest = json.loads(entries[0][1])
+        manifest["model"][field] = value
+        entries[0] = (entries[0][0], json.dumps(manifest).encode())
+        expected = REFUSED_FIELDS.get(field)
+    data = (tar_bytes if as_tar else zip_bytes)(entries)
+    return ("edge.tar.gz" if as_tar else "edge.mar"), data, expected
+
+
 def leftovers(server: ServerProcess) -> list[Path]:
     workspace = server.workdir / "workspace"
     return [p for folder in ("models", "downloads", "cache")
@@ -183,3 +222,36 @@ def test_mutated_archives_get_2xx_or_a_json_4xx(tmp_path):
     assert time.monotonic() - started < 60
     print("answers by status:", statuses)
     assert sum(n for code, n in statuses.items() if code >= 400) > ROUNDS // 3, statuses
+
+
+EDGE_ROUNDS = 60
+
+
+@pytest.mark.slow
+def test_duplicate_entries_and_traversal_in_any_manifest_field_get_400(tmp_path):
+    store = tmp_path / "store"
+    store.mkdir()
+    server = ServerProcess(model_store=store)
+    rng = random.Random(SEED + 1)
+    try:
+        for i in range(EDGE_ROUNDS):
+            suffix, data, expected = edge_archive(rng)
+            name = f"e{i}-{suffix}"
+            (store / name).write_bytes(data)
+            response = server.register(name, initial_workers=0, timeout=30)
+            assert response.status_code < 500, (i, response.status_code, response.text)
+            if expected is not None:
+                assert response.status_code == 400, (i, expected, response.text)
+                body = response.json()
+                assert set(body) >= {"code", "type", "message"}, body
+                assert expected in body["message"], (i, body)
+            elif response.status_code == 200:
+                found = re.search(r'Model "(.+)" Version: (.*) registered with',
+                                  response.json()["status"])
+                removed = server.manage("DELETE", f"/models/{found[1]}/{quote(found[2])}")
+                assert removed.status_code == 200, removed.text
+            assert leftovers(server) == [], (i, response.text, leftovers(server))
+            assert not (tmp_path / "x").exists() and not (store.parent / "b").exists()
+        assert server.get("/ping").status_code == 200
+    finally:
+        server.stop()

@@ -213,6 +213,96 @@ def test_a_slow_body_that_keeps_coming_is_not_cut(server):
     assert status == 404 and body["type"] == "ModelNotFoundException", body
 
 
+# --- requests Tornado would close without a word ---------------------------------------------
+
+def exchange_raw(base: str, data: bytes, timeout: float = 30.0, half_close: bool = False
+                 ) -> bytes:
+    """Send ``data`` whole on a fresh connection (then stop sending, with ``half_close``, as
+    ``nc -N`` does); everything the server answers until it closes."""
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:  # the server answered and closed while the request was still going out
+            pass
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except OSError:
+            pass
+    return received
+
+
+def parsed(answer: bytes) -> tuple[int, dict[str, str], dict]:
+    """Status, headers (lower-cased names) and JSON body of one HTTP answer."""
+    head, sep, body = answer.partition(b"\r\n\r\n")
+    assert sep and head.startswith(b"HTTP/1.1 "), f"no HTTP answer: {answer[:200]!r}"
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in
+               (line.partition(":") for line in lines[1:])}
+    assert len(body) == int(headers["content-length"]), answer[:300]
+    return int(lines[0].split()[1]), headers, json.loads(body)
+
+
+CHUNKED_HEAD = (b"POST /predictions/any HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer i-secret\r\n"
+                b"Content-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n")
+
+
+OVER_A_LIMIT = [
+    # a chunk-size line with a 5,000-byte extension (Tornado reads at most 64 bytes of it)
+    (CHUNKED_HEAD + b"5;ext=" + b"e" * 5000 + b"\r\nhello\r\n0\r\n\r\n", 400,
+     "BadRequestException", "chunk"),
+    # a header block over 64 KiB: one long header, or many short ones
+    (b"GET /ping HTTP/1.1\r\nHost: x\r\nX-Big: " + b"v" * 70_000 + b"\r\n\r\n", 431,
+     "RequestHeaderFieldsTooLargeException", "64 KiB"),
+    (b"GET /ping HTTP/1.1\r\n" + b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 40)
+                                          for i in range(2000)) + b"\r\n", 431,
+     "RequestHeaderFieldsTooLargeException", "64 KiB"),
+    # a request line (its query) over 64 KiB
+    (b"GET /ping?q=" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414,
+     "URITooLongException", "64 KiB"),
+]
+NOT_HTTP = [
+    # what Tornado answered with a bare 400: a chunk extension, a header without a colon, a
+    # bad request line, a body framing it cannot read
+    (CHUNKED_HEAD + b"5;name=value\r\nhello\r\n0\r\n\r\n", 400, "BadRequestException",
+     "chunk"),
+    (b"GET /ping HTTP/1.1\r\nHost: x\r\nNoColon\r\n\r\n", 400, "BadRequestException",
+     "header"),
+    (b"GET /ping HTTP/9.9\r\nHost: x\r\n\r\n", 400, "BadRequestException", "request line"),
+    (b"GET /ping HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", 400,
+     "BadRequestException", "framing"),
+    (b"GET /ping HTTP/1.1\r\nHost: x\r\nContent-Length: 1, 2\r\n\r\nx", 400,
+     "BadRequestException", "framing"),
+]
+
+
+@pytest.mark.parametrize("request_bytes, code, error_type, words",
+                         OVER_A_LIMIT + NOT_HTTP)
+def test_malformed_requests_get_a_json_error_then_the_connection_closes(
+        server, request_bytes, code, error_type, words):
+    started = time.monotonic()
+    status, headers, body = parsed(exchange_raw(server.inference, request_bytes))
+    assert (status, body["code"], body["type"]) == (code, code, error_type), body
+    assert words in body["message"], body
+    assert headers["connection"] == "close" and headers["content-type"] == "application/json"
+    assert time.monotonic() - started < 10  # answered at once, not after a timeout
+    assert server.get("/ping").status_code == 200
+
+
+@pytest.mark.parametrize("request_bytes, code, error_type, words", OVER_A_LIMIT)
+def test_a_client_that_stops_sending_after_a_request_over_a_limit_is_answered(
+        server, request_bytes, code, error_type, words):
+    # as ``nc -N`` does.  (tsf, like Tornado, takes the end of a client's input as the client
+    # leaving once it has read a whole request and nothing waits behind it, so a bodiless
+    # request followed by a half-close is not answered, malformed or not.)
+    status, _, body = parsed(exchange_raw(server.inference, request_bytes, half_close=True))
+    assert (status, body["type"]) == (code, error_type), body
+
+
 @pytest.mark.slow
 def test_running_out_of_file_descriptors_does_not_spin_or_flood_the_log(tmp_path):
     server = ServerProcess()

@@ -109,6 +109,10 @@ def test_requests_queue_batch_and_stages_arrive_at_the_collector(model_store, co
 
         def send(i: int):
             headers = {"traceparent": traceparent} if i == 0 else {}
+            if i == 1:  # credentials in the query and a header: never in a span
+                headers["Authorization"] = "Bearer SECRET-H"
+                return server.post("/predictions/echo?token=SECRET-Q&x=1", json=[i],
+                                   headers=headers)
             return server.post("/predictions/echo", json=[i], headers=headers)
 
         with ThreadPoolExecutor(4) as pool:
@@ -147,6 +151,11 @@ def test_requests_queue_batch_and_stages_arrive_at_the_collector(model_store, co
     assert attributes["http.request.method"].string_value == "POST"
     assert attributes["http.response.status_code"].int_value == 200
     assert attributes["tsf.model.name"].string_value == "echo"
+    with_query = next(s for s in requests
+                      if hexid(s.trace_id) == responses[1].headers["X-Trace-Id"])
+    query = {a.key: a.value for a in with_query.attributes}["url.query"].string_value
+    assert query == "token=REDACTED&x=1", query
+    assert "SECRET" not in str([s.attributes for s in spans])
     queues = [s for s in spans if s.name == "queue wait"]
     assert {hexid(s.parent_span_id) for s in queues} == {hexid(s.span_id) for s in requests}
     for batch in batches:

@@ -144,3 +144,77 @@ def test_odd_manifests_are_refused_with_the_field_named(tmp_path):
         manifest.write_text(text)
         with pytest.raises(InvalidArchive, match=message):
             read_manifest(tmp_path)
+
+
+@pytest.mark.parametrize("version", ["1.0", "2", "v1", "1.0.0-rc1", "2024_01_02", "1.0.post1",
+                                     "A" * 64])
+def test_plain_versions_are_accepted(tmp_path, version):
+    (tmp_path / "MAR-INF").mkdir()
+    (tmp_path / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(
+        {"model": {"modelName": "m", "modelVersion": version}}))
+    assert open_archive(tmp_path, tmp_path / "ws", Limits()).model_version == version
+
+
+@pytest.mark.parametrize("version", ["../../../x", "..", "1..0", "1.0/x", "1.0\\x", "/1",
+                                     ".1", "-1", " 1.0", "1.0\n", "1 0", "1.0%2F", "v1:2",
+                                     "é1", "A" * 65])
+def test_versions_that_are_not_plain_are_refused_naming_the_field(tmp_path, version):
+    (tmp_path / "MAR-INF").mkdir()
+    (tmp_path / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(
+        {"model": {"modelName": "m", "modelVersion": version}}))
+    with pytest.raises(InvalidArchive, match="manifest field modelVersion"):
+        open_archive(tmp_path, tmp_path / "ws", Limits())
+
+
+def test_an_archive_cannot_be_written_with_a_version_that_is_not_plain(files, tmp_path):
+    with pytest.raises(InvalidArchive, match="modelVersion"):
+        write_archive(ArchiveSpec(model_name="m", version="../x", handler=str(files / "h.py"),
+                                  export_path=str(tmp_path / "out")))
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
+def _zip_with(tmp_path, names: list[str]):
+    import warnings
+
+    path = tmp_path / "dup.mar"
+    with warnings.catch_warnings(), zipfile.ZipFile(path, "w") as zf:
+        warnings.simplefilter("ignore")  # zipfile warns of the duplicate: that is the point
+        for i, name in enumerate(names):
+            zf.writestr(name, json.dumps({"model": {"modelName": f"m{i}"}}))
+    return path
+
+
+def _tar_with(tmp_path, names: list[str]):
+    import io
+    import tarfile
+
+    path = tmp_path / "dup.tar.gz"
+    with tarfile.open(path, "w:gz") as tf:
+        for i, name in enumerate(names):
+            data = json.dumps({"model": {"modelName": f"m{i}"}}).encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    return path
+
+
+@pytest.mark.parametrize("make", [_zip_with, _tar_with])
+@pytest.mark.parametrize("names", [
+    ["MAR-INF/MANIFEST.json", "MAR-INF/MANIFEST.json"],
+    ["MAR-INF/MANIFEST.json", "h.py", "./h.py"],
+    ["MAR-INF/MANIFEST.json", "a/b.txt", "a//b.txt"],
+])
+def test_archives_holding_one_name_twice_are_refused(tmp_path, make, names):
+    path = make(tmp_path, names)
+    with pytest.raises(InvalidArchive, match="twice"):
+        open_archive(path, tmp_path / "ws", Limits())
+    assert not (tmp_path / "ws").exists() or list((tmp_path / "ws").iterdir()) == []
+
+
+@pytest.mark.parametrize("handler", ["../../x", "a/b", "..\\x", "/etc/x:fn"])
+def test_a_handler_name_with_a_path_in_it_is_refused(tmp_path, handler):
+    (tmp_path / "MAR-INF").mkdir()
+    (tmp_path / "MAR-INF" / "MANIFEST.json").write_text(json.dumps(
+        {"model": {"modelName": "m", "handler": handler}}))
+    with pytest.raises(InvalidArchive, match="manifest field handler"):
+        open_archive(tmp_path, tmp_path / "ws", Limits())

@@ -6,7 +6,6 @@ as a test scripts them; no assertion depends on how fast the machine is."""
 from __future__ import annotations
 
 import asyncio
-import signal
 import time
 from typing import Callable
 
@@ -342,31 +341,6 @@ def test_a_stopping_pool_restarts_nothing(sleeps, fake_workers):
         await until(lambda: not pool.workers, "the workers' exits were not noticed")
         await settle()
         assert pool.restarts == 0 and len(fake_workers) == 2 and sleeps.delays == []
-        await pool.close()
-    run(main())
-
-
-def test_a_worker_sigtermed_from_outside_is_replaced_after_the_grace(sleeps, fake_workers):
-    async def main():
-        pool = new_pool()
-        await pool.scale(1)
-        fake_workers[0].crash(-signal.SIGTERM)
-        await until(lambda: len(fake_workers) == 2, "no replacement started")
-        assert sleeps.delays == [pool_module.TERM_GRACE] and pool.live_count == 1
-        await pool.close()
-    run(main())
-
-
-def test_a_sigterm_that_also_stops_the_server_replaces_nothing(sleeps, fake_workers):
-    async def main():
-        pool = new_pool()
-        await pool.scale(1)
-        sleeps.during = pool.stop_restarting  # the front end begins stopping in the grace
-        fake_workers[0].crash(-signal.SIGTERM)
-        await until(lambda: not pool.workers, "the worker's exit was not noticed")
-        await settle()
-        assert sleeps.delays == [pool_module.TERM_GRACE]
-        assert len(fake_workers) == 1 and pool.restarts == 0
         await pool.close()
     run(main())
 

@@ -1,8 +1,11 @@
 """Reading model archives: ``.mar`` (zip), ``.tar.gz`` and plain directories, extracted safely.
 
 Extraction refuses entries that would land outside the target (``..``, absolute paths, drive
-letters), links and special files, and archives whose entry count or unpacked size passes the
+letters), links and special files, an archive holding one file name twice (which of the two
+counts would be up to the reader), and archives whose entry count or unpacked size passes the
 configured limits.  Sizes are counted while writing, so a zip whose headers lie is caught too.
+A manifest's ``modelVersion`` must be a plain version (:data:`VERSION`): versions appear in
+URLs, folder names and metrics labels.
 """
 
 from __future__ import annotations
@@ -30,6 +33,17 @@ MAX_METADATA_BYTES = 4 * 1024**2  # MANIFEST.json and model-config.yaml
 # Manifest fields that name files in the model's folder; extraFiles is a comma-separated list.
 PATH_FIELDS = ("serializedFile", "modelFile", "configFile", "requirementsFile", "extraFiles")
 STRING_FIELDS = ("modelName", "modelVersion", "handler", "description", "runtime") + PATH_FIELDS
+# 1 to 64 letters, digits, '.', '_' and '-', starting with a letter or digit, without '..'
+VERSION = re.compile(r"(?!.*\.\.)[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_version(version: str, where: str = "manifest field modelVersion") -> str:
+    """``version`` if it is a plain version, else InvalidArchive naming ``where``."""
+    if not VERSION.fullmatch(version):
+        raise InvalidArchive(f"{where} is {version[:80]!r}: a version is 1 to 64 letters, "
+                             "digits, '.', '_' or '-', starting with a letter or digit, "
+                             "without '..' (such as 1.0, 2, v1 or 1.0.0-rc1)")
+    return version
 
 
 @dataclass
@@ -83,6 +97,19 @@ def _safe_member_path(name: str) -> PurePosixPath:
     return PurePosixPath(*parts)
 
 
+class _Names:
+    """The files an archive holds, so that one named twice is refused."""
+
+    def __init__(self) -> None:
+        self.seen: set[PurePosixPath] = set()
+
+    def add(self, rel: PurePosixPath, name: str) -> None:
+        if rel in self.seen:
+            raise InvalidArchive(f"archive holds {name[:200]!r} twice: which of the two counts "
+                                 "would be up to the reader; refusing the ambiguous archive")
+        self.seen.add(rel)
+
+
 class _Budget:
     """Counts entries and unpacked bytes; refuses the archive as soon as a limit is passed."""
 
@@ -115,7 +142,7 @@ def _extract_zip(path: Path, target: Path, limits: Limits) -> None:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
         raise InvalidArchive(f"{path.name} is not a valid .mar/zip archive: {exc}") from None
-    budget = _Budget(limits)
+    budget, names = _Budget(limits), _Names()
     with zf:
         infos = zf.infolist()
         declared = sum(info.file_size for info in infos)
@@ -134,6 +161,7 @@ def _extract_zip(path: Path, target: Path, limits: Limits) -> None:
                 if info.is_dir():
                     dest.mkdir(parents=True, exist_ok=True)
                     continue
+                names.add(rel, info.filename)
                 budget.add_file(info.filename, info.file_size)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 with zf.open(info) as src:
@@ -160,7 +188,7 @@ def _check_declared_tar(tf: tarfile.TarFile, limits: Limits) -> None:
 
 
 def _extract_tar(path: Path, target: Path, limits: Limits) -> None:
-    budget = _Budget(limits)
+    budget, names = _Budget(limits), _Names()
     try:
         tf = tarfile.open(path, "r:*")
     except (tarfile.TarError, OSError, EOFError, ValueError, zlib.error) as exc:
@@ -178,6 +206,7 @@ def _extract_tar(path: Path, target: Path, limits: Limits) -> None:
                     continue
                 if not member.isfile():
                     raise InvalidArchive(f"archive entry {member.name!r} is not a regular file")
+                names.add(rel, member.name)
                 budget.add_file(member.name, member.size)
                 dest.parent.mkdir(parents=True, exist_ok=True)
                 src = tf.extractfile(member)
@@ -259,6 +288,8 @@ def _check_manifest_types(manifest: Any) -> None:
                                  f"{type(value).__name__}")
     if not isinstance(manifest.get("runtime", ""), str):
         raise InvalidArchive(f"{MANIFEST_PATH}: runtime must be a string")
+    if model.get("modelVersion"):
+        check_version(model["modelVersion"])
 
 
 def read_manifest(model_dir: Path) -> dict:
@@ -291,7 +322,8 @@ def read_model_config(model_dir: Path, manifest: dict) -> dict:
             return {}
     cfg_path = confined_path(model_dir, str(name), "configFile", InvalidArchive)
     if not cfg_path.exists():
-        raise InvalidArchive(f"config file {name!r} named in the manifest is not in the archive")
+        raise InvalidArchive(f"manifest field configFile names {str(name)[:200]!r}, which is not "
+                             "in the archive")
     data = read_yaml(cfg_path, str(name)) or {}
     if not isinstance(data, dict):
         raise InvalidArchive(f"{name} must hold a mapping at top level")
@@ -347,9 +379,14 @@ def _named_files(model: dict) -> list[tuple[str, str]]:
 
 
 def check_paths(archive: ModelArchive) -> None:
-    """Refuse (400, naming the field) any manifest path that leads outside the model's folder."""
+    """Refuse (400, naming the field) any manifest path that leads outside the model's folder,
+    and a handler that is a path but not a ``.py`` file (it can only be a plugin's name)."""
     for key, name in _named_files(archive.model):
         confined_path(archive.model_dir, name, key, InvalidArchive)
+    handler = archive.handler
+    if not handler.partition(":")[0].endswith(".py") and ("/" in handler or "\\" in handler):
+        raise InvalidArchive(f"manifest field handler names {handler[:200]!r}: a handler is a "
+                             "plugin's handler name or a .py file in the archive")
 
 
 def open_archive(path: Path, workspace: Path, limits: Limits) -> ModelArchive:

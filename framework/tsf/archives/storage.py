@@ -63,7 +63,8 @@ def download(url: str, dest: Path, config: Any) -> Path:
     suffix = "".join(known) or ".mar"
     max_bytes = config.max_archive_size
     opener = urllib.request.build_opener(_CheckedRedirects(config))
-    log.info("downloading %s", url)
+    shown = loggable_url(url)
+    log.info("downloading %s", shown)
     target = Path(tempfile.mkstemp(prefix="download-", suffix=suffix, dir=dest)[1])
     total = 0
     try:
@@ -71,17 +72,17 @@ def download(url: str, dest: Path, config: Any) -> Path:
                 open(target, "wb") as out:
             declared = int(response.headers.get("Content-Length") or 0)
             if declared > max_bytes:
-                raise InvalidArchive(f"{url} is {declared} bytes, over max_archive_size "
+                raise InvalidArchive(f"{shown} is {declared} bytes, over max_archive_size "
                                      f"({max_bytes} bytes)")
             next_report = declared // PROGRESS_STEPS if declared else 0
             while chunk := response.read(1 << 20):
                 total += len(chunk)
                 if total > max_bytes:
-                    raise InvalidArchive(f"download of {url} exceeds max_archive_size "
+                    raise InvalidArchive(f"download of {shown} exceeds max_archive_size "
                                          f"({max_bytes} bytes)")
                 out.write(chunk)
                 if next_report and total >= next_report:
-                    log.info("downloading %s: %d%% (%d of %d bytes)", url,
+                    log.info("downloading %s: %d%% (%d of %d bytes)", shown,
                              100 * total // declared, total, declared)
                     next_report += declared // PROGRESS_STEPS
     except TsfError:
@@ -89,9 +90,18 @@ def download(url: str, dest: Path, config: Any) -> Path:
         raise
     except (OSError, ValueError) as exc:
         target.unlink(missing_ok=True)
-        raise BadRequest(f"could not download {url}: {exc}") from None
-    log.info("downloaded %s (%d bytes)", url, total)
+        raise BadRequest(f"could not download {shown}: {exc}") from None
+    log.info("downloaded %s (%d bytes)", shown, total)
     return target
+
+
+def loggable_url(url: str) -> str:
+    """Where ``url`` points, for the log: no user, password or query (a presigned URL's
+    signature is in its query)."""
+    parts = urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]  # host and port as written, without the userinfo
+    query = "?..." if parts.query else ""
+    return f"{parts.scheme}://{host}{parts.path}{query}"
 
 
 @hookimpl(trylast=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import BadRequest
-from .reader import MANIFEST_PATH
+from .reader import MANIFEST_PATH, check_version
 
 FORMATS = ("default", "tgz", "no-archive", "zip-store")
 
@@ -118,6 +118,7 @@ def write_archive(spec: ArchiveSpec) -> Path:
         raise BadRequest(f"archive format must be one of {', '.join(FORMATS)}")
     if not spec.model_name or "/" in spec.model_name:
         raise BadRequest("model name must be a non-empty name without '/'")
+    check_version(spec.version, "--version (the manifest's modelVersion)")
     out = output_path(spec)
     if out.exists():
         if not spec.force:

@@ -7,11 +7,15 @@ registers the model's handler into it, loads the model, runs the model's warm-up
 :mod:`tsf.runtime.warmup`), reports READY (or LOAD_ERROR), then
 serves batches, one at a time in the order sent, until the socket closes; a request cancelled
 (CANCEL frame) before its batch begins is not run.  A model served by a generation engine runs
-:mod:`tsf.runtime.engine_loop` instead, which takes requests continuously.  It ignores SIGINT (a Ctrl-C in a terminal
-reaches the whole process group; the front end stops its workers itself) and exits when the
-front end dies.  It runs with ``-X faulthandler``: a crash, even while Python starts, prints
-each thread's Python stack to stderr, which the front end logs (and quotes if the worker was
-loading the model).
+:mod:`tsf.runtime.engine_loop` instead, which takes requests continuously.  The front end alone
+decides when a worker stops: it ignores SIGINT (a Ctrl-C in a terminal reaches the whole process group), and a SIGTERM
+(systemd and ``kill -- -PGID`` signal every process of the tree) is logged and otherwise
+ignored, so the batches it was sent are still computed while the front end drains, and it
+exits when the front end closes its socket (a batch that runs too long is bounded by the
+response timeout: the front end kills the worker).  SIGTERM starts blocked (the front end
+spawns it so) until the handler is in place.  It exits when the front end dies.  It runs with
+``-X faulthandler``: a crash, even while Python starts, prints each thread's Python stack to
+stderr, which the front end logs (and quotes if the worker was loading the model).
 """
 
 from __future__ import annotations
@@ -167,12 +171,23 @@ def receive_spec(sock: socket.socket) -> dict:
     return spec
 
 
+SIGTERM_NOTE = (b"WARNING tsf.worker [-] SIGTERM received: the front end decides when this "
+                b"worker stops; it keeps computing the batches it is sent until then\n")
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    os.write(2, SIGTERM_NOTE)  # not logging: the main thread may hold a handler's lock
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tsf-worker")
     parser.add_argument("--fd", type=int, required=True)
     parser.add_argument("--parent", type=int, required=True, help="pid of the front end")
     args = parser.parse_args(argv)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # a handler, not SIG_IGN: an ignored signal stays ignored in the handler's own children
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
     sock = socket.socket(fileno=args.fd)
     lifeline.hold(sock, args.parent)
     try:

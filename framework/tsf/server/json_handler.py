@@ -17,6 +17,7 @@ import tornado.web
 
 from ..errors import InternalError, MethodNotAllowed, ResourceNotFound, ServiceUnavailable, TsfError
 from ..serving.lifecycle import Lifecycle, Phase
+from ..telemetry.redaction import redact_target
 
 log = logging.getLogger("tsf.http")
 
@@ -122,7 +123,8 @@ class JsonHandler(tornado.web.RequestHandler):
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, (TsfError, tornado.web.HTTPError)):
             return
-        log.error("uncaught error on %s %s", self.request.method, self.request.uri,
+        log.error("uncaught error on %s %s", self.request.method,
+                  redact_target(self.request.uri),
                   exc_info=(typ, value, tb))
 
 

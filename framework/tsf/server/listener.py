@@ -1,4 +1,5 @@
-"""Accepting connections without spinning when the process runs out of file descriptors.
+"""The HTTP listeners: connections accepted without spinning when the process runs out of file
+descriptors, and served by :mod:`tsf.server.http1` (a JSON error for every malformed request).
 
 Tornado's accept loop lets an ``accept()`` error such as EMFILE escape into the event loop,
 which logs it and calls the loop again at once since the listening socket stays readable: a
@@ -15,7 +16,10 @@ import time
 from typing import Any, Callable, Iterable
 
 import tornado.httpserver
+from tornado import iostream
 from tornado.ioloop import IOLoop
+
+from . import http1
 
 log = logging.getLogger("tsf.http")
 
@@ -88,7 +92,16 @@ class Acceptor:
 
 
 class HTTPListener(tornado.httpserver.HTTPServer):
-    """Tornado's HTTP server with an :class:`Acceptor` on each listening socket."""
+    """Tornado's HTTP server with an :class:`Acceptor` on each listening socket, whose
+    connections answer malformed requests with tsf's JSON errors."""
+
+    def handle_stream(self, stream: iostream.IOStream, address: tuple) -> None:
+        http1.bound(stream)
+        context = tornado.httpserver._HTTPRequestContext(stream, address, self.protocol,
+                                                         self.trusted_downstream)
+        connection = http1.Http1ServerConnection(stream, self.conn_params, context)
+        self._connections.add(connection)
+        connection.start_serving(self)
 
     def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
         for sock in sockets:

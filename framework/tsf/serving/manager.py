@@ -22,7 +22,7 @@ from typing import Any
 
 import pluggy
 
-from ..archives.reader import Limits, ModelArchive, check_paths, open_archive
+from ..archives.reader import Limits, ModelArchive, check_paths, check_version, open_archive
 from ..archives.sources import ArchiveSources
 from ..batching.queue import Job
 from ..config.autoscale import autoscale_settings
@@ -119,7 +119,7 @@ class ModelManager:
         name = request.model_name or archive.model_name or Path(url).name.split(".")[0]
         if not MODEL_NAME.fullmatch(name):
             raise BadRequest(f"invalid model name {name!r}: use letters, digits, '_', '-', '.'")
-        version = archive.model_version
+        version = check_version(archive.model_version)  # an unpacked archive's too
         if handler:
             archive.model["handler"] = handler
             check_paths(archive)
@@ -351,8 +351,9 @@ class ModelManager:
             asyncio.ensure_future(self._changed())
 
     def begin_shutdown(self) -> None:
-        """No worker is started or restarted from now on (call it as soon as stopping begins);
-        no snapshot is written either: the models removed while stopping stay in the last."""
+        """No worker is started or restarted from now on (call it as soon as the drain, or a
+        stop, begins); no snapshot is written either: the models removed while stopping stay in
+        the last."""
         self._stopping = True
         for mv in self.registry:
             mv.pool.stop_restarting()

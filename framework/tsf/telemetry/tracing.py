@@ -10,7 +10,8 @@ settings are read by the SDK from the standard ``OTEL_*`` variables.
 Spans:
 
 * ``{METHOD} {route}`` (kind SERVER) per HTTP request, continuing an incoming W3C
-  ``traceparent``, with HTTP semantic-convention attributes;
+  ``traceparent``, with HTTP semantic-convention attributes (``url.path`` and ``url.query``
+  without credentials: :mod:`tsf.telemetry.redaction`; no header but ``User-Agent``);
 * ``queue wait``, a child of it, from arrival to dispatch to a worker;
 * ``batch {model}`` per batch, linked to the span of every request in it, with children
   ``preprocess``, ``inference`` and ``postprocess`` (or ``explain``) timed in the worker;
@@ -26,6 +27,7 @@ import time
 from typing import Any
 
 from ..workers.messages import BatchResult
+from .redaction import redact_query, redact_target
 
 log = logging.getLogger("tsf.tracing")
 
@@ -110,16 +112,17 @@ class OtelTracing(Tracing):
     def start_request(self, request: Any, route: str, model: str) -> Any:
         kind = self._trace.SpanKind.SERVER
         host, _, port = (request.host or "").partition(":")
-        span = self.tracer.start_span(
+        attributes = {"http.request.method": request.method, "http.route": route,
+                      "url.path": redact_target(request.path), "url.scheme": request.protocol,
+                      "server.address": host, "server.port": int(port or 0),
+                      "client.address": request.remote_ip or "",
+                      "user_agent.original": request.headers.get("User-Agent", ""),
+                      "tsf.model.name": model}
+        if request.query:
+            attributes["url.query"] = redact_query(request.query)
+        return self.tracer.start_span(
             f"{request.method} {route}", context=self._extract(request.headers), kind=kind,
-            start_time=int(request._start_time * 1e9),
-            attributes={"http.request.method": request.method, "http.route": route,
-                        "url.path": request.path, "url.scheme": request.protocol,
-                        "server.address": host, "server.port": int(port or 0),
-                        "client.address": request.remote_ip or "",
-                        "user_agent.original": request.headers.get("User-Agent", ""),
-                        "tsf.model.name": model})
-        return span
+            start_time=int(request._start_time * 1e9), attributes=attributes)
 
     def start_rpc(self, service: str, method: str, headers: dict[str, str], model: str) -> Any:
         """A SERVER span for one gRPC call, continuing a ``traceparent`` sent as metadata."""

@@ -3,12 +3,10 @@
 A worker that exits unexpectedly is replaced after a backoff that doubles with each consecutive
 failure (capped by ``worker_restart_backoff_max``) and resets once a worker answers a batch.
 Each exit is logged with its cause (exit code or signal, and the reason when the front end
-killed it).  A pool that is closing, or whose server is stopping, restarts nothing.  A worker
-killed by SIGTERM from outside tsf is replaced only after ``TERM_GRACE`` seconds: systemd and
-``kill`` of a process group send SIGTERM to the front end and its workers at once, and the
-front end needs that moment to begin stopping.  A worker that crashes while loading the model
-(a signal tsf did not send) when the pool scales is started once more before the scaling
-fails: such crashes need not happen twice.  With a memory limit, a worker whose resident
+killed it).  A pool that is closing, or whose server is draining or stopping, restarts nothing
+(workers do not die of SIGTERM: see :mod:`tsf.runtime.main`).  A worker that crashes while
+loading the model (a signal tsf did not send) when the pool scales is started once more before
+the scaling fails: such crashes need not happen twice.  With a memory limit, a worker whose resident
 memory is over it after a batch is stopped and replaced.
 
 Handing out: the batcher acquires a worker, fills a batch for it, sends it and releases it.  An
@@ -24,7 +22,6 @@ import collections
 import itertools
 import logging
 import os
-import signal
 import time
 from typing import Awaitable, Callable
 
@@ -34,8 +31,6 @@ from .process import WorkerProcess
 log = logging.getLogger("tsf.pool")
 
 _worker_ids = itertools.count(9000)
-
-TERM_GRACE = 1.0
 
 
 class WorkerPool:
@@ -103,7 +98,7 @@ class WorkerPool:
         return self._closed
 
     def stop_restarting(self) -> None:
-        """Start and restart nothing from now on (the server is stopping)."""
+        """Start and restart nothing from now on (the server is draining or stopping)."""
         self._closed = True
 
     def _threads(self) -> int:
@@ -143,7 +138,7 @@ class WorkerPool:
 
     async def _monitor(self, worker: WorkerProcess) -> None:
         assert worker.proc is not None
-        code = await worker.proc.wait()
+        await worker.proc.wait()
         self.workers.pop(worker.id, None)
         self._idle_since.pop(worker.id, None)
         self._unlist(worker)
@@ -152,15 +147,13 @@ class WorkerPool:
         worker.close_socket()
         self.on_change()
         name = self.spec.get("model_name")
-        if worker.retiring or self._closed:
+        if worker.retiring:
             log.info("worker %s of %s stopped (%s)", worker.id, name, worker.exit_description())
             return
-        if code == -signal.SIGTERM and not worker.kill_reason:
-            log.warning("worker %s of %s was stopped by SIGTERM from outside tsf", worker.id,
-                        name)
-            await asyncio.sleep(TERM_GRACE)
-            if self._closed:
-                return
+        if self._closed:
+            log.warning("worker %s of %s exited (%s) while the server is stopping; it is not "
+                        "replaced", worker.id, name, worker.exit_description())
+            return
         log.error("worker %s of %s exited (%s); restarting", worker.id, name,
                   worker.exit_description())
         self.restarts += 1

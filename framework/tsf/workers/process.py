@@ -145,7 +145,7 @@ class WorkerProcess:
             self.proc = await spawn(
                 [sys.executable, "-X", "faulthandler", "-m", "tsf.runtime.main",
                  "--fd", str(child.fileno()), "--parent", str(os.getpid())],
-                env=env, pass_fds=(child.fileno(),))
+                env=env, pass_fds=(child.fileno(),), blocked_signals=(signal.SIGTERM,))
         finally:
             child.close()
         self.pid = self.proc.pid

@@ -42,14 +42,25 @@ class SpawnedProcess:
 
 async def spawn(args: Sequence[str], env: Mapping[str, str] | None = None,
                 pass_fds: Sequence[int] = (), cwd: str | None = None,
-                merge_stderr: bool = False) -> SpawnedProcess:
+                merge_stderr: bool = False,
+                blocked_signals: Sequence[int] = ()) -> SpawnedProcess:
     """Start ``args`` with stdin from /dev/null, stdout and stderr piped to the loop (stderr
-    into stdout with ``merge_stderr``; ``stderr`` is None then)."""
+    into stdout with ``merge_stderr``; ``stderr`` is None then).
+
+    ``blocked_signals`` start blocked in the new process (its signal mask is inherited), so
+    that one sent before it installs its handlers waits for them instead of killing it.
+    """
     loop = asyncio.get_running_loop()
-    popen = subprocess.Popen(
-        list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
-        env=None if env is None else dict(env), pass_fds=tuple(pass_fds), cwd=cwd)
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, blocked_signals) if blocked_signals \
+        else None
+    try:
+        popen = subprocess.Popen(
+            list(args), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+            env=None if env is None else dict(env), pass_fds=tuple(pass_fds), cwd=cwd)
+    finally:
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     stdout = await _stream(loop, popen.stdout)
     stderr = None if merge_stderr else await _stream(loop, popen.stderr)
     return SpawnedProcess(popen.pid, stdout, stderr, _watch_exit(loop, popen))
