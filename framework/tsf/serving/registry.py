@@ -29,7 +29,7 @@ class ModelVersion:
     settings: ModelSettings
     pool: WorkerPool
     queue: BatchQueue
-    batcher: Batcher  # or a tsf.batching.sequences.SequenceBatcher (sequenceBatching)
+    batcher: Batcher  # or a SequenceBatcher (sequenceBatching), an EngineLane (engine models)
     loaded_at_startup: bool = False
     owned_dir: Path | None = None
     autoscaler: Any = None  # tsf.serving.autoscale.Autoscaler, when min_workers < max_workers
@@ -50,6 +50,11 @@ class ModelVersion:
                              sequenceMaxIdleMSec=int(sequences.max_idle_s * 1000),
                              sequenceTimeoutMSec=int(sequences.timeout_s * 1000),
                              openSequences=len(self.batcher.sequences))
+        if self.engine is not None:  # a generation engine: continuous batching
+            described.update(engine=self.engine["engine"], continuousBatching=True,
+                             asyncCommunication=True,
+                             maxNumSequence=self.engine["max_sequences"],
+                             runningSequences=getattr(self.batcher, "running", 0))
         return described
 
     def _describe(self) -> dict:

@@ -90,6 +90,9 @@ def test_models_are_listed_and_retrieved_with_kserve_readiness(served, client):
     model = client.models.retrieve("tiny")
     assert model.id == "tiny" and model.owned_by == "tsf"
     assert served.get("/v1/models/tiny", headers=auth()).json()["ready"] is True
+    [described] = served.manage("GET", "/models/tiny").json()
+    assert (described["engine"], described["maxNumSequence"], described["continuousBatching"],
+            described["runningSequences"]) == ("transformers", SLOTS, True, 0)
     with pytest.raises(openai.NotFoundError) as caught:
         client.models.retrieve("nope")
     assert caught.value.code == "model_not_found"
@@ -395,3 +398,26 @@ def test_a_model_that_asks_for_vllm_without_it_fails_to_load_saying_so(served, t
     assert "pip install 'tsf-engine-vllm[vllm]'" in answer.json()["message"]
     assert "tiny-vllm" not in [m["modelName"] for m in served.manage("GET", "/models").json()
                                ["models"]]
+
+
+def test_a_worker_that_dies_fails_only_the_requests_it_held(served, client):
+    """Runs last: the worker is killed mid-generation, its request fails with 503, a new
+    worker takes over and serves."""
+    import os
+    import signal
+
+    [worker] = [pid for pid in served.worker_pids() if pid != served.proc.pid][:1]
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(served.post, "/v1/completions", json={
+            "model": "tiny", "prompt": "crash", "max_tokens": 480, "temperature": 0,
+            "ignore_eos": True}, headers=auth())
+        wait_for(lambda: metric(served, "tsf_llm_sequences_running") == 1, 10,
+                 "the request did not start")
+        os.kill(worker, signal.SIGKILL)
+        answer = held.result(timeout=30)
+    assert answer.status_code == 503, answer.text
+    assert "died" in answer.json()["error"]["message"]
+    wait_for(lambda: served.get("/ping").json().get("status") == "Healthy", 120,
+             "no worker took over")
+    assert client.completions.create(model="tiny", prompt="again", max_tokens=3).choices
+    assert metric(served, "tsf_llm_sequences_running") == 0
