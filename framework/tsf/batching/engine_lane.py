@@ -91,6 +91,14 @@ class EngineLane:
         self._report()
 
     def submit(self, job: Job) -> None:
+        """Send ``job`` to a worker with room at once, else queue it (full: 503)."""
+        job.future.add_done_callback(functools.partial(self._settled, job))
+        if not len(self.queue):
+            workers = self._room()
+            if workers:
+                self._send(workers[0], job)
+                self._report()
+                return
         if len(self.queue) >= self.queue.maxsize:
             error = ServiceUnavailable(
                 f"the model is generating for {self.running} request(s) and {len(self.queue)} "
@@ -106,7 +114,6 @@ class EngineLane:
         else:
             job.expiry = loop.call_later(self.response_timeout, _expire, job,
                                          f"{self.response_timeout:g} s (response_timeout)")
-        job.future.add_done_callback(functools.partial(self._settled, job))
         self._report()
 
     def _settled(self, job: Job, future: asyncio.Future) -> None:
