@@ -314,6 +314,7 @@ def main() -> int:
                         "tooling quickly (no figures worth reporting)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "llm")
     args = parser.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the servers are stopped below
     work = Path(tempfile.mkdtemp(prefix="tsf-bench-llm-"))
     model = args.model or build_model(work / "tiny-llm", args.small)
     systems, samples = {}, {}

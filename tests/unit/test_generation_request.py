@@ -10,8 +10,7 @@ import struct
 import pytest
 
 from tsf.errors import ModelNotFound, ServiceUnavailable
-from tsf.generation.request import (CHAT, COMPLETION, EMBEDDING, InvalidRequest,
-                                    parse_request)
+from tsf.generation.request import CHAT, COMPLETION, EMBEDDING, InvalidRequest, parse_request
 from tsf.openai_api import spec
 
 

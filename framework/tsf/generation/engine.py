@@ -69,7 +69,7 @@ class Engine(abc.ABC):
 
     @classmethod
     @abc.abstractmethod
-    def create(cls, context: Any, options: dict) -> "Engine":
+    def create(cls, context: Any, options: dict) -> Engine:
         """Load the model of ``context`` (its ``model_dir`` holds a Hugging Face folder) with
         ``options``, the model-config's ``llm`` mapping plus ``max_num_sequence``; raise
         :class:`tsf.errors.ModelLoadError` with a clear message when it cannot."""

@@ -5,8 +5,8 @@ workers load, the bounded queue, the batcher, the autoscaler, and the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from prometheus_client import Counter
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from ..errors import BatchNotStarted, TsfError, WorkerDied, WorkerTimeout
 from . import protocol
@@ -31,7 +32,7 @@ log = logging.getLogger("tsf.worker")
 class _Sequence:
     """A request sent to the engine and not answered yet."""
 
-    __slots__ = ("on_partial", "on_done", "sent")
+    __slots__ = ("on_done", "on_partial", "sent")
 
     def __init__(self, on_partial: Callable[[Answer], None] | None, on_done: BatchDone) -> None:
         self.on_partial = on_partial

@@ -12,9 +12,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from tsf.errors import TsfError  # noqa: E402
-from tsf.generation.engine import Outbox  # noqa: E402
-from tsf.generation.request import InvalidRequest, parse_request  # noqa: E402
+from tsf.errors import TsfError
+from tsf.generation.engine import Outbox
+from tsf.generation.request import InvalidRequest, parse_request
 
 
 class Recorder(Outbox):
@@ -204,7 +204,6 @@ def test_input_the_engine_cannot_take_is_refused_with_the_field_named(engine):
 
 def test_text_stream_holds_back_partial_characters_and_stop_prefixes(tiny_llm):
     from transformers import AutoTokenizer
-
     from tsf_engine_transformers.text import TextStream
 
     tokenizer = AutoTokenizer.from_pretrained(tiny_llm)

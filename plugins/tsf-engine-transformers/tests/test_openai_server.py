@@ -19,7 +19,7 @@ openai = pytest.importorskip("openai")
 torch = pytest.importorskip("torch")
 requests = pytest.importorskip("requests")
 
-from tsf.testing.server import LOOPBACK, ServerProcess, wait_for  # noqa: E402
+from tsf.testing.server import LOOPBACK, ServerProcess, wait_for
 
 TOKEN = "llm-test-token"
 SLOTS, QUEUE = 4, 3
@@ -335,7 +335,7 @@ def test_each_request_has_a_span_with_its_token_counts(served, client):
 def _spans(log: str) -> list[dict]:
     """The spans the console exporter printed (one JSON document each)."""
     found = []
-    for text in re.findall(r"^\{$.*?^\}$", log, re.M | re.S):
+    for text in re.findall(r"^\{$.*?^\}$", log, re.MULTILINE | re.DOTALL):
         try:
             found.append(json.loads(text))
         except ValueError:

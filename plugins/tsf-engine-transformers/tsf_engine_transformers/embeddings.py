@@ -46,7 +46,7 @@ class EmbeddingEngine(Engine):
         return cls.load(model_folder(context, options), context.device, options)
 
     @classmethod
-    def load(cls, folder: Path, device: Any, options: dict) -> "EmbeddingEngine":
+    def load(cls, folder: Path, device: Any, options: dict) -> EmbeddingEngine:
         from transformers import AutoModel, AutoTokenizer
 
         try:

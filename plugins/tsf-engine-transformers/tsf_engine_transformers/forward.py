@@ -25,7 +25,7 @@ from .kv_cache import SlotCache
 LEAN_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
 
-def make_forward(model: Any, cache: SlotCache) -> "ModelForward | LeanForward":
+def make_forward(model: Any, cache: SlotCache) -> ModelForward | LeanForward:
     """The fastest forward that is exact for ``model``."""
     config = model.config
     base = getattr(model, "model", None)

@@ -24,7 +24,7 @@ class _SlotLayer(CacheLayerMixin):
     is_sliding = False
     is_compileable = False
 
-    def __init__(self, owner: "SlotCache", index: int) -> None:
+    def __init__(self, owner: SlotCache, index: int) -> None:
         super().__init__()
         self.owner, self.index = owner, index
         self.keys, self.values = owner.keys[index], owner.values[index]

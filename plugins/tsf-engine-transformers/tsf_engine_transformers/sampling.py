@@ -9,7 +9,8 @@ gets the same tokens whatever else shares its steps.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -8,11 +8,11 @@ import importlib.util
 from types import SimpleNamespace
 
 import pytest
+from tsf_engine_vllm.convert import Choices, sampling_arguments
 
 from tsf.errors import ModelLoadError
 from tsf.generation.handler import engine_class
 from tsf.generation.request import parse_request
-from tsf_engine_vllm.convert import Choices, sampling_arguments
 
 HAS_VLLM = importlib.util.find_spec("vllm") is not None
 
