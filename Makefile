@@ -33,6 +33,14 @@ $(STAMP): pyproject.toml requirements-test.txt $(addsuffix /pyproject.toml,$(PLU
 	  command -v apt-get >/dev/null && apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -qq --no-install-recommends haproxy podman runc mmdebstrap >/dev/null; } \
 	  || echo "haproxy/podman not installed: the rolling-restart and image tests will skip"
+	@# chromium renders the monitoring report in tsf-monitor-report's test
+	command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends chromium >/dev/null; } || echo "chromium not installed: the report rendering test will skip"
+	@# redis-server for the Redis job store tests (started by the tests on a Unix socket)
+	command -v redis-server >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	  --no-install-recommends redis-server >/dev/null; } || echo "redis-server not installed: the Redis job store tests will skip"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -101,7 +109,7 @@ image: $(if $(filter $(PY),$(IMAGE_PY)),$(STAMP))
 	  rm $(IMAGE_CTX)/rootfs.tar; }
 	rm -rf $(IMAGE_CTX)/wheels
 	$(IMAGE_PY) -m pip wheel -q -w $(IMAGE_CTX)/wheels $(IMAGE_TORCH) . $(wildcard plugins/*/) \
-	  'grpcio>=1.60' 'grpcio-tools>=1.60' 'googleapis-common-protos>=1.60'
+	  'grpcio>=1.60' 'grpcio-tools>=1.60' 'googleapis-common-protos>=1.60' 'redis>=5'
 	rm -rf $(IMAGE_CTX)/tsf-wheels && mkdir $(IMAGE_CTX)/tsf-wheels
 	mv $(IMAGE_CTX)/wheels/tsf_*.whl $(IMAGE_CTX)/tsf-wheels/
 	ls $(IMAGE_CTX)/wheels > $(IMAGE_CTX)/third-party.txt

@@ -236,3 +236,18 @@ def model_store(tmp_path_factory) -> Path:
     """)
     archive("mlpsig", serialized_file=str(files["mlp"]), config_file=str(signed))
     return store
+
+
+@pytest.fixture(scope="session")
+def redis_url():
+    """A redis-server for the job store tests (skipped where it is not installed)."""
+    from tsf.testing.redis_server import RedisServer
+
+    try:
+        server = RedisServer()
+    except FileNotFoundError as exc:
+        pytest.skip(str(exc))
+    try:
+        yield server.url
+    finally:
+        server.stop()

@@ -24,8 +24,11 @@ from .errors import BadRequest
 from .dataplane import DataPlane
 from .errors import TsfError
 from .openai_api.routes import routes as openai_routes
+from .monitoring.monitor import Monitor
 from .plugins import create_manager
-from .server import inference, kserve_v1, kserve_v2, management, metrics, workflows
+from .jobs.service import JobService
+from .server import (inference, jobs, kserve_v1, kserve_v2, management, metrics, monitoring,
+                     workflows)
 from .server.cors import CorsPolicy
 from .server.json_handler import NotFoundHandler
 from .server.listener import HTTPListener
@@ -50,6 +53,7 @@ access_log = logging.getLogger("tsf.access")  # looked up once: getLogger takes 
 # Tornado's own cap only needs to stay out of the way.
 _TORNADO_BODY_CAP = 1 << 40
 ARCHIVE_SUFFIXES = (".mar", ".tar.gz", ".tgz", ".zip")
+CAPTURE_FLUSH_TIMEOUT = 10.0  # seconds a stop waits for the capture sinks to write what is queued
 
 
 class TsfServer:
@@ -69,10 +73,14 @@ class TsfServer:
         self.manager = ModelManager(config, self.pm, self.metrics, self.tracing)
         self.workflows = WorkflowManager(self.manager)
         self.lifecycle = Lifecycle()
+        self.monitor = Monitor(config, self.manager, self.pm, self.metrics.registry)
+        self.jobs = JobService.create(config, self.manager, self.workflows,
+                                      self.metrics.registry, self.manager.workspace)
         self.services = Services(
             config=config, manager=self.manager, metrics=self.metrics, pm=self.pm,
             tracing=self.tracing, tokens=self.tokens, workflows=self.workflows,
-            dataplane=DataPlane(config, self.manager, self.tokens, self.lifecycle))
+            dataplane=DataPlane(config, self.manager, self.tokens, self.lifecycle),
+            monitor=self.monitor, jobs=self.jobs)
         # TLS key material, read (and checked) before anything starts
         self.key_material = tls.key_material(config) if self._needs_tls() else None
         if config.enable_grpc and config.enable_grpc_ssl and self.key_material is None:
@@ -91,8 +99,10 @@ class TsfServer:
             # OpenAI's /v1/models/{id} answers KServe v1's readiness too: it goes first
             "inference": openai_routes(inference_options) + inference.routes(inference_options)
             + kserve_v1.routes(inference_options) + kserve_v2.routes(inference_options)
-            + workflows.inference_routes(inference_options),
+            + workflows.inference_routes(inference_options)
+            + monitoring.inference_routes(inference_options) + jobs.routes(inference_options),
             "management": workflows.management_routes(management_options)
+            + monitoring.management_routes(management_options)
             + management.routes(management_options),
             "metrics": metrics.routes(dict(services=self.services, api="metrics")),
         }
@@ -166,6 +176,12 @@ class TsfServer:
         """Listen, then register the startup models (their workers load in the background);
         health checks answer 503 until they are registered."""
         self.manager.starting = True
+        if self.jobs is not None:  # a store that cannot be used stops the start (exit 2)
+            if not self.config.workspace and self.config.job_store.strip() in ("", "sqlite"):
+                log.warning("jobs are stored in %s, a temporary workspace: set workspace (or "
+                            "--workspace) for them to survive a restart",
+                            self.manager.workspace)
+            await self.jobs.open()
         self._listen()
         if self.config.enable_grpc:
             from .grpc_api.server import GrpcServers
@@ -199,6 +215,8 @@ class TsfServer:
         for name, url in startup_workflows(self.config):
             asyncio.ensure_future(self._register_startup_workflow(name, url))
         self.manager.starting = False
+        if self.jobs is not None:
+            self.jobs.start()
 
     def _snapshot_store(self) -> SnapshotStore | None:
         folder = snapshot_folder(self.config)
@@ -243,7 +261,11 @@ class TsfServer:
             server.stop()  # no new connections; the open ones are still served
         grpc_stopped = asyncio.ensure_future(self.grpc.stop(grace=timeout)) \
             if self.grpc is not None else None
+        jobs_stopped = asyncio.ensure_future(self.jobs.close(timeout)) \
+            if self.jobs is not None else None
         finished = await self.lifecycle.requests_finished(timeout)
+        if jobs_stopped is not None:
+            await jobs_stopped
         if grpc_stopped is not None:
             await grpc_stopped
         if finished:
@@ -263,10 +285,13 @@ class TsfServer:
         self.manager.begin_shutdown()
         for server in self.servers:
             server.stop()
+        if self.jobs is not None:
+            await self.jobs.close()
         if self.grpc is not None:
             await self.grpc.stop()
         await self.manager.shutdown(wait=0)
         await self.workflows.shutdown()
+        await asyncio.to_thread(self.monitor.close, CAPTURE_FLUSH_TIMEOUT)  # captured records
         await self.lifecycle.requests_finished(1.0)  # let the 503 answers reach their clients
         for server in self.servers:
             await server.close_all_connections()

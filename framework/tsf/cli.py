@@ -1,5 +1,5 @@
-"""Command line: ``tsf serve``, ``tsf archive``, ``tsf workflow-archive``, ``tsf check-archive``
-and ``tsf plugins``."""
+"""Command line: ``tsf serve``, ``tsf archive``, ``tsf workflow-archive``, ``tsf check-archive``,
+``tsf batch``, ``tsf plugins`` and ``tsf monitor``."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import sys
 from typing import Any, Callable
 
 from .errors import BadRequest, TsfError
+from .monitoring import commands as monitor_commands
 
 EVENT_LOOPS = ("auto", "asyncio", "uvloop")
 
@@ -110,6 +111,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--timeout", type=float, default=120.0,
                        help="seconds allowed for loading and for the request")
     check.add_argument("--json", action="store_true")
+    monitor_commands.add_parser(sub)
+    from .jobs.batch.command import add_parser as add_batch_parser
+
+    add_batch_parser(sub)
     return parser
 
 
@@ -246,10 +251,17 @@ def run_check_archive(args: argparse.Namespace) -> int:
     return 0 if passed(report) else 1
 
 
+def run_batch(args: argparse.Namespace) -> int:
+    from .jobs.batch.command import run
+
+    return run(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     runners = {"serve": run_serve, "archive": run_archive, "plugins": run_plugins,
-               "check-archive": run_check_archive, "workflow-archive": run_workflow_archive}
+               "check-archive": run_check_archive, "workflow-archive": run_workflow_archive,
+               "monitor": monitor_commands.run, "batch": run_batch}
     try:
         return runners[args.command](args)
     except TsfError as exc:

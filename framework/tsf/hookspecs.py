@@ -9,6 +9,8 @@ Hooks are grouped by where they run:
 * **Registration hooks** are asked once per process for what plugins contribute (handlers).
 * **Storage hooks** run in the front end when a model URL is registered.
 * **Metrics hooks** run in the front end.
+* **Capture hooks** run in the front end: sinks for captured requests, and the monitoring report
+  (``tsf monitor report``).
 
 Every argument is passed by keyword; an implementation may accept any subset of them.
 """
@@ -123,4 +125,35 @@ def tsf_record_metric(name: str, kind: str, value: float, labels: dict[str, str]
 
     Called in the front end for built-in metrics and for custom metrics sent by handlers through
     ``context.metrics``; exporter plugins (StatsD, ...) implement it.  Must be cheap.
+    """
+
+
+# --- capture and monitoring (front end, command line) -------------------------------------------
+
+@hookspec
+def tsf_register_capture_sinks() -> dict[str, type]:
+    """Return ``{sink_name: sink_class}`` for the capture sinks this plugin provides.
+
+    A model's ``capture.sinks`` names the sinks its captured records go to.  tsf builds one
+    instance per distinct set of options as ``sink_class(options, context)`` (options: the
+    mapping under the sink's name; context: a :class:`tsf.monitoring.sinks.SinkContext`); the
+    constructor raises :class:`tsf.errors.BadRequest` naming a bad option.  The instance's
+    ``write(records)`` is called from a thread of its own with a list of
+    :class:`tsf.monitoring.records.CaptureRecord`; raising fails the batch, which is retried
+    with backoff.  ``close()`` is called once at shutdown, after the last write.  The built-in
+    ``jsonl`` sink writes SageMaker Data Capture files.
+    """
+
+
+@hookspec(firstresult=True)
+def tsf_monitor_report(model: str, reference: list[dict], current: list[dict],
+                       features: list[str], groups: list[str], output: str, title: str,
+                       positive_class: str) -> str | None:
+    """Write an HTML monitoring report to ``output`` and return its path.
+
+    Called by ``tsf monitor report``.  ``reference`` and ``current`` are rows (one per captured
+    request: the input ``features`` by name, ``prediction``, ``label`` when feedback gave one,
+    and ``group.<key>`` for each of ``groups``); ``positive_class`` is the class the per-group
+    rates count as selected.  Return ``None`` to leave it to another plugin; tsf-monitor-report
+    builds it with Evidently.
     """

@@ -22,10 +22,11 @@ log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = PROJECT_NAME
 
 # Built-in plugins loaded in the front end and in workers; the worker adds its own on top.
-FRONTEND_BUILTINS = ("tsf.storage",)
+FRONTEND_BUILTINS = ("tsf.storage", "tsf.capture")
 WORKER_BUILTINS = ("tsf.handler",)
 # a built-in plugin's name (what ``tsf plugins`` lists and TSF_DISABLE_PLUGINS names) -> its module
-BUILTIN_MODULES = {"tsf.storage": "tsf.archives.storage", "tsf.handler": "tsf.handler"}
+BUILTIN_MODULES = {"tsf.storage": "tsf.archives.storage", "tsf.handler": "tsf.handler",
+                   "tsf.capture": "tsf.monitoring.jsonl_sink"}
 
 
 class TsfPluginManager(pluggy.PluginManager):

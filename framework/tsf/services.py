@@ -11,6 +11,8 @@ if TYPE_CHECKING:
     from .auth import Tokens
     from .config.settings import ServerConfig
     from .dataplane import DataPlane
+    from .monitoring.monitor import Monitor
+    from .jobs.service import JobService
     from .serving.manager import ModelManager
     from .telemetry.metrics import ServerMetrics
     from .telemetry.tracing import Tracing
@@ -33,3 +35,5 @@ class Services:
     tokens: Tokens
     workflows: WorkflowManager
     dataplane: DataPlane
+    monitor: Monitor  # data capture, feedback and monitoring metrics
+    jobs: JobService | None = None  # None with job_store=off

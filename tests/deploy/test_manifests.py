@@ -108,6 +108,36 @@ def test_keda_scaled_object_is_strictly_valid_and_a_misspelt_field_fails():
             keda_validate(bad)
 
 
+def test_keda_job_backlog_example_is_strictly_valid_and_scales_on_a_tsf_gauge():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from tsf.jobs.metrics import JobMetrics
+
+    doc = yaml.safe_load((KUBE / "keda" / "jobs-scaledobject.yaml").read_text())
+    keda_validate(doc)
+    assert doc["spec"]["scaleTargetRef"]["name"] == deployment()["metadata"]["name"]
+    [trigger] = doc["spec"]["triggers"]
+    assert trigger["metricType"] == "Value"  # a figure shared by replicas, not summed
+    registry = CollectorRegistry()
+    JobMetrics(registry)
+    exported = generate_latest(registry).decode()
+    metric = trigger["metadata"]["query"].split("(", 1)[1].split("{", 1)[0]
+    assert f"\n{metric} " in exported
+
+
+def test_hpa_job_backlog_example_is_valid_and_the_adapter_serves_its_metric():
+    doc = yaml.safe_load((KUBE / "jobs" / "hpa.yaml").read_text())
+    validate(doc)
+    [metric] = doc["spec"]["metrics"]
+    assert metric["type"] == "External" and metric["external"]["target"]["type"] == "Value"
+    name = metric["external"]["metric"]["name"]
+    rules = yaml.safe_load(kubernetes_objects()["ConfigMap/tsf-prometheus-adapter-rules"]
+                           ["data"]["config.yaml"])
+    assert [r["name"]["as"] for r in rules["externalRules"]] == [name]
+    assert name in yaml.safe_load((KUBE / "keda" / "jobs-scaledobject.yaml").read_text())[
+        "spec"]["triggers"][0]["metadata"]["query"]
+
+
 def test_probes_follow_the_drain_contract():
     spec = container(deployment())
     assert spec["readinessProbe"]["httpGet"]["path"] == "/ping"

@@ -193,6 +193,17 @@ def test_sagemaker_variables_set_batching_timeouts_and_requirements(single):
     assert f"installed {folder / 'code' / 'requirements.txt'}" in log
 
 
+@pytest.mark.slow
+def test_execution_parameters_answer_as_torchserves_plugin(single):
+    server, _ = single
+    response = server.get("/execution-parameters")
+    assert response.status_code == 200
+    # SAGEMAKER_MAX_REQUEST_SIZE=4000 is under one MiB: TorchServe's integer division gives 0
+    assert response.json() == {"MaxConcurrentTransforms": 1, "BatchStrategy": "MULTI_RECORD",
+                               "MaxPayloadInMB": 0}
+    assert response.text.startswith('{\n  "MaxConcurrentTransforms"')
+
+
 # --- multi-model endpoints ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def multi(tmp_path_factory, model_store):

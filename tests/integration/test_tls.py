@@ -147,29 +147,44 @@ def test_curl_with_cacert(pem_server, pki):
     assert refused.returncode != 0  # curl's own CAs do not know the test CA
 
 
+# A client process of its own: this one may already hold TorchServe's own stubs of the same
+# proto package (test_grpc_torchserve.py), and one descriptor pool takes a package only once.
+GRPC_TLS_CLIENT = """
+import json, sys
+import grpc
+from google.protobuf.empty_pb2 import Empty
+from tsf.grpc_api.stubs import load
+
+target, ca = sys.argv[1], sys.argv[2]
+stubs = load()
+pb, pb_grpc = stubs["tsf_torchserve_inference_pb2"], stubs["tsf_torchserve_inference_pb2_grpc"]
+out = {}
+credentials = grpc.ssl_channel_credentials(root_certificates=open(ca, "rb").read())
+with grpc.secure_channel(target, credentials) as channel:
+    stub = pb_grpc.InferenceAPIsServiceStub(channel)
+    out["health"] = json.loads(stub.Ping(Empty(), timeout=30).health)
+    answer = stub.Predictions(pb.PredictionsRequest(model_name="echo", input={"body": b"[3]"}),
+                              timeout=30)
+    out["prediction"] = json.loads(answer.prediction)
+with grpc.insecure_channel(target) as channel:  # plaintext gets nothing
+    try:
+        pb_grpc.InferenceAPIsServiceStub(channel).Ping(Empty(), timeout=5)
+        out["plaintext"] = "answered"
+    except grpc.RpcError as exc:
+        out["plaintext"] = exc.code().name
+print(json.dumps(out))
+"""
+
+
 def test_grpc_secure_channel(pem_server, pki):
-    grpc = pytest.importorskip("grpc")
-    from google.protobuf.empty_pb2 import Empty
-
-    from tsf.grpc_api.stubs import load
-
-    stubs = load()
-    pb, pb_grpc = stubs["tsf_torchserve_inference_pb2"], stubs[
-        "tsf_torchserve_inference_pb2_grpc"]
-    credentials = grpc.ssl_channel_credentials(root_certificates=pki["ca"].read_bytes())
-    target = pem_server.urls["grpc_inference"]
-    with grpc.secure_channel(target, credentials) as channel:
-        stub = pb_grpc.InferenceAPIsServiceStub(channel)
-        health = json.loads(stub.Ping(Empty(),
-                                      timeout=30).health)
-        assert health["status"] == "Healthy"
-        answer = stub.Predictions(pb.PredictionsRequest(model_name="echo",
-                                                        input={"body": b"[3]"}), timeout=30)
-        assert json.loads(answer.prediction)["echo"] == "[3]"
-    with grpc.insecure_channel(target) as channel:  # plaintext gets nothing
-        stub = pb_grpc.InferenceAPIsServiceStub(channel)
-        with pytest.raises(grpc.RpcError):
-            stub.Ping(Empty(), timeout=5)
+    pytest.importorskip("grpc")
+    run = subprocess.run([sys.executable, "-c", GRPC_TLS_CLIENT, pem_server.urls["grpc_inference"],
+                          str(pki["ca"])], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    out = json.loads(run.stdout)
+    assert out["health"]["status"] == "Healthy"
+    assert out["prediction"]["echo"] == "[3]"
+    assert out["plaintext"] != "answered"
 
 
 def test_pkcs12_keystore(pki, tmp_path):

@@ -211,6 +211,24 @@ def test_workflow_store_as_torchserves_docs_start_it(workflow_store, tmp_path):
     assert bad.returncode == 2 and "workflow_store" in bad.stderr and "not a folder" in bad.stderr
 
 
+def test_a_workflow_runs_as_a_job(server):
+    if server.manage("GET", "/workflows/pipeline").status_code == 404:
+        assert _register(server, "pipeline.war").status_code == 200
+    submitted = server.post("/jobs/pipeline", json=[1, 2])
+    assert submitted.status_code == 202, submitted.text
+    by_prefer = server.post("/wfpredict/pipeline", json=[5],
+                            headers={"Prefer": "respond-async"})
+    assert by_prefer.status_code == 202 and by_prefer.json()["target"] == "workflow"
+    for job, scaled in ((submitted.json(), [10, 20]), (by_prefer.json(), [50])):
+        deadline = time.monotonic() + 60
+        while server.get(f"/jobs/{job['id']}").json()["status"] in ("queued", "running"):
+            assert time.monotonic() < deadline, "the workflow job did not finish"
+            time.sleep(0.1)
+        assert server.get(f"/jobs/{job['id']}").json()["status"] == "succeeded"
+        assert server.get(f"/jobs/{job['id']}/result").json()["scaled"] == scaled
+    assert_error(server.post("/jobs/pipeline__scale", json={}), 403)  # the workflow's own
+
+
 def test_errors_name_the_failing_node(server):
     if server.manage("GET", "/workflows/pipeline").status_code == 404:
         assert _register(server, "pipeline.war").status_code == 200

@@ -97,3 +97,37 @@ def test_a_client_that_leaves_is_dropped_from_the_queue_or_cancelled_in_its_work
         await lane.stop(ServiceUnavailable("stopping"), wait=0.0)
 
     asyncio.run(run())
+
+
+def test_stored_jobs_take_slots_only_behind_online_requests():
+    from tsf.batching.background import BackgroundJob
+
+    async def run():
+        worker = FakeWorker("a")
+        lane = EngineLane(BatchQueue(5), FakePool([worker]), max_sequences=2,
+                          response_timeout=60)
+        lane.start()
+        started = []
+        stored = [BackgroundJob(Request(f"j{i}", []), asyncio.get_running_loop().create_future(),
+                                on_start=lambda i=i: started.append(i)) for i in range(3)]
+        online = [_job(i) for i in range(3)]
+        lane.submit(online[0])
+        lane.submit(online[1])
+        lane.submit(online[2])  # queued: both slots are taken
+        for job in stored:
+            lane.submit_background(job, share=0.5)
+        await asyncio.sleep(0.01)
+        assert started == []  # an online request waits: no stored job goes
+        worker.answer(1)
+        await asyncio.sleep(0.01)
+        assert started == [] and len(lane.queue) == 0  # the slot went to the online one
+        worker.answer(2)
+        await asyncio.sleep(0.01)
+        assert started == [0]  # online requests run: job_share (1 of 2 slots) at most
+        worker.answer(3)
+        await asyncio.sleep(0.01)
+        assert started == [0, 1]  # no online request left: stored jobs take every slot
+        await lane.stop(ServiceUnavailable("stopping"), wait=0.0)
+        assert isinstance(stored[2].future.exception(), ServiceUnavailable)
+
+    asyncio.run(run())

@@ -25,6 +25,8 @@ ORDER = [
     ["sagemaker", "openai_api"],  # HTTP protocols built on server/'s handler bases
     ["server", "grpc_api"],
     ["core"],  # dataplane, services, outcome, auth, memory
+    ["jobs"],  # the job store, runner and callbacks; tsf batch
+    ["monitoring"],  # capture observes answered requests; below the data plane and adapters
     ["workflows"],
     ["serving"],
     ["batching"],

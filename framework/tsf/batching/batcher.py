@@ -19,6 +19,8 @@
 * A job whose client went away (HTTP disconnect, gRPC cancel) leaves the queue at once, so the
   queue limit counts live requests only; if its batch waits behind another in a worker's
   socket, the worker skips it; if the worker is computing it, its answer is dropped.
+* Stored jobs (``tsf.jobs``) run at background priority, in a lane of their own made when the
+  first one arrives (:mod:`tsf.batching.background`).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from typing import Any, Callable, Protocol
 from ..errors import BatchNotStarted, ClientGone, ServiceUnavailable, TsfError
 from ..workers.messages import Answer, Batch, BatchResult
 from ..workers.pool import WorkerPool
+from .background import BackgroundJob, BackgroundLane
 from .queue import BatchQueue, Job
 
 log = logging.getLogger("tsf.batching")
@@ -71,6 +74,8 @@ class Batcher:
         self._in_flight: dict[int, list[Job]] = {}  # batches sent and not answered, by id
         self._all_answered: asyncio.Future | None = None  # stop() waits on it
         self._stop_error: TsfError | None = None  # set once stop() begins
+        self.lane: BackgroundLane | None = None  # stored jobs' requests, once one arrives
+        self.online_sent = float("-inf")  # time.monotonic() of the last online batch sent
 
     def start(self) -> None:
         self.pool.on_idle = self.queue.wake  # a batch filling for a busy worker may go now
@@ -82,6 +87,8 @@ class Batcher:
         self._stop_error = error
         if self._task is not None:
             self._task.cancel()
+        if self.lane is not None:
+            self.lane.stop(error)
         for job in self.queue.drain():
             _fail(job, error)
         if self._in_flight:
@@ -104,6 +111,19 @@ class Batcher:
         self.queue.put(job)
         self._arm_expiry(job, 0.0)
         job.future.add_done_callback(functools.partial(self._settled, job))
+
+    def in_flight(self) -> list[list[Job]]:
+        """The batches sent to workers and not answered yet."""
+        return list(self._in_flight.values())
+
+    def submit_background(self, job: BackgroundJob, share: float) -> None:
+        """Queue a stored job's request at background priority (``share``: ``job_share``)."""
+        if self._stop_error is not None:
+            raise self._stop_error
+        if self.lane is None:
+            self.lane = BackgroundLane(self, share)
+        self.lane.share = share
+        self.lane.submit(job)
 
     def _arm_expiry(self, job: Job, waited: float) -> None:
         """Fail ``job`` if it is still queued at its timeout (``waited`` s of it already gone)."""
@@ -159,15 +179,22 @@ class Batcher:
             batch = [job for job in batch if not job.future.done()]
             try:
                 if batch:
-                    self._send(worker, batch)
-            except Exception as exc:  # a batch that cannot be sent fails alone
-                log.exception("sending a batch to worker %s failed", worker.id)
-                self._in_flight.pop(id(batch), None)
-                for job in batch:
-                    _fail(job, exc if isinstance(exc, TsfError) else TsfError(
-                        f"the batch could not be sent to the worker ({type(exc).__name__})"))
+                    self.send_batch(worker, batch)
+                    self.online_sent = batch[0].dispatched  # jobs yield to online traffic
             finally:
                 pool.release(worker)
+
+    def send_batch(self, worker: Any, batch: list[Job]) -> None:
+        """Send ``batch`` to ``worker``, which the caller holds; a batch that cannot be sent
+        fails alone."""
+        try:
+            self._send(worker, batch)
+        except Exception as exc:
+            log.exception("sending a batch to worker %s failed", worker.id)
+            self._in_flight.pop(id(batch), None)
+            for job in batch:
+                _fail(job, exc if isinstance(exc, TsfError) else TsfError(
+                    f"the batch could not be sent to the worker ({type(exc).__name__})"))
 
     async def _while_busy(self, worker: Any) -> Any:
         """With a busy worker in hand, let the batch grow until it is full or a worker is idle:
@@ -235,6 +262,8 @@ class Batcher:
         """Queue again the jobs of a batch no worker began (its worker died first)."""
         now = time.monotonic()
         live = [job for job in batch if not job.future.done()]
+        if self.lane is not None:
+            live = self.lane.take_back(live)
         for job in live:
             job.dispatched = 0.0
             job.sent_to = None

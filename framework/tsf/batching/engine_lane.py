@@ -12,6 +12,8 @@ request to the live worker with the fewest running, while one has fewer than
 * A request whose client leaves is dropped from the queue, or, once sent, cancelled in its
   worker: the engine stops it at its next step and frees its slot.
 * A worker that dies fails only the requests it held.
+* Stored jobs (:mod:`tsf.jobs`) wait in a lane of their own and take a slot only when no online
+  request waits, and at most ``job_share`` of the slots while online requests run.
 
 Used instead of :class:`~tsf.batching.batcher.Batcher` for engine models, so the normal batch
 path pays nothing for it.
@@ -20,6 +22,7 @@ path pays nothing for it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import time
@@ -28,6 +31,7 @@ from typing import Any, Protocol
 from ..errors import ClientGone, ServiceUnavailable, TsfError
 from ..workers.messages import Answer, BatchResult
 from ..workers.pool import WorkerPool
+from .background import BackgroundJob
 from .batcher import _expire, _fail
 from .queue import BatchQueue, Job
 
@@ -69,6 +73,9 @@ class EngineLane:
         self._task: asyncio.Task | None = None
         self._stop_error: TsfError | None = None
         self._in_flight: set[Job] = set()
+        self._background: collections.deque[BackgroundJob] = collections.deque()
+        self._background_running = 0
+        self.share = 1.0  # job_share
 
     def start(self) -> None:
         self.pool.on_idle = self.queue.wake
@@ -80,8 +87,9 @@ class EngineLane:
         self._stop_error = error
         if self._task is not None:
             self._task.cancel()
-        for job in self.queue.drain():
+        for job in self.queue.drain() + list(self._background):
             _fail(job, error)
+        self._background.clear()
         deadline = time.monotonic() + (self.response_timeout if wait is None else wait)
         while self._in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -116,6 +124,24 @@ class EngineLane:
                                          f"{self.response_timeout:g} s (response_timeout)")
         self._report()
 
+    def submit_background(self, job: BackgroundJob, share: float) -> None:
+        """Queue a stored job's request behind the online ones (``share``: ``job_share``)."""
+        if self._stop_error is not None:
+            raise self._stop_error
+        self.share = share
+        self._background.append(job)
+        job.future.add_done_callback(functools.partial(self._settled, job))
+        self.queue.wake()
+
+    def _background_room(self, workers: list[Any]) -> bool:
+        """Whether a stored job may take a slot now: none while online requests wait, at most
+        ``job_share`` of the slots while online requests run."""
+        if len(self.queue) or not workers:
+            return False
+        slots = self.max_sequences * sum(1 for w in self.pool.workers.values() if w.alive)
+        online = self.running - self._background_running
+        return not online or self._background_running < max(1, int(self.share * slots))
+
     def _settled(self, job: Job, future: asyncio.Future) -> None:
         """A client that left: drop its queued job, or cancel it in its worker."""
         if not future.cancelled() and not isinstance(future.exception(), ClientGone):
@@ -123,7 +149,11 @@ class EngineLane:
         if job.expiry is not None:
             job.expiry.cancel()
         if not job.dispatched:
-            self.queue.discard(job)
+            if isinstance(job, BackgroundJob):
+                if job in self._background:
+                    self._background.remove(job)
+            else:
+                self.queue.discard(job)
             self._report()
         else:
             job.cancel_at_worker()
@@ -140,15 +170,17 @@ class EngineLane:
     async def _run(self) -> None:
         queue = self.queue
         while True:
-            await queue.first_job()
             workers = self._room()
-            if not workers:
-                await queue.changed()  # a request finished, or a worker started
-                continue
-            free = sum(self.max_sequences - w.in_flight for w in workers)
-            for job in await queue.fill(free, 0.0):
-                worker = min(workers, key=lambda w: w.in_flight)
-                self._send(worker, job)
+            if workers and len(queue):
+                free = sum(self.max_sequences - w.in_flight for w in workers)
+                for job in await queue.fill(free, 0.0):
+                    self._send(min(workers, key=lambda w: w.in_flight), job)
+            elif self._background and self._background_room(workers):
+                job = self._background.popleft()
+                if not job.future.done():
+                    self._send(workers[0], job)
+            else:
+                await queue.changed()  # a request came or finished, or a worker started
             self._report()
 
     def _send(self, worker: Any, job: Job) -> None:
@@ -157,6 +189,10 @@ class EngineLane:
         job.dispatched = time.monotonic()
         if job.expiry is not None:
             job.expiry.cancel()
+        if isinstance(job, BackgroundJob):
+            self._background_running += 1
+            if job.on_start is not None:
+                job.on_start()
         self.running += 1
         self._in_flight.add(job)
         try:
@@ -177,6 +213,8 @@ class EngineLane:
             return
         self._in_flight.discard(job)
         self.running -= 1
+        if isinstance(job, BackgroundJob):
+            self._background_running -= 1
         job.sent_to = None
         try:
             if error is not None or result is None or not result.answers:
@@ -194,7 +232,7 @@ class EngineLane:
 
     def _report(self) -> None:
         if self.observer is not None:
-            self.observer.load(self.running, len(self.queue))
+            self.observer.load(self.running, len(self.queue) + len(self._background))
 
 
 def _deliver(job: Job, answer: Answer) -> None:

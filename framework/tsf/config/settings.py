@@ -22,6 +22,7 @@ from ..errors import BadRequest
 
 if TYPE_CHECKING:
     from .autoscale import AutoscaleSettings
+from .capture import CaptureSettings, capture_settings
 from .model_options import ModelOptions, model_options
 from .properties import read_properties
 from .torchserve_keys import check_torchserve_keys
@@ -93,6 +94,11 @@ class ServerConfig:
     cors_allowed_origin: str = ""
     cors_allowed_methods: str = ""
     cors_allowed_headers: str = ""
+    # data capture and monitoring (models opt in with capture: in model-config.yaml)
+    capture_dir: str = ""               # the jsonl sink's folder; "": <workspace>/capture
+    capture_buffer_records: int = 10000  # records queued per sink (and for analysis)
+    capture_buffer_mb: int = 64          # body bytes queued per sink
+    monitoring_max_predictions: int = 100000  # predictions kept per model for feedback
     # TorchServe / KServe layout keys
     enable_envvars_config: bool = False  # TS_<KEY> variables override the config file
     service_envelope: str = ""           # kserve / kservev2: /v1 and /v2 are always served
@@ -118,6 +124,19 @@ class ServerConfig:
     sagemaker_multi_model_dir: str = "/opt/ml/models"
     sagemaker_multi_model: bool = False
     sagemaker_install_requirements: bool = False
+    # asynchronous jobs and their store (see tsf.jobs and docs/jobs.md)
+    job_store: str = "sqlite"          # sqlite | sqlite:///path.db | redis://... | off
+    job_max_attempts: int = 3          # runs of a job whose worker or replica died, at most
+    job_ttl: float = 86400.0           # s a job and its result are kept (from the end)
+    job_store_max_mb: int = 1024       # inputs and results stored, at most; 507 when full
+    job_inline_bytes: int = 65536      # larger inputs and results go to files beside SQLite
+    job_share: float = 0.0             # share of a model's workers jobs may hold while online
+                                       # traffic flows (with none, they may use all)
+    job_callback_secret: str = field(default="", repr=False)  # HMAC-SHA256 key of callbacks
+    job_callback_retries: int = 5      # deliveries of a callback after the first, at most
+    job_callback_backoff: float = 1.0  # s before the first retry; doubles each time
+    job_visibility_timeout: float = 30.0  # s a silent replica keeps its jobs (Redis)
+    job_replica_id: str = ""           # this replica's name in a Redis store (default: host-pid)
 
     @property
     def allowed_url_patterns(self) -> list[str]:
@@ -298,6 +317,7 @@ class ModelSettings:
     worker_memory_limit_mb: int = 0
     autoscale: AutoscaleSettings | None = None  # set by the manager from model-config
     options: ModelOptions = field(default_factory=ModelOptions)  # TorchServe's other keys
+    capture: CaptureSettings | None = None  # data capture and monitoring (tsf.monitoring)
 
 
 _YAML_KEYS = {
@@ -349,7 +369,9 @@ def model_settings(config: ServerConfig, model_yaml: Mapping[str, Any],
     if values["worker_memory_limit_mb"] < 0:
         raise BadRequest("workerMemoryLimitMb must be >= 0")
     check_worker_cap(config, values["min_workers"])
-    return ModelSettings(**values, options=model_options(model_yaml))
+    return ModelSettings(**values, options=model_options(model_yaml),
+                         capture=capture_settings(model_yaml.get("capture"),
+                                                  "model-config.yaml: capture"))
 
 
 def check_worker_cap(config: ServerConfig, workers: int) -> None:

@@ -17,6 +17,7 @@ from ..serving.traffic import MODEL_VERSION_HEADER
 from .status import abort, headers_of
 
 log = logging.getLogger("tsf.grpc")
+PROTOBUF = "application/grpc+proto"  # a captured request or answer kept as its protobuf
 
 
 class GrpcService:
@@ -72,6 +73,17 @@ class GrpcService:
 
     def check_size(self, payload: bytes) -> None:
         check_response_size(len(payload), self.max_response_size)
+
+    def capture(self, mv: Any, request_id: str, headers: dict[str, str], request_ctype: str,
+                request_body: Any, response_ctype: str, response_body: Any,
+                protocol: str) -> None:
+        """Hand a successful answer to data capture, when the version captures; the bodies
+        may be callables, called only then (a protobuf serialised on demand)."""
+        if mv.settings.capture is not None:
+            self.services.monitor.capture(
+                mv, request_id, headers, request_ctype,
+                request_body() if callable(request_body) else request_body, response_ctype,
+                response_body() if callable(response_body) else response_body, protocol)
 
 
 def served_by(context: Any, outcome: Outcome) -> None:

@@ -14,7 +14,7 @@ from ..dataplane import derive_request_id, server_metadata
 from ..errors import BadRequest
 from ..oip.datatypes import FORMATS, contents_field, join_bytes_elements
 from ..oip.requests import InferRequest, RequestedOutput, outputs_of
-from .base import GrpcService
+from .base import PROTOBUF, GrpcService
 
 
 def _parameter(value: Any) -> Any:
@@ -70,11 +70,14 @@ class OipService(GrpcService):
             raw = [o.raw for o in outputs]
             self.check_size(b"".join(raw))
             tensor = self.pb.ModelInferResponse.InferOutputTensor
-            return self.pb.ModelInferResponse(
+            response = self.pb.ModelInferResponse(
                 model_name=mv.name, model_version=mv.version, id=request.id,
                 outputs=[tensor(name=o.name, datatype=o.datatype, shape=o.shape)
                          for o in outputs],
                 raw_output_contents=raw)
+            self.capture(mv, message.id, headers, PROTOBUF, request.SerializeToString,
+                         PROTOBUF, response.SerializeToString, "oip-grpc")
+            return response
 
 
 def parse_grpc(request: Any) -> InferRequest:

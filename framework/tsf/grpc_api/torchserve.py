@@ -20,7 +20,7 @@ from google.rpc import status_pb2
 from ..errors import BadRequest, TsfError
 from ..serving.manager_types import RegisterRequest
 from ..workers.messages import TORCHSERVE_GRPC, Part, Request
-from .base import GrpcService
+from .base import PROTOBUF, GrpcService
 from .status import abort, grpc_code
 
 
@@ -59,6 +59,12 @@ class InferenceService(GrpcService):
         answer = await job.future
         answer.raise_for_error()
         self.check_size(answer.body)
+        if partials is None:  # a streamed answer is not captured
+            single = len(parts) == 1
+            self.capture(mv, message.id, headers,
+                         "application/octet-stream" if single else PROTOBUF,
+                         parts[0].data if single else request.SerializeToString,
+                         answer.ctype, answer.body, TORCHSERVE_GRPC)
         return mv, answer.body
 
     async def _answer(self, request: Any, context: Any, method: str) -> Any:

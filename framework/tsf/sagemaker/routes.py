@@ -5,7 +5,8 @@ Single-model endpoints: ``GET /ping`` (200 once the model has its workers) and
 ``POST /models`` (``{"model_name", "url"}``: load), ``GET /models`` (list, paginated with
 ``next_page_token``), ``GET /models/{name}``, ``DELETE /models/{name}`` (unload) and
 ``POST /models/{name}/invoke``.  Bodies reach the model as sent, with their ``Content-Type`` and
-``Accept`` headers; the answer carries the content type the model chose.
+``Accept`` headers; the answer carries the content type the model chose.  Both answer
+``GET /execution-parameters``, which Batch Transform reads, as TorchServe's endpoint plugin does.
 """
 
 from __future__ import annotations
@@ -47,6 +48,8 @@ class SageMakerRequestHandler(ModelRequestHandler):
             for key, value in answer.headers.items():
                 self.set_header(key, value)
             self.finish(answer.body)
+            self.capture(outcome.model_version, request_id, answer.ctype, answer.body,
+                         "sagemaker")
 
 
 class SageMakerPingHandler(ApiHandler):
@@ -68,6 +71,27 @@ class SageMakerPingHandler(ApiHandler):
         if not ready:
             raise ServiceUnavailable("; ".join(problems))
         self.write_json({"status": "Healthy"})
+
+
+class ExecutionParametersHandler(ApiHandler):
+    """``GET /execution-parameters``: how Batch Transform should call this container.
+
+    The body of TorchServe's endpoint plugin: ``MaxConcurrentTransforms`` (here the model's
+    workers, where TorchServe reads ``NUM_WORKERS``, 1 unless set), ``BatchStrategy``
+    ``MULTI_RECORD`` and ``MaxPayloadInMB``, ``max_request_size`` in whole MiB.
+    """
+
+    def get(self) -> None:
+        config = self.services.config
+        workers = config.default_workers_per_model
+        registry = self.services.manager.registry
+        if not config.sagemaker_multi_model and SINGLE_MODEL_NAME in registry.names():
+            workers = registry.get(SINGLE_MODEL_NAME).pool.target or workers
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"MaxConcurrentTransforms": max(1, workers),
+                                "BatchStrategy": "MULTI_RECORD",
+                                "MaxPayloadInMB": config.max_request_size // (1024 * 1024)},
+                               indent=2))
 
 
 class InvocationsHandler(SageMakerRequestHandler):
@@ -139,8 +163,10 @@ class MultiModelInvokeHandler(SageMakerRequestHandler):
 def routes(options: dict[str, Any]) -> list:
     if options["services"].config.sagemaker_multi_model:
         return [(r"/ping", SageMakerPingHandler, options),
+                (r"/execution-parameters", ExecutionParametersHandler, options),
                 (r"/models", MultiModelsHandler, options),
                 (r"/models/([^/]+)", MultiModelHandler, options),
                 (r"/models/([^/]+)/invoke", MultiModelInvokeHandler, options)]
     return [(r"/ping", SageMakerPingHandler, options),
+            (r"/execution-parameters", ExecutionParametersHandler, options),
             (r"/invocations", InvocationsHandler, options)]

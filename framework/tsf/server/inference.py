@@ -10,6 +10,7 @@ from typing import Any
 from ..errors import TsfError, check_response_size
 from ..workers.messages import Answer
 from .api_handler import ApiHandler
+from .jobs import prefers_async, submit_job
 from .model_request import ModelRequestHandler
 from .openapi import InferenceOpenAPIHandler
 from .request_body import request_parts
@@ -61,6 +62,9 @@ class PredictionHandler(ModelRequestHandler):
     stream_broken = False  # the client went away mid-stream
 
     async def post(self, model: str, version: str | None = None) -> None:
+        if prefers_async(self.request.headers.get("Prefer")):
+            await submit_job(self, model, version, self.kind)
+            return
         route = self.route + ("/{model_version}" if version else "")
         with self.observed(route, model, self.kind, version or "default") as outcome:
             message = request_parts(self.request, self.body(), self.kind)
@@ -77,6 +81,9 @@ class PredictionHandler(ModelRequestHandler):
                 return
             outcome.code = self.stream_status if self.streaming else answer.status
             self.respond(message.id, answer)
+            if not self.streaming and answer.status < 400 and self.kind == "predict":
+                self.capture(outcome.model_version, message.id, answer.ctype, answer.body,
+                             "torchserve")
 
     def send_partial(self, answer: Answer) -> None:
         """Flush one intermediate answer as a chunk (the first one with the head)."""

@@ -58,6 +58,9 @@ class KServeModelHandler(ModelRequestHandler):
             self.set_header("X-Request-Id", request_id)
             self.set_header("Content-Type", "application/json")
             self.finish(body)
+            if kind == PREDICT:
+                self.capture(outcome.model_version, request_id, "application/json", body,
+                             "kserve-v1")
 
 
 def _instances(body: bytes) -> list:

@@ -87,12 +87,12 @@ class InferHandler(OipErrors, ModelRequestHandler):
             check_response_size(len(body), self.services.config.max_response_size)
             outcome.code = 200
             self.set_header("X-Request-Id", request_id)
-            if header_length is None:
-                self.set_header("Content-Type", "application/json")
-            else:
-                self.set_header("Content-Type", "application/octet-stream")
+            ctype = "application/json" if header_length is None else "application/octet-stream"
+            self.set_header("Content-Type", ctype)
+            if header_length is not None:
                 self.set_header(HEADER_LENGTH, str(header_length))
             self.finish(body)
+            self.capture(mv, request_id, ctype, body, "oip")
 
 
 def routes(options: dict[str, Any]) -> list:

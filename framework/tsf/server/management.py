@@ -7,8 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..config.capture import capture_settings
 from ..errors import BadRequest
 from ..json_body import json_object, load_json
+from ..monitoring.monitor import capture_value
 from ..plugins import describe_plugins
 from ..serving.manager import ModelManager
 from ..serving.manager_types import ManagerResult, RegisterRequest
@@ -116,11 +118,19 @@ class ModelsHandler(ManagementHandler, BodyHandler):
         data = json_object(body) if ctype.startswith("application/json") and body else {}
         params = register_params({k: self.arg(k) for k in REGISTER_PARAMS}, data)
         url = params.pop("url") or ""
-        self.reply(await self.manager.register(RegisterRequest(url, **params)))
+        capture = capture_value(self.arg("capture"), data)
+        settings = capture_settings(capture)  # a malformed value: 400 before any download
+        if settings is not None:
+            self.services.monitor.check(settings)
+        self.reply(await self.manager.register(RegisterRequest(url, capture=capture, **params)))
 
 
-class ModelHandler(ManagementHandler):
-    """``/models/{m}[/{v}]``: describe (GET), scale (PUT), unregister (DELETE)."""
+class ModelHandler(ManagementHandler, BodyHandler):
+    """``/models/{m}[/{v}]``: describe (GET), scale (PUT), unregister (DELETE).
+
+    A PUT with a ``capture`` parameter (query, or the JSON body's key) changes the version's
+    data capture; it scales only when ``min_worker`` or ``max_worker`` is given too.
+    """
 
     async def get(self, name: str, version: str | None = None) -> None:
         self.write_json(await self.services.dataplane.describe_models(
@@ -129,6 +139,15 @@ class ModelHandler(ManagementHandler):
     async def put(self, name: str, version: str | None = None) -> None:
         version = version or self.arg("model_version")
         low, high = _worker_count(self.arg("min_worker")), _worker_count(self.arg("max_worker"))
+        body = self.body()
+        data = json_object(body) if body and self.request.headers.get(
+            "Content-Type", "").startswith("application/json") else {}
+        capture = capture_value(self.arg("capture"), data)
+        if capture is not None:
+            document = self.services.monitor.set_capture(name, version, capture)
+            if low is None and high is None:
+                self.write_json(document)
+                return
         self.reply(await self.manager.scale(name, version, low, high,
                                             _bool(self.arg("synchronous"), False)))
 

@@ -68,3 +68,11 @@ class ModelRequestHandler(BodyHandler):
         self._jobs.append(job)
         self.set_header(MODEL_VERSION_HEADER, mv.version)
         return mv, job
+
+    def capture(self, mv: Any, request_id: str, response_ctype: str, response_body: bytes,
+                protocol: str) -> None:
+        """Hand a successful answer to data capture, when the version captures."""
+        if mv.settings.capture is not None:
+            self.services.monitor.capture(mv, request_id, self.request.headers,
+                                          self.request.headers.get("Content-Type", ""),
+                                          self.body(), response_ctype, response_body, protocol)

@@ -65,11 +65,42 @@ def inference_spec() -> dict:
         "/v1/models/{model_name}:explain": {"post": dict(
             _op("KServe v1 explain: {instances: [...]}", body=True,
                 ok={"description": "{explanations: [...]}"}), parameters=[MODEL])},
+        "/feedback/{model_name}": {"post": dict(
+            _op("Ground truth for captured predictions: {id, label, groups} or a list",
+                body=True, ok={"description": "{accepted: n}"}), parameters=[MODEL])},
         "/wfpredict/{workflow_name}": {"post": dict(
             _op("Run a workflow: the answer of its leaf node", body=True,
                 ok={"description": "Workflow output"}), parameters=[WORKFLOW])},
         **_oip_paths(),
+        **_job_paths(),
     })
+
+
+def _job_paths() -> dict:
+    """The job API (docs/jobs.md)."""
+    job_id = _param("job_id", "path", description="the id a submit answered")
+    name = _param("name", "path", description="POST: a model or workflow name; GET, DELETE: "
+                  "a job id")
+    accepted = {"description": "Accepted: the job, with Location: /jobs/{id}"}
+    submit = dict(_op("Submit a job: the body, content types and headers of /predictions "
+                      "(Idempotency-Key, Callback-Url headers)", body=True),
+                  responses={"202": accepted, "default": _ERROR})
+    callback = _param("callback_url", description="POST the result here when the job ends")
+    return {
+        "/jobs": {"get": _op("List jobs, oldest first", [
+            _param("model"), _param("status"), _param("limit", kind="integer"),
+            _param("page_token")], ok={"description": "{jobs: [...], nextPageToken}"})},
+        # one template: a job id for GET and DELETE, a model (or workflow) name for POST
+        "/jobs/{name}": {
+            "post": dict(submit, parameters=[name, callback]),
+            "get": _op("A job's status and times", [name], ok={"description": "The job"}),
+            "delete": _op("Cancel a job", [name], ok={"description": "The job, cancelled"})},
+        "/jobs/{name}/{model_version}": {
+            "post": dict(submit, parameters=[name, VERSION, callback])},
+        "/jobs/{job_id}/result": {"get": _op(
+            "A finished job's answer (404 until done, 409 if it failed, 410 once expired)",
+            [job_id], ok={"description": "The stored answer"})},
+    }
 
 
 def _oip_paths() -> dict:
@@ -98,9 +129,11 @@ def management_spec() -> dict:
             ("model_name", "string"), ("handler", "string"), ("batch_size", "integer"),
             ("max_batch_delay", "integer"), ("initial_workers", "integer"),
             ("synchronous", "boolean"), ("response_timeout", "integer"),
-            ("startup_timeout", "integer"), ("sha256", "string"), ("replace", "boolean"))]
+            ("startup_timeout", "integer"), ("sha256", "string"), ("replace", "boolean"),
+            ("capture", "string"))]
     scale_params = [_param("min_worker", kind="integer"), _param("max_worker", kind="integer"),
-                    _param("synchronous", kind="boolean")]
+                    _param("synchronous", kind="boolean"),
+                    _param("capture", description="data capture settings as JSON, or false")]
     describe = {"description": "Model descriptions", "content": {"application/json": {
         "schema": {"type": "array", "items": {"type": "object"}}}}}
     return _doc("tsf Management API", {
@@ -136,6 +169,13 @@ def management_spec() -> dict:
             "put": dict(_op("Mirror live requests: {version, percent}", [MODEL]),
                         requestBody={"content": {"application/json": {}}}),
             "delete": _op("Stop the shadow", [MODEL])},
+        "/models/{model_name}/monitoring": {
+            "get": _op("Capture settings and the latest quality, fairness and drift", [MODEL])},
+        "/models/{model_name}/monitoring/baseline": {
+            "put": dict(_op("Set the drift baseline (a tsf monitor baseline file)",
+                            [MODEL, _param("version")]),
+                        requestBody={"content": {"application/json": {}}}),
+            "delete": _op("Drop the baseline set before", [MODEL, _param("version")])},
         "/plugins": {"get": _op("Loaded plugins, versions and hooks")},
         "/workflows": {
             "get": _op("List workflows", [_param("limit", kind="integer"),

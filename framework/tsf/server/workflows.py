@@ -13,6 +13,7 @@ from ..errors import TsfError, check_response_size
 from ..workers.messages import Request
 from ..workflows.manager import WorkflowManager
 from .management import ManagementHandler
+from .jobs import prefers_async, submit_job
 from .model_request import ModelRequestHandler
 from .request_body import request_parts
 
@@ -52,6 +53,9 @@ class WorkflowPredictHandler(ModelRequestHandler):
     route = "/wfpredict/{workflow_name}"
 
     async def post(self, name: str) -> None:
+        if prefers_async(self.request.headers.get("Prefer")):
+            await submit_job(self, name, None)  # a job of the workflow (docs/jobs.md)
+            return
         workflows = self.services.workflows
         started, code = time.perf_counter(), 500
         tracing = self.services.tracing

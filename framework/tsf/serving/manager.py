@@ -18,14 +18,16 @@ import shutil
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pluggy
 
 from ..archives.reader import Limits, ModelArchive, check_paths, check_version, open_archive
 from ..archives.sources import ArchiveSources
+from ..batching.background import BackgroundJob
 from ..batching.queue import Job
 from ..config.autoscale import autoscale_settings
+from ..config.capture import CaptureSettings, capture_settings
 from ..config.models_key import parse_models
 from ..config.settings import ModelSettings, ServerConfig, check_worker_cap, model_settings
 from ..errors import BadRequest, Conflict, Forbidden, ModelLoadError, ServiceUnavailable, TsfError
@@ -82,6 +84,8 @@ class ModelManager:
         self._stopping = False
         self.owners: dict[str, str] = {}  # model name -> the workflow it belongs to
         self.shared_models: set[str] = set()  # workflow models that take direct requests too
+        # checks a version's capture settings against the installed sinks (set by the server)
+        self.check_capture: Callable[[CaptureSettings], None] | None = None
 
     # --- register ---------------------------------------------------------------------------
     async def register(self, request: RegisterRequest, *, loaded_at_startup: bool = False
@@ -131,6 +135,10 @@ class ModelManager:
         settings = model_settings(self.config, archive.model_config, request.settings(),
                                   self.configured.settings(name, version))
         settings.autoscale = autoscale_settings(self.config, archive.model_config)
+        if request.capture is not None:
+            settings.capture = capture_settings(request.capture)
+        if settings.capture is not None and self.check_capture is not None:
+            self.check_capture(settings.capture)
         if self.registry.exists(name, version):
             return await self._roll(self.registry.get(name, version), url, archive, owned,
                                     settings, request.synchronous)
@@ -388,6 +396,25 @@ class ModelManager:
                 f"model {name} has no workers; add some with PUT /models/{name}?min_worker=1")
         mv.batcher.submit(job)
         self.shadowing.mirror(self.registry, mv.version, job, name)
+        return mv, job
+
+    def submit_background(self, name: str, version: str | None, request: Request,
+                          workflow: str | None = None, on_start: Any = None
+                          ) -> tuple[ModelVersion, Job]:
+        """Queue a stored job's request at background priority on the version that serves it
+        (see :mod:`tsf.batching.background`); it is not mirrored to a shadow.  ``on_start`` is
+        called when a worker is sent it."""
+        owner = self.owners.get(name)
+        if owner is not None and owner != workflow and name not in self.shared_models:
+            raise Forbidden(f"model {name} belongs to workflow {owner}: submit jobs to the "
+                            f"workflow (or mark the model shared: true in the spec)")
+        mv = self.registry.route(name, version, routing_key(request.headers))
+        if mv.pool.target == 0 and mv.pool.live_count == 0:
+            raise ServiceUnavailable(
+                f"model {name} has no workers; add some with PUT /models/{name}?min_worker=1")
+        job = BackgroundJob(request, asyncio.get_running_loop().create_future(),
+                            label_version=version or "default", on_start=on_start)
+        mv.batcher.submit_background(job, self.config.job_share)
         return mv, job
 
     def startup_failed(self, name: str, reason: str) -> None:

@@ -33,6 +33,7 @@ class RegisterRequest:
     startup_timeout: int | None = None
     synchronous: bool = True
     replace: bool = False
+    capture: Any = None  # a ``capture`` value (tsf.config.capture) replacing model-config's
 
     def settings(self) -> dict[str, int | None]:
         """The settings it overrides, under :func:`tsf.config.settings.model_settings`' names."""

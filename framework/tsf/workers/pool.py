@@ -249,6 +249,10 @@ class WorkerPool:
         self._unlist(worker)
         worker.held = True
 
+    def take_idle(self) -> WorkerProcess | None:
+        """An idle worker, held (give it back with :meth:`release`), or None at once."""
+        return self._hold_from(self._idle)
+
     def swap_for_idle(self, worker: WorkerProcess) -> WorkerProcess:
         """An idle worker in place of ``worker`` (held, busy) if one became idle meanwhile."""
         if not worker.in_flight:

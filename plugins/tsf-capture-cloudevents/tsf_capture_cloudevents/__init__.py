@@ -1,0 +1,1 @@
+"""tsf capture sink: CloudEvents over HTTP in KServe's payload-logger format."""
