@@ -400,6 +400,21 @@ def test_a_model_that_asks_for_vllm_without_it_fails_to_load_saying_so(served, t
                                ["models"]]
 
 
+def test_a_stored_job_generates_behind_online_requests(served):
+    """POST /jobs/{model} with a completion body: its answer is the engine's, stored."""
+    submitted = served.post("/jobs/tiny", json={"prompt": "a job", "max_tokens": 6,
+                                                "temperature": 0, "ignore_eos": True},
+                            headers=auth())
+    assert submitted.status_code == 202, submitted.text
+    job = submitted.json()["id"]
+    wait_for(lambda: served.get(f"/jobs/{job}", headers=auth()).json()["status"]
+             in ("succeeded", "failed"), 30, "the job did not finish")
+    result = served.get(f"/jobs/{job}/result", headers=auth())
+    assert result.status_code == 200, result.text
+    assert len(result.json()["choices"][0]["token_ids"]) == 6
+    assert result.json()["usage"]["completion_tokens"] == 6
+
+
 def test_a_worker_that_dies_fails_only_the_requests_it_held(served, client):
     """Runs last: the worker is killed mid-generation, its request fails with 503, a new
     worker takes over and serves."""
@@ -421,3 +436,4 @@ def test_a_worker_that_dies_fails_only_the_requests_it_held(served, client):
              "no worker took over")
     assert client.completions.create(model="tiny", prompt="again", max_tokens=3).choices
     assert metric(served, "tsf_llm_sequences_running") == 0
+
