@@ -13,7 +13,7 @@ TORCH  ?= torch==2.14.1 torchvision==0.29.1
 PLUGINS := $(wildcard plugins/*/pyproject.toml contrib-handlers/*/pyproject.toml)
 PLUGINS := $(patsubst %/pyproject.toml,%,$(PLUGINS))
 
-.PHONY: setup serve test bench bench-compare bench-torchserve bench-litserve bench-tools \
+.PHONY: setup serve test bench bench-compare bench-torchserve bench-litserve bench-tools bench-llm \
 	demo-store image image-lint clean kserve-client
 
 $(STAMP): pyproject.toml requirements-test.txt $(addsuffix /pyproject.toml,$(PLUGINS))
@@ -81,6 +81,10 @@ bench-tools: $(STAMP)
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 	  --no-install-recommends wrk >/dev/null; } || echo "wrk not installed: use BENCH_ARGS='--load python'"
 	$(PIP) install -q -r benchmarks/requirements.txt
+
+# generative serving side by side (tsf, generate in process, LitServe; benchmarks/llm.py)
+bench-llm: bench-litserve
+	$(PY) benchmarks/llm.py $(BENCH_ARGS)
 
 # every system side by side (about 15 minutes); BENCH_ARGS adds compare.py's flags
 bench-compare: bench-tools bench-torchserve bench-litserve

@@ -55,3 +55,16 @@ def test_compare_benchmark_with_wrk(tmp_path):
     rows = _compare(tmp_path, "--load", "wrk", "--duration", "1", "--warmup", "0.5",
                     "--concurrency", "4")
     _check(rows, 2)
+
+
+def test_llm_benchmark_runs_and_reports(tmp_path):
+    """The llm workload's tooling, tsf against in-process generate, with a 2-layer model."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "llm.py"), "--systems", "tsf", "generate",
+         "--small", "--streams", "2", "--tokens", "8", "--rounds", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads((tmp_path / "llm.json").read_text())["rows"]
+    assert {r["system"] for r in rows} == {"tsf", "generate"}
+    for row in rows:
+        assert row["errors"] == 0 and row["tok_s"] > 0 and row["ttft_p99_ms"] > 0, row

@@ -23,6 +23,7 @@ from .config.settings import HTTP_DEFAULT_PORTS, Address, ServerConfig, guard_ma
 from .errors import BadRequest
 from .dataplane import DataPlane
 from .errors import TsfError
+from .openai_api.routes import routes as openai_routes
 from .monitoring.monitor import Monitor
 from .plugins import create_manager
 from .jobs.service import JobService
@@ -33,6 +34,7 @@ from .server.json_handler import NotFoundHandler
 from .server.listener import HTTPListener
 from .services import Services
 from .serving.lifecycle import Lifecycle
+from .serving.llm_folder import register_llm_folder
 from .serving.manager import ModelManager
 from .serving.manager_types import RegisterRequest
 from .config.properties import read_properties
@@ -94,7 +96,8 @@ class TsfServer:
         inference_options = dict(services=self.services, api="inference")
         management_options = dict(services=self.services, api="management")
         routes = {
-            "inference": inference.routes(inference_options)
+            # OpenAI's /v1/models/{id} answers KServe v1's readiness too: it goes first
+            "inference": openai_routes(inference_options) + inference.routes(inference_options)
             + kserve_v1.routes(inference_options) + kserve_v2.routes(inference_options)
             + workflows.inference_routes(inference_options)
             + monitoring.inference_routes(inference_options) + jobs.routes(inference_options),
@@ -185,6 +188,8 @@ class TsfServer:
 
             self.grpc = GrpcServers(self.services, self.key_material)
             self.ports.update(await self.grpc.start())
+        if self.config.llm_model_dir:  # tsf serve --llm (before a snapshot, which may name it)
+            await register_llm_folder(self.manager, self.config)
         snapshots = self._snapshot_store()
         latest = snapshots.latest() if snapshots is not None else None
         if latest is not None and latest.config_file == snapshots.config_file:

@@ -47,6 +47,12 @@ def _serve_parser(sub: Any) -> None:
     p.add_argument("container_command", nargs="?", choices=["serve"],
                    help="SageMaker starts containers as `docker run IMAGE serve`: a trailing "
                         "'serve' after an entry point of `tsf serve ...` means --sagemaker")
+    llm = p.add_argument_group("generative models (OpenAI-compatible routes on /v1)")
+    llm.add_argument("--llm", metavar="MODEL_DIR", help="serve a Hugging Face model folder "
+                     "(config.json, weights, tokenizer) with a generation engine, no archive")
+    llm.add_argument("--llm-name", help="the model's name (default: the folder's name)")
+    llm.add_argument("--llm-engine", choices=("transformers", "vllm"),
+                     help="the engine that serves it (default: transformers)")
     ts = p.add_argument_group("TorchServe command-line compatibility (torchserve --start ...)")
     ts.add_argument("--start", action="store_true",
                     help="accepted: tsf serve starts the server (in the foreground)")
@@ -146,7 +152,9 @@ def run_serve(args: argparse.Namespace) -> int:
            "load_models": ",".join(args.models) if args.models else None,
            "enable_model_api": args.enable_model_api,
            "sagemaker": args.sagemaker or args.container_command == "serve" or None,
-           "load_workflows": ",".join(args.workflows) if args.workflows else None}
+           "load_workflows": ",".join(args.workflows) if args.workflows else None,
+           "llm_model_dir": args.llm, "llm_name": args.llm_name,
+           "llm_engine": args.llm_engine}
     if args.disable_token_auth:
         cli.update(auth_token_file="", inference_token="", management_token="")
     # TorchServe reads TS_CONFIG_FILE when --ts-config is not given
@@ -157,6 +165,10 @@ def run_serve(args: argparse.Namespace) -> int:
     config = load_config(config_file, cli)
     parse_snapshot(config.model_snapshot)  # a bad snapshot stops the start with its reason
     parse_models(config.models)  # so does a bad models key
+    if config.llm_model_dir:
+        from .serving.llm_folder import llm_archive
+
+        llm_archive(config)  # a folder that is not a model stops the start with its reason
     if config.workflow_store and not os.path.isdir(config.workflow_store):
         raise BadRequest(f"workflow_store {config.workflow_store} is not a folder")
     configure_logging(config.log_level, config.log_format)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import __version__
 from .errors import Forbidden
+from .generation.request import InvalidRequest
 from .oip.requests import tensor_metadata
 from .workers.messages import DESCRIBE, Request
 
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from .serving.health import Health
     from .serving.lifecycle import Lifecycle
     from .serving.manager import ModelManager
-    from .serving.registry import Registry
+    from .serving.registry import ModelVersion, Registry
 
 EXTENSIONS = ["binary_tensor_data"]
 DRAINING = "the server is draining before it stops"
@@ -138,6 +139,19 @@ class DataPlane:
             if answer.body:
                 described[0]["customizedMetadata"] = answer.body.decode("utf-8", "replace")
         return described
+
+    # --- generative models -------------------------------------------------------------------
+    def generative_models(self) -> list[ModelVersion]:
+        """The default version of each model served by a generation engine."""
+        registry = self.manager.registry
+        return [mv for mv in (registry.get(name) for name in registry.names())
+                if mv.engine is not None]
+
+    def check_generative(self, name: str, version: str | None) -> None:
+        """404 for an unknown model, 400 for one that no generation engine serves."""
+        if self.manager.registry.get(name, version).engine is None:
+            raise InvalidRequest(f"model {name} is not served by a generation engine (handler "
+                                 "llm); send its requests to /predictions/" + name, "model")
 
     # --- access ------------------------------------------------------------------------------
     def check_model_api(self) -> None:

@@ -208,4 +208,7 @@ class FallbackHandler(BaseHandler):
 @hookimpl
 def tsf_register_handlers() -> dict:
     # sagemaker: a SageMaker inference.py (model_fn, input_fn, ...) served unchanged
-    return {"base": BaseHandler, "sagemaker": "tsf.sagemaker.handler:SageMakerHandler"}
+    # llm, vllm_handler: a Hugging Face model folder served by a generation engine plugin
+    return {"base": BaseHandler, "sagemaker": "tsf.sagemaker.handler:SageMakerHandler",
+            "llm": "tsf.generation.handler:LLMHandler",
+            "vllm_handler": "tsf.generation.handler:VLLMHandler"}

@@ -39,6 +39,17 @@ def tsf_register_handlers() -> dict[str, type]:
     """
 
 
+@hookspec
+def tsf_register_engines() -> dict[str, type]:
+    """Return ``{engine_name: engine_class}`` (a class or a lazy ``"module:Class"``) for the
+    generation engines this plugin provides (see :class:`tsf.generation.engine.Engine`).
+
+    Called in a worker whose model uses the ``llm`` handler, which builds the engine that the
+    model-config's ``handler.engine`` names (``transformers``, ``vllm``).  Results of all plugins
+    are merged; a later-registered plugin wins a name clash.
+    """
+
+
 # --- worker stage hooks -------------------------------------------------------------------------
 
 @hookspec(firstresult=True)

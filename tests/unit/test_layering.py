@@ -22,7 +22,7 @@ PACKAGE = Path(tsf.__file__).parent
 ORDER = [
     ["cli"],
     ["app"],
-    ["sagemaker"],
+    ["sagemaker", "openai_api"],  # HTTP protocols built on server/'s handler bases
     ["server", "grpc_api"],
     ["core"],  # dataplane, services, outcome, auth, memory
     ["jobs"],  # the job store, runner and callbacks; tsf batch
@@ -43,7 +43,7 @@ TOP_LEVEL_UNITS = {"cli": "cli", "app": "app", "dataplane": "core", "services": 
                    "outcome": "core", "auth": "core", "memory": "core", "handler": "worker",
                    "context": "worker", "hookspecs": "worker", "plugins": "worker",
                    "errors": "base", "json_body": "base", "__init__": "base"}
-PACKAGE_UNITS = {"runtime": "worker"}
+PACKAGE_UNITS = {"runtime": "worker", "generation": "worker"}
 RANK = {unit: rank for rank, units in enumerate(ORDER) for unit in units}
 
 
@@ -104,8 +104,16 @@ def test_imports_follow_the_package_order(path):
     assert not wrong, f"{path.relative_to(PACKAGE)} ({own}) imports {sorted(set(wrong))}"
 
 
-@pytest.mark.parametrize("package, forbidden", [("server", ("tsf.grpc_api", "tsf.app")),
-                                                ("grpc_api", ("tsf.server", "tsf.app"))])
+# server/'s modules that another HTTP protocol may build on (its handler bases, not its routes)
+SERVER_BASES = ("tsf.server.api_handler", "tsf.server.model_request", "tsf.server.json_handler")
+SERVER_ROUTES = tuple(f"tsf.server.{p.stem}" for p in (PACKAGE / "server").glob("*.py")
+                      if f"tsf.server.{p.stem}" not in SERVER_BASES and p.stem != "__init__")
+
+
+@pytest.mark.parametrize("package, forbidden", [
+    ("server", ("tsf.grpc_api", "tsf.app", "tsf.openai_api", "tsf.sagemaker")),
+    ("grpc_api", ("tsf.server", "tsf.app", "tsf.openai_api")),
+    ("openai_api", ("tsf.grpc_api", "tsf.app", "tsf.sagemaker") + SERVER_ROUTES)])
 def test_adapters_do_not_import_each_other(package, forbidden):
     for path in (PACKAGE / package).rglob("*.py"):
         names = imports(path)

@@ -40,8 +40,7 @@ def test_supported_keys_are_read():
     ({"parallelType": "pp"}, "parallelType is not supported"),
     ({"parallelLevel": 4}, "parallelLevel is not supported"),
     ({"torchrun": {"nproc-per-node": 4}}, "torchrun is not supported"),
-    ({"continuousBatching": True}, "continuousBatching is not supported"),
-    ({"asyncCommunication": True}, "asyncCommunication is not supported"),
+    ({"continuousBatching": "often"}, "continuousBatching must be true or false"),
     ({"sequenceBatching": True}, "sequenceBatching needs sequenceMaxIdleMSec > 0"),
     ({"sequenceBatching": True, "sequenceMaxIdleMSec": 10, "maxNumSequence": 0},
      "maxNumSequence"),
@@ -49,6 +48,32 @@ def test_supported_keys_are_read():
 def test_bad_or_unsupported_values_are_refused_naming_the_key(yaml, words):
     with pytest.raises(BadRequest, match=words):
         model_settings(ServerConfig(), yaml, {})
+
+
+def _engine_settings(handler: str, yaml: dict, batch_size: int | None = None):
+    from tsf.serving.version_builder import engine_settings
+
+    archive = ModelArchive(model_dir=".", manifest={"model": {"handler": handler}},
+                           model_config=yaml)
+    return engine_settings(archive, model_settings(ServerConfig(), yaml,
+                                                   {"batch_size": batch_size}))
+
+
+def test_continuous_batching_and_async_workers_are_for_engine_handlers_only():
+    for key in ("continuousBatching", "asyncCommunication"):
+        with pytest.raises(BadRequest, match=f"{key} needs a generation engine"):
+            _engine_settings("image_classifier", {key: True})
+        assert _engine_settings("image_classifier", {key: False}) is None
+    engine = _engine_settings("llm", {"continuousBatching": True, "asyncCommunication": True,
+                                      "maxNumSequence": 6})
+    assert engine == {"max_sequences": 6, "engine": "transformers"}
+    # TorchServe's vLLM example names the sequences in vllm_engine_config, its batch size too
+    vllm = {"handler": {"vllm_engine_config": {"max_num_seqs": 16}}}
+    assert _engine_settings("vllm_handler", vllm) == {"max_sequences": 16, "engine": "vllm"}
+    assert _engine_settings("llm", {}, batch_size=8)["max_sequences"] == 8
+    assert _engine_settings("llm", {})["max_sequences"] == 32
+    with pytest.raises(BadRequest, match="sequenceBatching does not apply"):
+        _engine_settings("llm", {"sequenceBatching": True, "sequenceMaxIdleMSec": 10})
 
 
 def test_cpu_is_honoured_and_unseen_gpu_ids_refuse_to_load(monkeypatch):

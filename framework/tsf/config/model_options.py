@@ -11,8 +11,11 @@ Each key is honoured or refused with a 400 that names it; none is silently ignor
 * ``sequenceBatching`` with ``maxNumSequence``, ``sequenceMaxIdleMSec``,
   ``sequenceTimeoutMSec`` and ``maxSequenceJobQueueSize``: stateful sequences
   (:mod:`tsf.batching.sequences`);
-* keys for features tsf does not have (tensor/pipeline parallelism, torchrun, DeepSpeed,
-  continuous batching, asynchronous worker communication) are refused when set.
+* ``continuousBatching`` and ``asyncCommunication``: accepted for models served by a generation
+  engine (handler ``llm``), which always batch continuously and talk to their workers
+  asynchronously; refused for any other handler (:mod:`tsf.serving.version_builder`);
+* keys for features tsf does not have (tensor/pipeline parallelism, torchrun, DeepSpeed) are
+  refused when set.
 """
 
 from __future__ import annotations
@@ -29,8 +32,6 @@ UNSUPPORTED = {
     "parallelLevel": (None, 0, 1),
     "torchrun": (None, {}),
     "deepSpeed": (None, {}),
-    "continuousBatching": (None, False),
-    "asyncCommunication": (None, False),
 }
 
 
@@ -49,6 +50,8 @@ class ModelOptions:
     sequence_max_idle_ms: int = 0
     sequence_timeout_ms: int = 0          # 0: no limit
     max_sequence_job_queue_size: int = 1
+    continuous_batching: bool = False     # asked for: only engine handlers do it
+    async_communication: bool = False
 
 
 def _count(key: str, value: Any, minimum: int = 0) -> int:
@@ -71,8 +74,8 @@ def model_options(model_yaml: Mapping[str, Any]) -> ModelOptions:
     for key, harmless in UNSUPPORTED.items():
         if key in model_yaml and model_yaml[key] not in harmless:
             raise BadRequest(f"model-config.yaml: {key} is not supported by tsf (no tensor or "
-                             "pipeline parallelism, torchrun, DeepSpeed, continuous batching or "
-                             "asynchronous workers); remove it to serve this model")
+                             "pipeline parallelism, torchrun or DeepSpeed); remove it to serve "
+                             "this model")
     options = ModelOptions()
     device_type = model_yaml.get("deviceType")
     if device_type is not None:
@@ -98,6 +101,10 @@ def model_options(model_yaml: Mapping[str, Any]) -> ModelOptions:
     if model_yaml.get("jobQueueSize") is not None:
         options.job_queue_size = _count("jobQueueSize", model_yaml["jobQueueSize"], 1)
     _sequence_options(model_yaml, options)
+    for key, attribute in (("continuousBatching", "continuous_batching"),
+                           ("asyncCommunication", "async_communication")):
+        if model_yaml.get(key) is not None:
+            setattr(options, attribute, _flag(key, model_yaml[key]))
     return options
 
 

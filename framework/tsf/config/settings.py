@@ -114,6 +114,10 @@ class ServerConfig:
     ts_header_key_sequence_id: str = "ts_request_sequence_id"
     ts_header_key_sequence_start: str = "ts_request_sequence_start"
     ts_header_key_sequence_end: str = "ts_request_sequence_end"
+    # a Hugging Face model folder served by a generation engine at start (tsf serve --llm)
+    llm_model_dir: str = ""
+    llm_name: str = ""                   # default: the folder's name
+    llm_engine: str = "transformers"     # or vllm
     # SageMaker container mode (tsf serve --sagemaker, or TSF_SAGEMAKER=true)
     sagemaker: bool = False
     sagemaker_model_dir: str = "/opt/ml/model"

@@ -6,8 +6,9 @@ not the command line, whose length is limited.  The worker builds its own plugin
 registers the model's handler into it, loads the model, runs the model's warm-up inputs (see
 :mod:`tsf.runtime.warmup`), reports READY (or LOAD_ERROR), then
 serves batches, one at a time in the order sent, until the socket closes; a request cancelled
-(CANCEL frame) before its batch begins is not run.  The front end alone decides when a worker
-stops: it ignores SIGINT (a Ctrl-C in a terminal reaches the whole process group), and a SIGTERM
+(CANCEL frame) before its batch begins is not run.  A model served by a generation engine runs
+:mod:`tsf.runtime.engine_loop` instead, which takes requests continuously.  The front end alone
+decides when a worker stops: it ignores SIGINT (a Ctrl-C in a terminal reaches the whole process group), and a SIGTERM
 (systemd and ``kill -- -PGID`` signal every process of the tree) is logged and otherwise
 ignored, so the batches it was sent are still computed while the front end drains, and it
 exits when the front end closes its socket (a batch that runs too long is bounded by the
@@ -39,6 +40,7 @@ from ..workers import protocol
 from ..workers.messages import Answer, Batch
 from . import lifeline
 from .batch_runner import BatchRunner
+from .engine_loop import serve_engine
 from .handler_resolver import resolve_handler
 from .warmup import run_warmup
 
@@ -94,7 +96,8 @@ def serve(sock: socket.socket, spec: dict) -> int:
     try:
         pm, context = load(spec)
         runner = BatchRunner(pm, context)
-        run_warmup(runner, context.model_config, spec["model_dir"])  # before READY
+        if not spec.get("engine"):
+            run_warmup(runner, context.model_config, spec["model_dir"])  # before READY
     except Exception as exc:
         traceback.print_exc()
         error = exc if isinstance(exc, TsfError) else ModelLoadError(f"{type(exc).__name__}: {exc}")
@@ -105,6 +108,8 @@ def serve(sock: socket.socket, spec: dict) -> int:
     if isinstance(signature, dict):  # OIP model metadata a handler declares
         ready["signature"] = signature
     protocol.send_frame(sock, protocol.READY, ready)
+    if spec.get("engine"):  # asyncCommunication: requests taken as they come (engine_loop)
+        return serve_engine(sock, context.model)
     REQUEST_IDS.context = context
     sending = threading.Lock()  # a handler may stream from threads of its own
 

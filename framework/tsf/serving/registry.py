@@ -4,7 +4,8 @@ traffic split (see :mod:`tsf.serving.traffic`)."""
 from __future__ import annotations
 
 import shutil
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -28,10 +29,16 @@ class ModelVersion:
     settings: ModelSettings
     pool: WorkerPool
     queue: BatchQueue
-    batcher: Batcher  # or a tsf.batching.sequences.SequenceBatcher (sequenceBatching)
+    batcher: Batcher  # or a SequenceBatcher (sequenceBatching), an EngineLane (engine models)
     loaded_at_startup: bool = False
     owned_dir: Path | None = None
     autoscaler: Any = None  # tsf.serving.autoscale.Autoscaler, when min_workers < max_workers
+    registered_at: float = field(default_factory=time.time)
+
+    @property
+    def engine(self) -> dict | None:
+        """How a model served by a generation engine runs (None for any other model)."""
+        return self.pool.spec.get("engine")
 
     def describe(self) -> dict:
         """The model object of TorchServe's describe response."""
@@ -43,6 +50,11 @@ class ModelVersion:
                              sequenceMaxIdleMSec=int(sequences.max_idle_s * 1000),
                              sequenceTimeoutMSec=int(sequences.timeout_s * 1000),
                              openSequences=len(self.batcher.sequences))
+        if self.engine is not None:  # a generation engine: continuous batching
+            described.update(engine=self.engine["engine"], continuousBatching=True,
+                             asyncCommunication=True,
+                             maxNumSequence=self.engine["max_sequences"],
+                             runningSequences=getattr(self.batcher, "running", 0))
         return described
 
     def _describe(self) -> dict:

@@ -5,21 +5,26 @@ workers load, the bounded queue, the batcher, the autoscaler, and the
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from prometheus_client import Counter
 
 from ..archives.reader import ModelArchive
 from ..batching.batcher import Batcher
+from ..batching.engine_lane import EngineLane
 from ..batching.queue import BatchQueue
 from ..batching.sequences import SequenceBatcher, SequenceSettings
 from ..config.settings import ModelSettings, ServerConfig
+from ..errors import BadRequest
+from ..generation.handler import DEFAULT_MAX_SEQUENCES, ENGINE_HANDLERS, engine_options
 from ..runtime.handler_metrics import declared_metrics
 from ..telemetry.metrics import ServerMetrics
 from ..telemetry.tracing import Tracing
+from ..workers.engine_worker import EngineWorker
 from ..workers.pool import WorkerPool
 from .autoscale import Autoscaler, autoscale
+from .generation_observer import GenerationObserver
 from .observer import VersionObserver
 from .registry import ModelVersion, Registry
 
@@ -41,6 +46,7 @@ class VersionBuilder:
         """A version whose batcher and autoscaler run (the autoscaler decides nothing while
         ``paused()``), with no worker yet; the caller registers it and starts its workers."""
         config, options = self.config, settings.options
+        engine = engine_settings(archive, settings)
         spec = {"model_name": name, "model_version": version, "model_dir": str(archive.model_dir),
                 "manifest": archive.manifest, "model_config": archive.model_config,
                 "handler": archive.handler, "batch_size": settings.batch_size,
@@ -48,6 +54,10 @@ class VersionBuilder:
                 "sequence_headers": [config.ts_header_key_sequence_id.lower(),
                                      config.ts_header_key_sequence_start.lower(),
                                      config.ts_header_key_sequence_end.lower()]}
+        if engine is not None:  # the worker runs the engine loop (asyncCommunication)
+            spec["engine"] = engine
+            spec["model_config"] = dict(archive.model_config,
+                                        maxNumSequence=engine["max_sequences"])
         pool = WorkerPool(spec, startup_timeout=settings.startup_timeout,
                           threads_per_worker=config.number_of_threads_per_worker,
                           backoff_max=config.worker_restart_backoff_max,
@@ -58,13 +68,20 @@ class VersionBuilder:
                           pipeline_depth=config.worker_pipeline_depth)
         queue = BatchQueue(options.job_queue_size or config.job_queue_size)
         autoscaler = Autoscaler(settings.autoscale)
-        observer = VersionObserver(name, version, queue=queue, pool=pool, autoscaler=autoscaler,
-                                   registry=self.registry, metrics=self.metrics,
-                                   tracing=self.tracing)
+        observer_class = VersionObserver if engine is None else GenerationObserver
+        observer = observer_class(name, version, queue=queue, pool=pool, autoscaler=autoscaler,
+                                  registry=self.registry, metrics=self.metrics,
+                                  tracing=self.tracing)
         pool.on_change = observer.workers_changed
         pool.on_memory_restart = observer.memory_restart
-        batcher: Batcher | SequenceBatcher
-        if options.sequence_batching:
+        batcher: Batcher | SequenceBatcher | EngineLane
+        if engine is not None:
+            pool.worker_class = EngineWorker
+            batcher = EngineLane(queue, pool, max_sequences=engine["max_sequences"],
+                                 response_timeout=settings.response_timeout,
+                                 observer=observer,  # type: ignore[arg-type]
+                                 client_timeout_ms=options.client_timeout_ms)
+        elif options.sequence_batching:
             batcher = SequenceBatcher(queue, pool, batch_size=settings.batch_size,
                                       max_batch_delay_ms=settings.max_batch_delay,
                                       response_timeout=settings.response_timeout,
@@ -98,3 +115,30 @@ class VersionBuilder:
             id_header=config.ts_header_key_sequence_id.lower(),
             start_header=config.ts_header_key_sequence_start.lower(),
             end_header=config.ts_header_key_sequence_end.lower())
+
+
+def engine_settings(archive: ModelArchive, settings: ModelSettings) -> dict | None:
+    """How the workers of an engine model run (None for any other model): a 400 where
+    model-config asks for what its handler cannot do."""
+    options = settings.options
+    if archive.handler not in ENGINE_HANDLERS:
+        for key, asked in (("continuousBatching", options.continuous_batching),
+                           ("asyncCommunication", options.async_communication)):
+            if asked:
+                raise BadRequest(f"model-config.yaml: {key} needs a generation engine (handler "
+                                 f"{' or '.join(ENGINE_HANDLERS)}); handler "
+                                 f"{archive.handler or 'base'} answers batch by batch")
+        return None
+    if options.sequence_batching:
+        raise BadRequest("model-config.yaml: sequenceBatching does not apply to a generation "
+                         "engine, which keeps each request's state itself")
+    handler = engine_options(archive.model_config, archive.handler)
+    vllm = handler.get("vllm_engine_config")
+    max_sequences = options.max_num_sequence or handler.get("max_num_seqs") or \
+        (vllm.get("max_num_seqs") if isinstance(vllm, dict) else None) or \
+        (settings.batch_size if settings.batch_size > 1 else DEFAULT_MAX_SEQUENCES)
+    if isinstance(max_sequences, bool) or not isinstance(max_sequences, int) \
+            or max_sequences < 1:
+        raise BadRequest(f"model-config.yaml: max_num_seqs must be an integer >= 1, got "
+                         f"{max_sequences!r:.60}")
+    return {"max_sequences": max_sequences, "engine": str(handler["engine"])}

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from .generation_metrics import GenerationMetrics
 from .loop_metrics import LoopCounter, LoopGauge, LoopHistogram
 
 disable_created_metrics()  # ``*_created`` series only add noise to every scrape
@@ -181,6 +182,7 @@ class ServerMetrics:
             MODEL_LABELS, registry=r)
         self.worker_figures = WorkerCollector()
         r.register(self.worker_figures)
+        self.generation = GenerationMetrics(r)  # models served by a generation engine
         self._custom: dict[str, tuple[Any, tuple[str, ...]]] = {}
 
     def _observe(self, name: str, kind: str, value: float, labels: dict) -> None:

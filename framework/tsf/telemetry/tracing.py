@@ -67,6 +67,9 @@ class Tracing:
     def trace_id(self, span: Any) -> str:
         return ""
 
+    def annotate(self, span: Any, attributes: dict[str, Any]) -> None:
+        """Add ``attributes`` to a request's span (a generation's token counts)."""
+
     def start_node(self, parent: Any, workflow: str, node: str) -> Any:
         return None
 
@@ -140,6 +143,10 @@ class OtelTracing(Tracing):
         if status >= 500:
             span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
         span.end()
+
+    def annotate(self, span: Any, attributes: dict[str, Any]) -> None:
+        if span is not None:
+            span.set_attributes(attributes)
 
     def trace_id(self, span: Any) -> str:
         if span is None:

@@ -30,6 +30,16 @@ from their default::
                                                bytes lie back to back in the body
     PARTIAL  answer + {"index": int}           the request's position in its batch; one blob
 
+In engine mode (a model served by a generation engine, :mod:`tsf.runtime.engine_loop`) the
+worker takes requests continuously and answers them out of order, so the frames name their
+request::
+
+    BATCH    as above, one request, + {"number": n}   n counts the BATCH frames sent
+    PARTIAL  answer + {"index": 0, "batch": n}       more of request n's streamed answer
+    RESULT   {"results": [answer], "batch": n, "index": 0, ...}   request n's final answer
+    CANCEL   {"batch": n, "index": 0}                 stop request n at the next step
+    STATS    {"running", "waiting", "cache_used", "cache_total", "steps": {size: count}}
+
 Request bodies and answers travel as blobs, as they are: never JSON- or base64-encoded, and
 never copied on their way through these classes.
 """

@@ -53,6 +53,7 @@ class WorkerPool:
         self.on_change: Callable[[], None] = lambda: None  # the manager's metrics update
         self.on_memory_restart: Callable[[], None] = lambda: None
         self.on_idle: Callable[[], None] = lambda: None  # a worker became idle (the batcher's)
+        self.worker_class = WorkerProcess  # EngineWorker for a model served by an engine
         self.target = 0
         self.workers: dict[str, WorkerProcess] = {}
         self.restarts = 0
@@ -108,7 +109,7 @@ class WorkerPool:
     # --- lifecycle --------------------------------------------------------------------------
     async def _start_one(self) -> WorkerProcess:
         index = len(self.workers) + self._pending_starts
-        worker = WorkerProcess(str(next(_worker_ids)), index, self.spec, self._threads())
+        worker = self.worker_class(str(next(_worker_ids)), index, self.spec, self._threads())
         self._pending_starts += 1
         try:
             await worker.start(self.startup_timeout)

@@ -33,6 +33,8 @@ CANCEL = 6       # front end -> worker: do not run request ``index`` of the batc
                  # ``batch`` (counted from 0 in the order sent), whose client went away or whose
                  # time ran out; the worker skips it if it has not begun that batch, and answers
                  # it with ClientGone
+STATS = 7        # worker -> front end, engine mode: the engine's load (tsf.generation.engine.
+                 # EngineStats.to_wire), every half second while it has work
 SPEC = 10        # front end -> worker, first frame: the model to serve and the worker's settings
 
 
