@@ -10,6 +10,8 @@ import base64
 import json
 import re
 import struct
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -221,22 +223,36 @@ def test_a_disconnected_stream_frees_its_slot(served):
              "the engine still reports cache in use")
 
 
-def test_a_cancelled_grpc_stream_frees_its_slot(served):
-    grpc = pytest.importorskip("grpc")
-    from tsf.grpc_api.stubs import load
+# The gRPC client runs in a child process: the test process may hold other stubs of the same
+# proto packages (TorchServe's own, tritonclient's), and one descriptor pool takes a package once.
+GRPC_CANCEL_CLIENT = """
+import json, sys
+import grpc
+from tsf.grpc_api.stubs import load
 
-    modules = load()
-    pb = modules["tsf_torchserve_inference_pb2"]
-    stub = modules["tsf_torchserve_inference_pb2_grpc"].InferenceAPIsServiceStub(
-        grpc.insecure_channel(served.urls["grpc_inference"]))
+target, token, body = sys.argv[1], sys.argv[2], sys.argv[3].encode()
+modules = load()
+pb = modules["tsf_torchserve_inference_pb2"]
+stub = modules["tsf_torchserve_inference_pb2_grpc"].InferenceAPIsServiceStub(
+    grpc.insecure_channel(target))
+call = stub.StreamPredictions(pb.PredictionsRequest(model_name="tiny", input={"data": body}),
+                              metadata=[("authorization", f"Bearer {token}")])
+first = next(call)
+call.cancel()
+print(json.dumps(json.loads(first.prediction)))
+"""
+
+
+def test_a_cancelled_grpc_stream_frees_its_slot(served):
+    pytest.importorskip("grpc")
     cancelled = metric(served, "tsf_llm_sequences_finished_total", finish_reason="cancelled")
     body = json.dumps({"prompt": "grpc", "max_tokens": 240, "temperature": 0, "stream": True,
-                       "ignore_eos": True}).encode()
-    call = stub.StreamPredictions(pb.PredictionsRequest(model_name="tiny", input={"data": body}),
-                                  metadata=[("authorization", f"Bearer {TOKEN}")])
-    first = next(call)
-    assert json.loads(first.prediction)["t"] is not None  # the engine's streamed text
-    call.cancel()
+                       "ignore_eos": True})
+    run = subprocess.run([sys.executable, "-c", GRPC_CANCEL_CLIENT,
+                          served.urls["grpc_inference"], TOKEN, body],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout)["t"] is not None  # the engine's streamed text
     wait_for(lambda: metric(served, "tsf_llm_sequences_finished_total",
                             finish_reason="cancelled") == cancelled + 1, 10,
              "the cancelled call's generation was not stopped")
