@@ -15,7 +15,6 @@ worker that dies fails the requests it held, and only those.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -89,45 +88,29 @@ class EngineWorker(WorkerProcess):
             protocol.write_frame(self._writer, protocol.CANCEL, {"batch": number, "index": 0})
         return False
 
-    async def _read_answers(self) -> None:
-        """Hand each frame to the request it names until the socket closes."""
-        assert self._reader is not None
-        reader = self._reader
-        try:
-            while True:
-                kind, header, blobs = await protocol.read_frame(reader)
-                if self._running:
-                    self._restart_timer(self._watchdog)
-                if kind == protocol.STATS:
-                    self.stats = header
-                    if self.on_stats is not None:
-                        self.on_stats(self, header)
-                    continue
-                number = header.get("batch")
-                if kind == protocol.PARTIAL:
-                    sequence = self._running.get(number)  # type: ignore[arg-type]
-                    if sequence is not None and sequence.on_partial is not None:
-                        sequence.on_partial(Answer.from_wire(header, blobs))
-                    continue
-                if kind != protocol.RESULT:
-                    raise protocol.ProtocolError(f"unexpected frame kind {kind}")
-                sequence = self._running.pop(number, None)  # type: ignore[arg-type]
-                if not self._running:
-                    self._idle()
-                if sequence is not None:
-                    _call(sequence.on_done, BatchResult.from_wire(header, blobs), None,
-                          sequence.sent)
-        except asyncio.CancelledError:
-            self._fail_in_flight()
-            raise
-        except Exception as exc:  # EOF, a broken socket, or a frame that is not one
-            if not isinstance(exc, (EOFError, ConnectionError)):
-                log.error("worker %s sent something that is not a valid answer: %r", self.id,
-                          exc)
-                self.kill(f"sent something that is not a valid answer ({exc})")
-            self.status = "DEAD"
-            await self._reap()
-            self._fail_in_flight()
+    def _on_frame(self, kind: int, header: dict, blobs: list) -> None:
+        """A frame from the engine: its stats, or a partial answer or the result of the request
+        it names (requests are answered in any order)."""
+        if self._running:
+            self._restart_timer(self._watchdog)
+        if kind == protocol.STATS:
+            self.stats = header
+            if self.on_stats is not None:
+                self.on_stats(self, header)
+            return
+        number = header.get("batch")
+        if kind == protocol.PARTIAL:
+            sequence = self._running.get(number)  # type: ignore[arg-type]
+            if sequence is not None and sequence.on_partial is not None:
+                sequence.on_partial(Answer.from_wire(header, blobs))
+            return
+        if kind != protocol.RESULT:
+            raise protocol.ProtocolError(f"unexpected frame kind {kind}")
+        sequence = self._running.pop(number, None)  # type: ignore[arg-type]
+        if not self._running:
+            self._idle()
+        if sequence is not None:
+            _call(sequence.on_done, BatchResult.from_wire(header, blobs), None, sequence.sent)
 
     def _idle(self) -> None:
         if self._timer is not None:

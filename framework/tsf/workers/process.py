@@ -306,26 +306,13 @@ class WorkerProcess:
         self._restart_timer(head.timeout)
 
     async def _read_answers(self) -> None:
-        """Hand each answer to its batch's callback until the socket closes."""
+        """Hand each frame to :meth:`_on_frame` until the socket closes; then the worker is
+        dead and what it held fails."""
         assert self._reader is not None
         reader = self._reader
         try:
             while True:
-                kind, header, blobs = await protocol.read_frame(reader)
-                if not self._in_flight:
-                    raise protocol.ProtocolError(f"frame kind {kind} with no batch in flight")
-                head = self._in_flight[0]
-                if kind == protocol.PARTIAL:
-                    self._restart_timer(head.timeout)
-                    if head.on_partial is not None:
-                        head.on_partial(Answer.from_wire(header, blobs))
-                    continue
-                if kind != protocol.RESULT:
-                    raise protocol.ProtocolError(f"unexpected frame kind {kind}")
-                result = BatchResult.from_wire(header, blobs)
-                self._in_flight.popleft()
-                self._begin_next()
-                _call(head.on_done, result, None, head.started)
+                self._on_frame(*await protocol.read_frame(reader))
         except asyncio.CancelledError:
             self._fail_in_flight()
             raise
@@ -337,6 +324,23 @@ class WorkerProcess:
             self.status = "DEAD"  # no batch is sent to it from now on
             await self._reap()
             self._fail_in_flight()
+
+    def _on_frame(self, kind: int, header: dict, blobs: list) -> None:
+        """A frame from the worker: a partial answer or the result of the batch at the head."""
+        if not self._in_flight:
+            raise protocol.ProtocolError(f"frame kind {kind} with no batch in flight")
+        head = self._in_flight[0]
+        if kind == protocol.PARTIAL:
+            self._restart_timer(head.timeout)
+            if head.on_partial is not None:
+                head.on_partial(Answer.from_wire(header, blobs))
+            return
+        if kind != protocol.RESULT:
+            raise protocol.ProtocolError(f"unexpected frame kind {kind}")
+        result = BatchResult.from_wire(header, blobs)
+        self._in_flight.popleft()
+        self._begin_next()
+        _call(head.on_done, result, None, head.started)
 
     def _restart_timer(self, timeout: float) -> None:
         if self._timer is not None:
