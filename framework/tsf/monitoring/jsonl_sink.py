@@ -17,17 +17,14 @@ from typing import IO, Any
 from .. import hookimpl
 from ..errors import BadRequest
 from .records import CaptureRecord, file_name, hour_prefix
-from .sinks import SinkContext, let_the_loop_run
+from .sinks import SinkContext, check_options, let_the_loop_run
 
 
 class JsonLinesSink:
     """Appends records to hourly files (see the module docstring)."""
 
     def __init__(self, options: dict[str, Any], context: SinkContext) -> None:
-        unknown = sorted(set(options) - {"dir"})
-        if unknown:
-            raise BadRequest(f"capture.sinks.jsonl.{unknown[0]} is not an option of the jsonl "
-                             "sink (it takes dir)")
+        check_options("jsonl", options, ("dir",))
         folder = options.get("dir", str(context.capture_dir))
         if not isinstance(folder, str) or not folder:
             raise BadRequest(f"capture.sinks.jsonl.dir must be a folder path, got {folder!r:.60}")

@@ -61,6 +61,15 @@ class SinkCounters:
     dropped: Any   # tsf_capture_dropped_records_total{sink, reason}
 
 
+def check_options(sink: str, options: dict, known: tuple[str, ...]) -> None:
+    """BadRequest naming the first option of ``options`` that the sink named ``sink`` does not
+    take (sink plugins call it first)."""
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise BadRequest(f"capture.sinks.{sink}.{unknown[0]} is not an option of the {sink} "
+                         f"sink (it takes {', '.join(known)})")
+
+
 def flush_seconds(options: dict, prefix: str) -> float:
     value = options.get("flush_seconds", 1.0)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.05 <= value <= 3600:

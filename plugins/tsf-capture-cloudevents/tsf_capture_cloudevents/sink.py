@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 from tsf import hookimpl
 from tsf.errors import BadRequest
 from tsf.monitoring.records import CaptureRecord
+from tsf.monitoring.sinks import check_options
 
 REQUEST_TYPE = "org.kubeflow.serving.inference.request"
 RESPONSE_TYPE = "org.kubeflow.serving.inference.response"
@@ -57,10 +58,7 @@ class CloudEventsSink:
     docstring)."""
 
     def __init__(self, options: dict[str, Any], context: Any) -> None:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise BadRequest(f"capture.sinks.cloudevents.{unknown[0]} is not an option of the "
-                             f"cloudevents sink (it takes {', '.join(OPTIONS)})")
+        check_options("cloudevents", options, OPTIONS)
         url = options.get("url")
         parts = urlsplit(url) if isinstance(url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:

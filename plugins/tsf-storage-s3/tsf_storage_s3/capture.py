@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 from tsf import hookimpl
 from tsf.errors import BadRequest
 from tsf.monitoring.records import CaptureRecord, file_name, hour_prefix
-from tsf.monitoring.sinks import let_the_loop_run
+from tsf.monitoring.sinks import check_options, let_the_loop_run
 
 OPTIONS = ("url", "endpoint_url")
 
@@ -34,10 +34,7 @@ class S3CaptureSink:
     """Puts each batch's records as JSON Lines objects (see the module docstring)."""
 
     def __init__(self, options: dict[str, Any], context: Any) -> None:
-        unknown = sorted(set(options) - set(OPTIONS))
-        if unknown:
-            raise BadRequest(f"capture.sinks.s3.{unknown[0]} is not an option of the s3 sink "
-                             f"(it takes {', '.join(OPTIONS)})")
+        check_options("s3", options, OPTIONS)
         url = options.get("url")
         parts = urlsplit(url) if isinstance(url, str) else None
         if parts is None or parts.scheme != "s3" or not parts.netloc:
