@@ -25,6 +25,16 @@ from .oip.tensors import PROTOCOL as OIP
 
 INPUT_KEYS = ("data", "inputs", "instances", "body")
 OIP_ROWS = "oip_rows"  # context.batch_state key: rows per request of concatenated OIP tensors
+# context.batch_state key: for a handler with ``prepare_request`` (see tsf.runtime.read_ahead),
+# one future per request of the batch holding what prepare_request returned (or raised)
+PREPARED = "prepared"
+
+
+def prepared(context: Any, index: int) -> Any:
+    """The future of request ``index``'s ``prepare_request``, or ``None`` where the worker
+    prepared nothing (a handler then does the work itself, in its stage)."""
+    futures = context.batch_state.get(PREPARED)
+    return futures[index] if futures and index < len(futures) else None
 
 
 class Ragged(list):

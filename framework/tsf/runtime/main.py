@@ -39,6 +39,7 @@ from ..workers import protocol
 from ..workers.messages import Answer, Batch
 from . import lifeline
 from .batch_runner import BatchRunner
+from .read_ahead import ReadAhead
 from .handler_resolver import resolve_handler
 from .warmup import run_warmup
 
@@ -113,7 +114,9 @@ def serve(sock: socket.socket, spec: dict) -> int:
             protocol.send_frame(sock, protocol.PARTIAL, *answer.to_wire())
 
     runner.send_partial = send_partial  # not during warm-up: nobody listens before READY
-    inbox = Inbox(sock)
+    inbox: Inbox | ReadAhead = Inbox(sock)
+    if runner.preparer is not None:  # the handler prepares requests ahead (see read_ahead)
+        inbox = ReadAhead(inbox, runner.prepare)
     while True:
         try:
             _, batch, skip = inbox.next_batch()
@@ -142,6 +145,10 @@ class Inbox:
             self._take(*protocol.recv_frame(self.sock))
         while not self.batches:
             self._take(*protocol.recv_frame(self.sock))
+        return self.pop_batch()
+
+    def pop_batch(self) -> tuple[int, Batch, set[int]]:
+        """The first batch received and not run yet, with the indexes of its requests to skip."""
         number, batch = self.batches.popleft()
         skip = {index for n, index in self.cancelled if n == number}
         self.cancelled = {c for c in self.cancelled if c[0] > number}
