@@ -13,6 +13,7 @@ while its batch runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import threading
@@ -142,6 +143,8 @@ class BatchRunner:
         self._ahead: dict[int, tuple[list, dict[int, Future]]] = {}  # by id() of the batch
         self._ahead_lock = threading.Lock()
         self._prepared: dict[int, Future] = {}  # the running batch's, by request index
+        # names each stage for a profiler while one records (tsf.runtime.profiler)
+        self.annotate: Callable[[str], Any] | None = None
 
     def run(self, batch: Batch, skip: frozenset[int] | set[int] = frozenset()) -> BatchResult:
         """Run ``batch``; the requests at the positions in ``skip`` (whose clients have gone)
@@ -259,13 +262,18 @@ class BatchRunner:
                 raise NotImplementedByModel(_no_explainer_message(ctx))
             clock.add("explain", start, time.perf_counter())
         else:
-            batch = _answered(hook.tsf_preprocess(context=ctx, requests=requests),
-                              "tsf_preprocess")
+            span = self.annotate or _no_span
+            with span("preprocess"):
+                batch = _answered(hook.tsf_preprocess(context=ctx, requests=requests),
+                                  "tsf_preprocess")
             t1 = time.perf_counter()
-            outputs = _answered(hook.tsf_inference(context=ctx, batch=batch), "tsf_inference")
+            with span("inference"):
+                outputs = _answered(hook.tsf_inference(context=ctx, batch=batch),
+                                    "tsf_inference")
             t2 = time.perf_counter()
-            results = _answered(hook.tsf_postprocess(context=ctx, outputs=outputs),
-                                "tsf_postprocess")
+            with span("postprocess"):
+                results = _answered(hook.tsf_postprocess(context=ctx, outputs=outputs),
+                                    "tsf_postprocess")
             t3 = time.perf_counter()
             clock.add("preprocess", start, t1)
             clock.add("inference", t1, t2)
@@ -275,6 +283,10 @@ class BatchRunner:
             raise HandlerError(f"handler returned {got} results for a batch of {len(requests)} "
                                "requests; it must return a list with one result per request")
         return list(results)
+
+
+def _no_span(name: str) -> contextlib.nullcontext:
+    return contextlib.nullcontext()
 
 
 def _out_of_memory(exc: Exception) -> bool:

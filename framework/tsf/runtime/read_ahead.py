@@ -89,6 +89,11 @@ class ReadAhead:
                 except Exception:  # preparing is an optimisation: the batch runs regardless
                     pass
 
+    def take_orders(self) -> list:
+        """The profile orders received since the last call."""
+        with self.changed:
+            return self.inbox.take_orders()
+
     def next_batch(self) -> tuple[int, Batch, set[int]]:
         """The next batch to run, its number, and the indexes of its requests to skip."""
         with self.changed:

@@ -33,6 +33,8 @@ CANCEL = 6       # front end -> worker: do not run request ``index`` of the batc
                  # ``batch`` (counted from 0 in the order sent), whose client went away or whose
                  # time ran out; the worker skips it if it has not begun that batch, and answers
                  # it with ClientGone
+PROFILE = 7      # front end -> worker: record the next batches with the profilers; header is a
+                 # tsf.workers.messages.ProfileOrder
 SPEC = 10        # front end -> worker, first frame: the model to serve and the worker's settings
 
 
