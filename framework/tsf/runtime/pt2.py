@@ -111,6 +111,13 @@ def load_export(path: Path, device: str) -> Any:
 
 def load_pt2(path: Path, device: str) -> Any:
     """The model in a ``.pt2`` file, ready to call on ``device``."""
+    if not zipfile.is_zipfile(path):
+        raise ModelLoadError(f"{path.name} is not a .pt2 file (a torch.export program or an "
+                             "AOTInductor package are zip files)")
     if is_aoti_package(path):
         return load_aoti(path, device)
-    return load_export(path, device)
+    try:
+        return load_export(path, device)
+    except Exception as exc:
+        raise ModelLoadError(f"{path.name} could not be loaded as a torch.export program "
+                             f"({type(exc).__name__}: {exc})") from None
