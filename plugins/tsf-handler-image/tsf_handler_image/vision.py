@@ -79,6 +79,9 @@ class VisionHandler(BaseHandler):
 
             model = model.to(memory_format=torch.channels_last)
         self.transform = self.build_transform(self.options)
+        cls = type(self)
+        if cls.decode is not VisionHandler.decode or cls.images is not VisionHandler.images:
+            self.prepare_request = None  # its own decoding would not see what was prepared
         return model
 
     def build_transform(self, options: dict) -> Any:
@@ -153,8 +156,11 @@ class VisionHandler(BaseHandler):
         out = []
         for i, request in enumerate(requests):
             future = prepared(context, i)
-            out.append(future.result() if future is not None else
-                       self.prepare_request(request, context.get_request_id(i) or str(i)))
+            if future is not None:
+                out.append(future.result())
+                continue
+            image = self.decode(context, request, i)
+            out.append(image if image.is_floating_point() else self.transform(image))
         return out
 
     def tsf_preprocess(self, context: Any, requests: list[dict]) -> Any:
