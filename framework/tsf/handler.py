@@ -151,9 +151,10 @@ class BaseHandler:
                 return self.forward(context, batch)
             except torch.cuda.OutOfMemoryError:
                 raise
-            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
                 # the base handler feeds the client's tensors to the model as they came:
-                # a model that cannot take them (shape, dtype) is refusing that input
+                # a model that cannot take them (shape, dtype; an exported program's guards
+                # raise AssertionError) is refusing that input
                 raise BadRequest(f"the model cannot take this input ({_shapes(batch)}): "
                                  f"{type(exc).__name__}: {exc}") from None
 

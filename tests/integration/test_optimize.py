@@ -192,10 +192,13 @@ def test_an_exported_program_serves_the_base_handler(built, server):
     for name in ("mlp", "mlp-export"):
         assert server.register(f"{name}.mar", model_name=name.replace("-", "_"),
                                batch_size=1).status_code == 200
-    x = [[0.1 * i - 0.5 for i in range(16)]]
+    x = [0.1 * i - 0.5 for i in range(16)]
     want = server.post("/predictions/mlp", json=x).json()
     got = server.post("/predictions/mlp_export", json=x).json()
-    assert len(got) == len(want) == 1 and got[0] == pytest.approx(want[0], abs=1e-5)
+    assert len(got) == len(want) == 3 and got == pytest.approx(want, abs=1e-5)
+    # an input the program was not exported for is the client's error, not the handler's
+    wrong = server.post("/predictions/mlp_export", json=[[0.0] * 16])
+    assert wrong.status_code == 400 and "Guard failed" in wrong.json()["message"]
     # a batch larger than the program's bound (8) runs in slices
     assert server.register("mlp-export.mar", model_name="mlp_export_b12", batch_size=12,
                            max_batch_delay=2000).status_code == 200
@@ -204,7 +207,7 @@ def test_an_exported_program_serves_the_base_handler(built, server):
     with ThreadPoolExecutor(12) as pool:
         answers = list(pool.map(lambda _: server.post("/predictions/mlp_export_b12", json=x),
                                 range(12)))
-    assert all(a.status_code == 200 and a.json()[0] == pytest.approx(want[0], abs=1e-5)
+    assert all(a.status_code == 200 and a.json() == pytest.approx(want, abs=1e-5)
                for a in answers)
 
 

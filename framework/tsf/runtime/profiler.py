@@ -6,8 +6,13 @@ An order (``PUT /models/{m}/profile?batches=N`` sends a PROFILE frame, see
 ``inference`` / ``postprocess`` range) and ``cProfile``.  After the N-th batch the worker writes,
 into the order's folder, ``{worker}.trace.json`` (a Chrome trace: Perfetto and
 chrome://tracing open it), ``{worker}.stages.prof`` (``pstats``: ``snakeviz`` opens it) and
-``{worker}.summary.json`` (batches, requests, seconds per stage, torch's busiest operators),
+``{worker}.summary.json`` (batches, requests, seconds per stage, the seconds the prepare
+threads spent decoding requests ahead, torch's busiest operators),
 each written under a temporary name and renamed, so a file that exists is complete.
+
+The trace and the ``.prof`` cover the worker's main thread, which runs the stages; what the
+prepare threads do (:mod:`tsf.runtime.read_ahead`) shows in the summary's
+``prepare_seconds``.
 
 TorchServe's switch is honoured too: ``enable_pytorch_profiler: true`` in model-config.yaml
 (or ``ENABLE_TORCH_PROFILER=true`` in the worker's environment) records the first
@@ -56,6 +61,7 @@ class BatchProfiler:
         self.done = 0
         self.requests = 0
         self.stages: dict[str, float] = {}
+        self.prepared_before = 0.0
         self.torch_profile: Any = None
         self.python_profile: cProfile.Profile | None = None
 
@@ -67,6 +73,8 @@ class BatchProfiler:
             self._finish()
         self.order = orders[-1]
         self.done, self.requests, self.stages = 0, 0, {}
+        preparer = getattr(self.runner, "preparer", None)
+        self.prepared_before = preparer.busy if preparer is not None else 0.0
         self.python_profile = cProfile.Profile()
         try:
             import torch
@@ -111,6 +119,10 @@ class BatchProfiler:
             summary: dict[str, Any] = {"worker": self.worker_id, "batches": self.done,
                                        "requests": self.requests,
                                        "stage_seconds": self.stages}
+            preparer = getattr(self.runner, "preparer", None)
+            if preparer is not None:
+                summary["prepare_seconds"] = preparer.busy - self.prepared_before
+                summary["prepare_threads"] = preparer.threads
             if self.torch_profile is not None:
                 self.torch_profile.__exit__(None, None, None)
                 with _renamed(Path(f"{prefix}.trace.json")) as path:
