@@ -108,7 +108,9 @@ def optimize(request: OptimizeRequest, say: Any = print) -> dict:
                   "device": request.device, "threads": torch.get_num_threads(),
                   "samples": int(inputs.shape[0]), "real_samples": real,
                   "build_seconds": round(built, 1), "accuracy": accuracy,
-                  "speed": {name: {"batch1_p50_ms": s.p50_ms, "throughput": s.throughput}
+                  "speed": {name: {"batch1_p50_ms": s.p50_ms, "batch1_best_ms": s.best_ms,
+                                   "throughput": s.throughput,
+                                   "best_throughput": s.best_throughput}
                             for name, s in speeds.items()}, "table": text}
         _write(loaded, pt2, request, report)
     say(f"{request.archive} -> {request.output}: {original} -> {request.form}, batch 1 to "
