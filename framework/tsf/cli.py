@@ -260,7 +260,15 @@ def run_check_archive(args: argparse.Namespace) -> int:
 def run_optimize(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    import os
+
     from .errors import BadRequest
+    from .workers.process import WORKER_SPIN_COUNT
+
+    # measure the model as a worker runs it: OpenMP's idle threads spin briefly (read when
+    # torch loads libgomp, so before the import below brings torch in)
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", WORKER_SPIN_COUNT)
     from .optimize.command import OptimizeRequest, optimize
 
     try:
