@@ -79,3 +79,26 @@ def _zip_of(files: dict) -> bytes:
         for name, data in files.items():
             archive.writestr(name, data)
     return buffer.getvalue()
+
+
+def test_an_int8_program_loads_in_a_fresh_worker(tmp_path):
+    """torchao's quantized operators are registered only when a program needs them."""
+    import subprocess
+    import sys
+
+    from tsf.optimize.forms import quantize_int8, save_program
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+                                torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(),
+                                torch.nn.Linear(4, 2)).eval()
+    x = torch.randn(8, 3, 12, 12)
+    save_program(quantize_int8(model, x[:2].clone(), x, 4), tmp_path / "q.pt2")
+    code = ("import sys, torch; from pathlib import Path; from tsf.runtime.pt2 import load_pt2;"
+            "m = load_pt2(Path(sys.argv[1]), 'cpu'); x = torch.load(sys.argv[2]);"
+            "print(m.max_batch, list(m(x).shape))")
+    torch.save(x, tmp_path / "x.pt")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path / "q.pt2"),
+                           str(tmp_path / "x.pt")], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split()[-3:] == ["4", "[8,", "2]"]

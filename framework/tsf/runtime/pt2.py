@@ -3,8 +3,8 @@
 Both are zip files named ``.pt2``; an AOTInductor package holds compiled code under
 ``data/aotinductor/``.  A package is loaded with ``torch._inductor.aoti_load_package`` on the
 worker's device (one compiled for another kind of device is refused, naming both); a program
-with ``torch.export.load(...).module()`` (torchao's quantized operators are registered first
-when torchao is installed, so int8 programs load).
+with ``torch.export.load(...).module()`` (an int8 program's quantized operators are
+torchao's: it is imported for those only).
 
 Both may be exported with a dynamic batch dimension that has an upper bound (``tsf optimize``
 uses ``--max-batch``, 8 by default).  A compiled package does not check it, and a program
@@ -15,6 +15,7 @@ metadata or the program's range constraints.
 
 from __future__ import annotations
 
+import sys
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -96,10 +97,17 @@ def _export_max_batch(program: Any) -> int | None:
 
 def load_export(path: Path, device: str) -> Any:
     try:
-        import torchao.quantization.pt2e  # noqa: F401  registers quantized_decomposed ops
-    except ImportError:
-        pass
-    program = torch.export.load(str(path))
+        program = torch.export.load(str(path))
+    except Exception:
+        # an int8 program's quantized_decomposed operators are registered by torchao: import
+        # it (only then: it takes a second) and try again
+        if "torchao.quantization.pt2e" in sys.modules:
+            raise
+        try:
+            import torchao.quantization.pt2e  # noqa: F401
+        except ImportError:
+            raise
+        program = torch.export.load(str(path))
     limit = _export_max_batch(program)
     module = program.module()
     try:
