@@ -143,6 +143,7 @@ class BatchRunner:
         self._ahead: dict[int, tuple[list, dict[int, Future]]] = {}  # by id() of the batch
         self._ahead_lock = threading.Lock()
         self._prepared: dict[int, Future] = {}  # the running batch's, by request index
+        self._group: list[int] = []  # the batch indexes of the requests being run together
         # names each stage for a profiler while one records (tsf.runtime.profiler)
         self.annotate: Callable[[str], Any] | None = None
 
@@ -197,9 +198,9 @@ class BatchRunner:
         if self.send_partial is not None:
             self.context.partial_sink = self._partial_sink([i for i, _ in items])
         try:
+            self._group = [i for i, _ in items]  # whose prepared results _stages hands over
             values = self._stages(kind, [r for _, r in items],
-                                  [messages[i] for i, _ in items], clock,
-                                  [i for i, _ in items])
+                                  [messages[i] for i, _ in items], clock)
             return [(index, self._encode(v, messages[index], j))
                     for j, ((index, _), v) in enumerate(zip(items, values))]
         except Exception as exc:
@@ -245,12 +246,12 @@ class BatchRunner:
         return HandlerError(f"{type(exc).__name__}: {exc}")
 
     def _stages(self, kind: str, requests: list[dict], messages: list[Request],
-                clock: StageClock, indexes: list[int]) -> list:
+                clock: StageClock) -> list:
         ctx, hook = self.context, self.pm.hook
         ctx.begin_batch([m.id for m in messages], [m.headers for m in messages],
                         [m.params for m in messages], [m.protocol for m in messages])
         if self._prepared and kind == PREDICT:
-            ctx.batch_state[PREPARED] = [self._prepared.get(i) for i in indexes]
+            ctx.batch_state[PREPARED] = [self._prepared.get(i) for i in self._group]
         start = time.perf_counter()
         if kind == "describe":
             hook = describe_hook(ctx.handler)
