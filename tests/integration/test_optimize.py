@@ -226,3 +226,17 @@ def test_a_model_that_does_not_export_is_refused_with_the_reason(built):
     assert not out.exists() and not list(store.glob(".branchy*"))
     nothing = optimize(str(store / "mlp.mar"), "-o", str(store / "x.mar"))
     assert nothing.returncode == 2 and "--export, --aot" in nothing.stderr
+
+
+def test_a_torchscript_archive_is_converted(built):
+    store, src = built[0], built[1]
+    _, mlp_class = _module(src, "mlp", MLP)
+    torch.manual_seed(0)
+    torch.jit.script(mlp_class().eval()).save(str(src / "mlp_ts.pt"))
+    write_archive(ArchiveSpec(model_name="mlp_ts", serialized_file=str(src / "mlp_ts.pt"),
+                              export_path=str(store)))
+    done = optimize(str(store / "mlp_ts.mar"), "-o", str(store / "mlp_ts_x.mar"), "--export",
+                    "--input-shape", "16", "--rounds", "1", "--seconds", "0.2", "--json")
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert "| torchscript |" in report["table"] and report["accuracy"]["max_abs_diff"] < 1e-5
