@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
-
 from workloads import RESNET, Workload
 
 MIN_CALLS = 5  # a median of at least this many calls, however slow the model

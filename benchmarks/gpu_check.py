@@ -178,7 +178,8 @@ def check_serving(server: ServerProcess, store: Path, batch: int, seconds: float
                   load: str) -> list[str]:
     body = workloads.photo()
     rows = ["## JPEG ResNet-18 on the GPU, batch %d, concurrency 32" % batch, "",
-            "| system | req/s | p50 ms | p99 ms | errors | x ceiling |", "|---|---|---|---|---|---|"]
+            "| system | req/s | p50 ms | p99 ms | errors | x ceiling |",
+            "|---|---|---|---|---|---|"]
     for name in ("jpeg_gpu", "jpeg_gpu_aot"):
         assert server.register(f"{name}.mar", batch_size=batch,
                                max_batch_delay=5).status_code == 200

@@ -103,3 +103,31 @@ def test_the_next_batches_are_profiled_and_served_as_trace_and_prof(server, tmp_
     assert summary["batches"] == 3 and summary["requests"] == 3
     assert set(summary["stage_seconds"]) == {"preprocess", "inference", "postprocess"}
     assert "aten::" in summary["operators"]
+
+
+def test_torchserve_profiler_key_records_the_first_batches(server):
+    for _ in range(2):
+        assert server.post("/predictions/startup", json=[[0.5] * 8]).status_code == 200
+    run = _complete_run(server, "startup")
+    assert run["run"].startswith("startup-")
+    summary_name = next(f for f in run["files"] if f.endswith(".summary.json"))
+    summary = server.manage(
+        "GET", f"/models/startup/1.0/profile/{run['run']}/{summary_name}").json()
+    assert summary["batches"] == 2
+
+
+def test_bad_profile_requests_answer_clear_errors(server):
+    assert_error(server.manage("PUT", "/models/mlp/profile", params={"batches": "0"}), 400,
+                 "BadRequestException", "batches")
+    assert_error(server.manage("PUT", "/models/mlp/profile", params={"batches": "x"}), 400,
+                 "BadRequestException", "batches")
+    assert_error(server.manage("PUT", "/models/nope/profile"), 404, "ModelNotFoundException",
+                 "nope")
+    assert_error(server.manage("GET", "/models/mlp/1.0/profile/..%2F..%2Fetc/passwd"), 400,
+                 "BadRequestException", "profile file")
+    assert_error(server.manage("GET", "/models/mlp/1.0/profile/run-1/x.trace.json"), 404,
+                 "ResourceNotFoundException", "no profile file")
+    assert_error(server.manage("GET", "/models/mlp/9.9/profile"), 404,
+                 "ModelVersionNotFoundException", "9.9")
+    assert server.post("/predictions/mlp", json=[[0.0] * 8]).status_code == 200
+    assert json.loads(server.manage("GET", "/models/mlp/profile").text)["modelName"] == "mlp"

@@ -5,8 +5,9 @@ and samples per second at the largest batch, measured in alternating rounds (the
 then the new form, then the other way round) so that a machine whose speed drifts affects both
 alike.  Each is given as the median and the best call: on a machine other work shares, torch's
 threads wait for each other at every parallel region whenever one of them is descheduled, and
-medians swing by factors while the best calls stay put; the ratios use the best calls.  Accuracy: over every sample, the share whose top-1 class (argmax of a
-``N x classes`` output) is the same, and the largest absolute difference of any output value.
+medians swing by factors while the best calls stay put; the ratios use the best calls.
+Accuracy: over every sample, the share whose top-1 class (argmax of a ``N x classes`` output)
+is the same, and the largest absolute difference of any output value.
 """
 
 from __future__ import annotations

@@ -39,9 +39,9 @@ from ..workers import protocol
 from ..workers.messages import Answer, Batch, ProfileOrder
 from . import lifeline
 from .batch_runner import BatchRunner
+from .handler_resolver import resolve_handler
 from .profiler import BatchProfiler, startup_order
 from .read_ahead import ReadAhead
-from .handler_resolver import resolve_handler
 from .warmup import run_warmup
 
 

@@ -174,8 +174,9 @@ class ProfileHandler(ManagementHandler):
     runs and their files (GET)."""
 
     def put(self, name: str, version: str | None = None) -> None:
-        batches = _int_param("batches", self.arg("batches")) or 10
-        self.reply(self.manager.profile(name, version or self.arg("model_version"), batches))
+        batches = _int_param("batches", self.arg("batches"))
+        self.reply(self.manager.profile(name, version or self.arg("model_version"),
+                                        10 if batches is None else batches))
 
     def get(self, name: str, version: str | None = None) -> None:
         mv = self.manager.registry.get(name, version or self.arg("model_version"))

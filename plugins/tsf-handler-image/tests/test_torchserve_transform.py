@@ -8,7 +8,6 @@ import pytest
 import torch
 from PIL import Image
 from torchvision import transforms as T
-
 from tsf_handler_image.decoding import decode_image
 from tsf_handler_image.vision import IMAGENET_STD, VisionHandler
 
