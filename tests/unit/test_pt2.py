@@ -42,6 +42,16 @@ def test_an_exported_program_takes_batches_past_its_bound_in_slices(tmp_path):
     assert torch.allclose(sums, want_sums)
 
 
+def test_a_program_without_a_bound_is_not_wrapped(tmp_path):
+    model = Two().eval()
+    for name, shapes in (("unbounded", ({0: Dim("batch")},)), ("static", None)):
+        program = torch.export.export(model, (torch.randn(2, 4),), dynamic_shapes=shapes)
+        torch.export.save(program, str(tmp_path / f"{name}.pt2"))
+        loaded = load_pt2(tmp_path / f"{name}.pt2", "cpu")
+        assert not isinstance(loaded, BatchLimited)
+        assert loaded(torch.randn(2, 4))[0].shape == (2, 3)
+
+
 def test_a_batch_within_the_bound_is_one_call():
     calls = []
 

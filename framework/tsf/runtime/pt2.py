@@ -90,8 +90,11 @@ def _export_max_batch(program: Any) -> int | None:
     if isinstance(size, int):
         return None
     for symbol, bounds in program.range_constraints.items():
-        if str(symbol) == str(size) and bounds.upper.is_finite:
-            return int(bounds.upper)
+        if str(symbol) == str(size):
+            try:  # an unbounded dimension's upper bound is torch's int_oo
+                return int(bounds.upper)
+            except (TypeError, ValueError, AttributeError, OverflowError):
+                return None
     return None
 
 
