@@ -125,6 +125,8 @@ def start_systems(store: Path, args) -> list:
             systems.append(Tsf(store, args.event_loop))
         elif system_name == "tsf-asyncio":
             systems.append(Tsf(store, "asyncio", name=system_name))
+        elif system_name == "tsf-2workers":
+            systems.append(Tsf(store, args.event_loop, name=system_name, workers=2))
         elif system_name == "tsf-1thread":
             systems.append(Tsf(store, args.event_loop, name=system_name,
                                config={"number_of_threads_per_worker": 1}))
