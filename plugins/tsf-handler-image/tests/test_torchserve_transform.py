@@ -33,9 +33,17 @@ def _image(size: tuple[int, int], fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def _handler(backend: str) -> VisionHandler:
+    handler = VisionHandler()
+    handler.options = {**VisionHandler.defaults, "image_backend": backend}
+    handler.backend = backend
+    handler.transform = handler.build_transform(handler.options)
+    return handler
+
+
 def _prepare(data: bytes, backend: str) -> torch.Tensor:
-    options = {**VisionHandler.defaults, "image_backend": backend}
-    return VisionHandler().build_transform(options)(decode_image(data, backend))
+    """What the worker's prepare threads make of a request's picture."""
+    return _handler(backend).prepare_request({"body": data}, "t")
 
 
 @pytest.mark.parametrize("size", [(64, 48), (640, 427), (300, 300), (1024, 768)])
@@ -45,6 +53,9 @@ def test_the_pil_backend_is_torchserve_exactly(size, fmt):
     ours = _prepare(data, "pil")
     assert ours.shape == (3, 224, 224)
     assert torch.allclose(ours, torchserve_tensor(data), atol=1e-5)
+    # the decoded tensor through the transform (the explainer's path) gives the same
+    handler = _handler("pil")
+    assert torch.allclose(handler.transform(decode_image(data, "pil")), ours, atol=1e-6)
 
 
 @pytest.mark.parametrize("size", [(64, 48), (640, 427), (300, 300), (1024, 768)])

@@ -42,9 +42,11 @@ def check_backend(name: Any) -> str:
     return backend
 
 
-def decode_image(data: bytes, backend: str = "tensor") -> Any:
-    """``data`` as a ``uint8 3 x H x W`` tensor; raises :class:`ImageTooLarge` past the pixel
-    limit and Pillow's or torchvision's own errors for what is not a readable image."""
+def decode_image(data: bytes, backend: str = "tensor", keep_pil: bool = False) -> Any:
+    """``data`` as a ``uint8 3 x H x W`` tensor (with ``keep_pil`` and the ``pil`` backend: the
+    RGB PIL image, for a transform that resizes it as TorchServe's does); raises
+    :class:`ImageTooLarge` past the pixel limit and Pillow's or torchvision's own errors for
+    what is not a readable image."""
     import torch
     from torchvision.transforms.v2 import functional as F
 
@@ -61,4 +63,8 @@ def decode_image(data: bytes, backend: str = "tensor") -> Any:
 
         return decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8),
                            mode=ImageReadMode.RGB)
+    if keep_pil and backend == "pil":
+        image = image.convert("RGB")
+        image.load()  # decode here, in the caller's thread
+        return image
     return F.pil_to_tensor(image.convert("RGB"))

@@ -43,12 +43,15 @@ class _ImageTransform:
     Float tensors and batches (the Captum explainer maps ``[0, 1]`` pixels through it, with
     gradients) always take the tensor path."""
 
-    def __init__(self, tensor: Any, decoded: Any) -> None:
-        self.tensor, self.decoded = tensor, decoded
+    def __init__(self, tensor: Any, decoded: Any, pil: Any = None) -> None:
+        self.tensor, self.decoded, self.pil = tensor, decoded, pil
 
     def __call__(self, image: Any) -> Any:
         import torch
+        from PIL import Image
 
+        if isinstance(image, Image.Image):  # the pil backend's pictures, never made tensors
+            return self.pil(image)
         if (self.decoded is not None and image.dtype == torch.uint8 and image.dim() == 3
                 and image.shape[0] in (1, 3)):
             return self.decoded(image)
@@ -98,9 +101,9 @@ class VisionHandler(BaseHandler):
         if options.get("mean") and options.get("std"):
             tensor_steps.append(v2.Normalize(options["mean"], options["std"]))
         exact = geometry and check_backend(options.get("image_backend")) == "pil"
-        return _ImageTransform(v2.Compose(tensor_steps), v2.Compose(
-            [v2.ToPILImage(), *tensor_steps[:geometry], v2.PILToTensor(),
-             *tensor_steps[geometry:]]) if exact else None)
+        pil = v2.Compose([*tensor_steps[:geometry], v2.PILToTensor(), *tensor_steps[geometry:]])
+        return _ImageTransform(v2.Compose(tensor_steps),
+                               v2.Compose([v2.ToPILImage(), pil]) if exact else None, pil)
 
     def image_bytes(self, context: Any, request: dict, index: int) -> Any:
         return self.request_image(request, context.get_request_id(index) or str(index))
@@ -126,7 +129,9 @@ class VisionHandler(BaseHandler):
         """The request's image as a ``uint8 C x H x W`` tensor (or float, from a nested list)."""
         return self.decode_request(request, context.get_request_id(index) or str(index))
 
-    def decode_request(self, request: dict, request_id: str) -> Any:
+    def decode_request(self, request: dict, request_id: str, keep_pil: bool = False) -> Any:
+        """The request's image: a ``uint8 C x H x W`` tensor (float from a nested list), or with
+        ``keep_pil`` and the ``pil`` backend the RGB PIL image itself."""
         import torch
 
         value = self.request_image(request, request_id)
@@ -138,7 +143,7 @@ class VisionHandler(BaseHandler):
         if not isinstance(value, (bytes, bytearray)) or not value:
             raise _bad(request_id, "empty or not binary")
         try:
-            return decode_image(bytes(value), self.backend)
+            return decode_image(bytes(value), self.backend, keep_pil)
         except ImageTooLarge as exc:
             raise BadRequest(f"request {request_id}: image is too large ({exc})") from None
         except Exception as exc:
@@ -147,8 +152,10 @@ class VisionHandler(BaseHandler):
     def prepare_request(self, request: dict, request_id: str) -> Any:
         """One request's image, decoded and transformed (the worker calls it in its prepare
         threads; it reads only the request and the handler's options)."""
-        image = self.decode_request(request, request_id)
-        return image if image.is_floating_point() else self.transform(image)
+        image = self.decode_request(request, request_id, keep_pil=True)
+        if getattr(image, "is_floating_point", None) is not None and image.is_floating_point():
+            return image
+        return self.transform(image)  # a PIL image is resized as one, with no round trip
 
     def images(self, context: Any, requests: list[dict]) -> list:
         """Decoded and transformed images, one per request: prepared ahead by the worker where
