@@ -1,16 +1,21 @@
 """tsf against the in-process ceiling, TorchServe 0.12, LitServe and a bare-Tornado floor.
 
     python benchmarks/compare.py [--load wrk|python] [--duration 5] [--rounds 3]
-                                 [--concurrency 1 8 32 64] [--workloads mlp conv]
+                                 [--concurrency 1 8 32 64]
+                                 [--workloads mlp conv jpeg jpeg-int8]
                                  [--systems tsf torchserve litserve tornado tsf-asyncio]
                                  [--out DIR]
 
-Builds the workloads (tiny MLP on JSON; ResNet-18 on raw tensors; optionally ``jpeg``, ResNet-18
-behind ``image_classifier``) and starts every system on 127.0.0.1 side by side.  Each point runs
+Builds the workloads (tiny MLP on JSON; ResNet-18 on raw tensors; ``jpeg``, ResNet-18 behind
+``image_classifier`` on JPEG input, TorchServe's own handler serving the same archive; and
+``jpeg-int8``, that archive through ``tsf optimize --aot --quantize int8``, tsf only: see
+``workloads.py``) and starts every system on 127.0.0.1 side by side.  Each point runs
 in rounds: the in-process ceiling, then each system in alternating order, driven by ``wrk``
 (closed loop, keep-alive connections, fixed duration; ``--load python`` uses ``loadgen.py``).
 Around every run the front end's CPU time is read from ``/proc``, giving CPU µs per request.
-ResNet-18 runs at the batch size whose ceiling is highest, at ``--conv-concurrency``.
+ResNet-18 runs at the batch size whose ceiling is highest, at ``--conv-concurrency``; the JPEG
+workloads at batch 4, at ``--image-concurrency``, against the tuned in-process JPEG ceiling
+(parallel decode, the next batch's while the model runs: ``ceiling.py``).
 
 Prints one table (throughput, latency percentiles, errors, front-end CPU and memory, ceiling
 and per-round ratios) and writes it with a JSON copy and a PNG chart to ``--out``.
@@ -33,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import ceiling  # noqa: E402
 import workloads  # noqa: E402
 from drive import drive  # noqa: E402
+from profiled import profile_point  # noqa: E402
 from servers import (BareTornado, LitServe, TorchServe, Tsf, cpu_seconds, memory_mb,  # noqa: E402
                      idle_load, wait_idle)
 
@@ -119,6 +125,11 @@ def start_systems(store: Path, args) -> list:
             systems.append(Tsf(store, args.event_loop))
         elif system_name == "tsf-asyncio":
             systems.append(Tsf(store, "asyncio", name=system_name))
+        elif system_name == "tsf-2workers":
+            systems.append(Tsf(store, args.event_loop, name=system_name, workers=2))
+        elif system_name == "tsf-1thread":
+            systems.append(Tsf(store, args.event_loop, name=system_name,
+                               config={"number_of_threads_per_worker": 1}))
         elif system_name == "tornado":
             systems.append(BareTornado(args.event_loop))
         elif system_name == "torchserve":
@@ -145,14 +156,19 @@ def main() -> int:
                         help="alternating rounds per point; ratios are their median")
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--conv-concurrency", type=int, nargs="+", default=[16])
+    parser.add_argument("--image-concurrency", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--max-batch-delay", type=int, default=5, help="ms")
     parser.add_argument("--systems", nargs="+", default=["tsf", "torchserve", "litserve",
                                                          "tornado"])
-    parser.add_argument("--workloads", nargs="+", default=["mlp", "conv"])
+    parser.add_argument("--workloads", nargs="+", default=["mlp", "conv"],
+                        choices=["mlp", "conv", "jpeg", "jpeg-int8"])
     parser.add_argument("--event-loop", default="auto", help="tsf's and the floor's")
     parser.add_argument("--torchserve-venv", type=Path, default=Path(".venv-ts"))
     parser.add_argument("--litserve-venv", type=Path, default=Path(".venv-lit"))
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="after each of tsf's points, record N batches with tsf's "
+                        "profiler (PUT /models/{m}/profile) and print where the time goes")
     args = parser.parse_args()
     args.torchserve_venv = args.torchserve_venv.absolute()
     args.litserve_venv = args.litserve_venv.absolute()
@@ -171,6 +187,8 @@ def main() -> int:
                           idle=args.idle_load)
                 batches = [best_conv_batch(workload, store, max(1.0, args.duration / 2))]
                 concurrencies = args.conv_concurrency
+            elif workload.kind == "image":
+                concurrencies = args.image_concurrency
             serving = [s for s in systems if s.supports(workload)]
             for batch in batches:
                 name = f"{workload.name}_b{batch}"
@@ -179,6 +197,10 @@ def main() -> int:
                 try:
                     for conc in concurrencies:
                         rows.extend(measure_point(serving, workload, batch, conc, store, args))
+                        if args.profile and serving[0].name == "tsf":
+                            profile_point(serving[0].server, f"{serving[0].inference}"
+                                          f"/predictions/{name}", workload, name, conc,
+                                          args.profile, args.load, args.out)
                 finally:
                     for system in serving:
                         system.unregister(name)

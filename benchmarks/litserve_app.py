@@ -1,4 +1,4 @@
-"""LitServe serving one TorchScript file, for the comparison (runs in ``.venv-lit``).
+"""LitServe serving one torch.export program (.pt2), for the comparison (runs in ``.venv-lit``).
 
     .venv-lit/bin/python benchmarks/litserve_app.py --model mlp.pt --port 8000 \
         --api-path /predictions/mlp_b8 --max-batch-size 8 --batch-timeout 0.005
@@ -15,15 +15,15 @@ import litserve as ls
 import torch
 
 
-class TorchScriptAPI(ls.LitAPI):
-    """One TorchScript model on the CPU; batches are stacked samples."""
+class ProgramAPI(ls.LitAPI):
+    """One ``torch.export`` program (``.pt2``) on the CPU; batches are stacked samples."""
 
     def __init__(self, model_path: str, **kwargs) -> None:
         super().__init__(**kwargs)
         self.model_path = model_path
 
     def setup(self, device):
-        self.model = torch.jit.load(self.model_path, map_location="cpu").eval()
+        self.model = torch.export.load(self.model_path).module()
 
     def decode_request(self, request):
         return torch.tensor(request, dtype=torch.float32)
@@ -52,7 +52,7 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=1)
     parser.add_argument("--batch-timeout", type=float, default=0.0, help="seconds")
     args = parser.parse_args()
-    api = TorchScriptAPI(args.model, max_batch_size=args.max_batch_size,
+    api = ProgramAPI(args.model, max_batch_size=args.max_batch_size,
                          batch_timeout=args.batch_timeout, api_path=args.api_path)
     server = ls.LitServer(api, accelerator="cpu", devices=1, workers_per_device=1)
     server.run(host="127.0.0.1", port=args.port, log_level="warning",

@@ -117,15 +117,20 @@ class Tsf:
     """``tsf serve`` from this checkout; its front end is the one server process.
 
     ``tsf-asyncio`` in ``--systems`` is the same server on asyncio's own loop, to measure
-    what uvloop changes in the same rounds."""
+    what uvloop changes in the same rounds; ``tsf-1thread`` runs its workers with one torch
+    thread (``number_of_threads_per_worker=1``) instead of cores / workers; ``tsf-2workers``
+    serves each model with two workers (of one thread each, cores / workers)."""
 
-    def __init__(self, store: Path, event_loop: str = "auto", name: str = "tsf") -> None:
+    def __init__(self, store: Path, event_loop: str = "auto", name: str = "tsf",
+                 config: dict | None = None, workers: int = 1) -> None:
         self.name = name
+        self.workers = workers
         started = time.perf_counter()
         # The stage-timer contrib example wraps every stage of every model; a production
         # install would not carry it, so the benchmark leaves it out.
         self.server = ServerProcess(model_store=store,
-                                    config={"log_level": "WARNING", "event_loop": event_loop},
+                                    config={"log_level": "WARNING", "event_loop": event_loop,
+                                            **(config or {})},
                                     env={"TSF_DISABLE_PLUGINS": "stage_timer"})
         self.ready = time.perf_counter() - started
         self.inference = self.server.inference
@@ -135,7 +140,7 @@ class Tsf:
 
     def register(self, workload: Workload, name: str, batch_size: int, delay_ms: int) -> None:
         r = self.server.register(f"{workload.name}.mar", model_name=name, batch_size=batch_size,
-                                 max_batch_delay=delay_ms, initial_workers=1)
+                                 max_batch_delay=delay_ms, initial_workers=self.workers)
         r.raise_for_status()
 
     def unregister(self, name: str) -> None:
@@ -181,7 +186,7 @@ class TorchServe:
         self.ready = time.perf_counter() - started
 
     def supports(self, workload: Workload) -> bool:
-        return True
+        return workload.peers
 
     def register(self, workload: Workload, name: str, batch_size: int, delay_ms: int) -> None:
         r = requests.post(f"{self.management}/models", params={
@@ -224,7 +229,7 @@ class LitServe:
         self.inference = ""
 
     def supports(self, workload: Workload) -> bool:
-        return workload.content_type == "application/json"
+        return workload.content_type == "application/json" and workload.peers
 
     def register(self, workload: Workload, name: str, batch_size: int, delay_ms: int) -> None:
         port = free_port()

@@ -1,7 +1,9 @@
 """Build the demo model store used by `make serve` and the benchmark (random-weight models).
 
-* ``mlp.mar``: a TorchScript MLP (64 -> 256 -> 256 -> 10), built-in ``base`` handler.
-* ``resnet18.mar``: torchvision ResNet-18 (TorchScript, random weights), ``image_classifier``.
+* ``mlp.mar``: an MLP (64 -> 256 -> 256 -> 10) as a ``torch.export`` program, built-in ``base``
+  handler.
+* ``resnet18.mar``: torchvision ResNet-18 (a ``torch.export`` program, random weights),
+  ``image_classifier``.
 * ``sentiment.mar``: a small embedding-bag text model with a vocabulary, ``text_classifier``.
 """
 
@@ -31,6 +33,16 @@ class SentimentNet(torch.nn.Module):
         return self.fc(pooled)
 
 
+def _export(model: torch.nn.Module, example: torch.Tensor, max_batch: int, path: Path) -> None:
+    """``model`` as a ``torch.export`` program (TorchScript's successor) taking 1 to
+    ``max_batch`` samples."""
+    from torch.export import Dim
+
+    program = torch.export.export(model, (example,),
+                                  dynamic_shapes=({0: Dim("batch", min=1, max=max_batch)},))
+    torch.export.save(program, str(path))
+
+
 def build(store: Path) -> None:
     from torchvision.models import resnet18
 
@@ -41,14 +53,15 @@ def build(store: Path) -> None:
     mlp = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(),
                               torch.nn.Linear(256, 256), torch.nn.ReLU(),
                               torch.nn.Linear(256, 10))
-    torch.jit.script(mlp).save(str(work / "mlp.pt"))
-    write_archive(ArchiveSpec(model_name="mlp", serialized_file=str(work / "mlp.pt"),
+    _export(mlp.eval(), torch.zeros(2, 64), 1024, work / "mlp.pt2")
+    write_archive(ArchiveSpec(model_name="mlp", serialized_file=str(work / "mlp.pt2"),
                               export_path=str(store), force=True))
 
-    torch.jit.script(resnet18(weights=None).eval()).save(str(work / "resnet18.pt"))
+    _export(resnet18(weights=None).eval(), torch.zeros(2, 3, 224, 224), 64,
+            work / "resnet18.pt2")
     (work / "index_to_name.json").write_text(json.dumps({str(i): f"class_{i}"
                                                          for i in range(1000)}))
-    write_archive(ArchiveSpec(model_name="resnet18", serialized_file=str(work / "resnet18.pt"),
+    write_archive(ArchiveSpec(model_name="resnet18", serialized_file=str(work / "resnet18.pt2"),
                               handler="image_classifier",
                               extra_files=str(work / "index_to_name.json"),
                               export_path=str(store), force=True))

@@ -1,10 +1,14 @@
 """One handler file that serves unchanged on tsf and on TorchServe (module-level ``handle``).
 
+The model is a ``torch.export`` program or an AOTInductor package (``.pt2``), TorchScript's
+successors.
+
 Input: a JSON list of numbers, or raw float32 bytes (``application/octet-stream``); a sample of
 3*224*224 values is viewed as an image tensor.  Output: the arg-max class per sample.
 """
 
 import os
+import zipfile
 
 import torch
 
@@ -16,7 +20,15 @@ def _load(context):
     global _model
     model_dir = context.system_properties["model_dir"]
     path = os.path.join(model_dir, context.manifest["model"]["serializedFile"])
-    _model = torch.jit.load(path, map_location="cpu").eval()
+    _model = load_program(path)
+
+
+def load_program(path):
+    """A ``.pt2``: an AOTInductor package (compiled) or a ``torch.export`` program."""
+    with zipfile.ZipFile(path) as archive:
+        if any("/data/aotinductor/" in name for name in archive.namelist()):
+            return torch._inductor.aoti_load_package(path)
+    return torch.export.load(path).module()
 
 
 def _tensor(row):

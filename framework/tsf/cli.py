@@ -115,7 +115,30 @@ def build_parser() -> argparse.ArgumentParser:
     from .jobs.batch.command import add_parser as add_batch_parser
 
     add_batch_parser(sub)
+    _optimize_parser(sub)
     return parser
+
+
+def _optimize_parser(sub: Any) -> None:
+    p = sub.add_parser("optimize", help="make an archive serve a faster form of its model "
+                       "(torch.export, AOTInductor, int8) and show what changed")
+    p.add_argument("archive", help=".mar, .tar.gz, .zip or an unpacked folder")
+    p.add_argument("-o", "--output", required=True, help="the archive to write (.mar)")
+    p.add_argument("--export", action="store_true", help="a torch.export program (.pt2)")
+    p.add_argument("--aot", action="store_true", help="an AOTInductor package (.pt2)")
+    p.add_argument("--quantize", choices=["int8"], help="PT2E static int8 (CPU, torchao)")
+    p.add_argument("--sample-input", nargs="+", default=[], metavar="FILE",
+                   help="inputs as clients send them: export example, int8 calibration, "
+                   "accuracy and timing")
+    p.add_argument("--input-shape", help="one sample's shape (3,224,224): random inputs "
+                   "instead of --sample-input")
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch the compiled "
+                   "model takes in one call (larger ones run in slices; default 8)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--rounds", type=int, default=3, help="alternating timing rounds")
+    p.add_argument("--seconds", type=float, default=2.0, help="seconds per timing run")
+    p.add_argument("-f", "--force", action="store_true", help="overwrite the output")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
 def event_loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop]:
@@ -257,11 +280,40 @@ def run_batch(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def run_optimize(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    import os
+
+    from .errors import BadRequest
+    from .workers.process import WORKER_SPIN_COUNT
+
+    # measure the model as a worker runs it: OpenMP's idle threads spin briefly (read when
+    # torch loads libgomp, so before the import below brings torch in)
+    if "OMP_WAIT_POLICY" not in os.environ:
+        os.environ.setdefault("GOMP_SPINCOUNT", WORKER_SPIN_COUNT)
+    from .optimize.command import OptimizeRequest, optimize
+
+    try:
+        shape = [int(n) for n in args.input_shape.split(",")] if args.input_shape else None
+    except ValueError:
+        raise BadRequest("--input-shape takes comma-separated sizes: 3,224,224") from None
+    request = OptimizeRequest(
+        Path(args.archive), Path(args.output), export=args.export, aot=args.aot,
+        quantize=args.quantize, samples=[Path(p) for p in args.sample_input],
+        input_shape=shape, max_batch=args.max_batch, device=args.device, rounds=args.rounds,
+        seconds=args.seconds, force=args.force)
+    report = optimize(request, say=(lambda text: None) if args.json else print)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     runners = {"serve": run_serve, "archive": run_archive, "plugins": run_plugins,
                "check-archive": run_check_archive, "workflow-archive": run_workflow_archive,
-               "monitor": monitor_commands.run, "batch": run_batch}
+               "monitor": monitor_commands.run, "batch": run_batch, "optimize": run_optimize}
     try:
         return runners[args.command](args)
     except TsfError as exc:

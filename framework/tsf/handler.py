@@ -25,6 +25,16 @@ from .oip.tensors import PROTOCOL as OIP
 
 INPUT_KEYS = ("data", "inputs", "instances", "body")
 OIP_ROWS = "oip_rows"  # context.batch_state key: rows per request of concatenated OIP tensors
+# context.batch_state key: for a handler with ``prepare_request`` (see tsf.runtime.read_ahead),
+# one future per request of the batch holding what prepare_request returned (or raised)
+PREPARED = "prepared"
+
+
+def prepared(context: Any, index: int) -> Any:
+    """The future of request ``index``'s ``prepare_request``, or ``None`` where the worker
+    prepared nothing (a handler then does the work itself, in its stage)."""
+    futures = context.batch_state.get(PREPARED)
+    return futures[index] if futures and index < len(futures) else None
 
 
 class Ragged(list):
@@ -141,9 +151,10 @@ class BaseHandler:
                 return self.forward(context, batch)
             except torch.cuda.OutOfMemoryError:
                 raise
-            except (RuntimeError, ValueError, TypeError, IndexError) as exc:
+            except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
                 # the base handler feeds the client's tensors to the model as they came:
-                # a model that cannot take them (shape, dtype) is refusing that input
+                # a model that cannot take them (shape, dtype; an exported program's guards
+                # raise AssertionError) is refusing that input
                 raise BadRequest(f"the model cannot take this input ({_shapes(batch)}): "
                                  f"{type(exc).__name__}: {exc}") from None
 

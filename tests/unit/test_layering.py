@@ -31,6 +31,7 @@ ORDER = [
     ["serving"],
     ["batching"],
     ["telemetry"],
+    ["optimize"],  # tsf optimize: runs the worker layer in its own process
     ["testing"],
     ["worker"],  # runtime/ and the plugin API: handler, context, hookspecs, plugins
     ["oip"],

@@ -13,10 +13,13 @@ while its batch runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import threading
 import time
 import traceback
+from concurrent.futures import Future
 from typing import Any, Callable
 
 import pluggy
@@ -24,12 +27,14 @@ import pluggy
 from ..context import Context, PartialSink
 from ..errors import (BadRequest, ClientGone, HandlerError, NotImplementedByModel, OutOfResources,
                       TsfError)
+from ..handler import PREPARED
 from ..json_body import load_json
 from ..oip.tensors import PROTOCOL as OIP
 from ..oip.tensors import (TENSOR_CTYPE, TENSORS_CTYPE, decode_tensor, default_output_name,
                            encode_outputs)
-from ..workers.messages import Answer, Batch, BatchResult, Part, Request
+from ..workers.messages import PREDICT, Answer, Batch, BatchResult, Part, Request
 from .handler_resolver import describe_hook
+from .read_ahead import Preparer, prepare_hook, prepare_threads
 
 log = logging.getLogger("tsf.worker")
 
@@ -71,6 +76,20 @@ def decode_part(part: Part) -> Any:
         except UnicodeDecodeError:
             return data
     return data
+
+
+def _decode_request(message: Request) -> dict | Answer:
+    """The request as handlers receive it (its parts by name), or the error answering it."""
+    request: dict[str, Any] = {}
+    try:
+        for part in message.parts:
+            request[part.name] = decode_part(part)
+    except TsfError as exc:
+        return error_result(type(exc)(f"request {message.id}: {exc.message}"))
+    except Exception as exc:  # any failure to decode input fails that request alone
+        return error_result(BadRequest(f"request {message.id}: cannot decode its input "
+                                       f"({type(exc).__name__}: {exc})"))
+    return request
 
 
 def encode_result(value: Any, settings: dict) -> Answer:
@@ -119,46 +138,67 @@ class BatchRunner:
         self.pm = pm
         self.context = context
         self.send_partial = send_partial
+        hook = prepare_hook(context.handler)
+        self.preparer = Preparer(hook, prepare_threads(context.handler)) if hook else None
+        self._ahead: dict[int, tuple[list, dict[int, Future]]] = {}  # by id() of the batch
+        self._ahead_lock = threading.Lock()
+        self._prepared: dict[int, Future] = {}  # the running batch's, by request index
+        self._group: list[int] = []  # the batch indexes of the requests being run together
+        # names each stage for a profiler while one records (tsf.runtime.profiler)
+        self.annotate: Callable[[str], Any] | None = None
 
     def run(self, batch: Batch, skip: frozenset[int] | set[int] = frozenset()) -> BatchResult:
         """Run ``batch``; the requests at the positions in ``skip`` (whose clients have gone)
         are not run, and answered with ClientGone."""
         messages = batch.requests
+        with self._ahead_lock:
+            ahead = self._ahead.pop(id(batch), None)
+        inputs, self._prepared = ahead if ahead is not None else self._prepare(batch)
         answers: list[Answer | None] = [None] * len(messages)
         decoded: dict[str, list[tuple[int, dict]]] = {}
-        for index, message in enumerate(messages):
+        for index, (message, request) in enumerate(zip(messages, inputs)):
             if index in skip:
                 answers[index] = error_result(ClientGone(
                     f"request {message.id}: the client went away before it was run"))
-                continue
-            request: dict[str, Any] = {}
-            try:
-                for part in message.parts:
-                    request[part.name] = decode_part(part)
-            except TsfError as exc:
-                answers[index] = error_result(
-                    type(exc)(f"request {message.id}: {exc.message}"))
-                continue
-            except Exception as exc:  # any failure to decode input fails that request alone
-                answers[index] = error_result(BadRequest(
-                    f"request {message.id}: cannot decode its input "
-                    f"({type(exc).__name__}: {exc})"))
-                continue
-            decoded.setdefault(message.kind, []).append((index, request))
+            elif isinstance(request, Answer):
+                answers[index] = request
+            else:
+                decoded.setdefault(message.kind, []).append((index, request))
         clock = StageClock(batch.stamps)
-        for kind, items in decoded.items():
-            for index, answer in self._run_group(kind, items, messages, clock):
-                answers[index] = answer
+        try:
+            for kind, items in decoded.items():
+                for index, answer in self._run_group(kind, items, messages, clock):
+                    answers[index] = answer
+        finally:
+            self._prepared = {}
         result = BatchResult(answers, clock.timings,  # type: ignore[arg-type]
                              self.context.metrics.drain(), clock.stamps)
         self.context.request_ids = {}  # log lines between batches belong to no request
         return result
+
+    def prepare(self, batch: Batch) -> None:
+        """Decode ``batch``'s requests and start the handler's ``prepare_request`` on each, in
+        the preparer's threads (called by :class:`tsf.runtime.read_ahead.ReadAhead` as the
+        batch arrives, while the one before it runs)."""
+        prepared = self._prepare(batch)
+        with self._ahead_lock:
+            self._ahead[id(batch)] = prepared
+
+    def _prepare(self, batch: Batch) -> tuple[list, dict[int, Future]]:
+        inputs = [_decode_request(message) for message in batch.requests]
+        futures: dict[int, Future] = {}
+        if self.preparer is not None:
+            for index, (message, request) in enumerate(zip(batch.requests, inputs)):
+                if message.kind == PREDICT and not isinstance(request, Answer):
+                    futures[index] = self.preparer.submit(request, message.id)
+        return inputs, futures
 
     def _run_group(self, kind: str, items: list[tuple[int, dict]], messages: list[Request],
                    clock: StageClock) -> list[tuple[int, Answer]]:
         if self.send_partial is not None:
             self.context.partial_sink = self._partial_sink([i for i, _ in items])
         try:
+            self._group = [i for i, _ in items]  # whose prepared results _stages hands over
             values = self._stages(kind, [r for _, r in items],
                                   [messages[i] for i, _ in items], clock)
             return [(index, self._encode(v, messages[index], j))
@@ -210,6 +250,8 @@ class BatchRunner:
         ctx, hook = self.context, self.pm.hook
         ctx.begin_batch([m.id for m in messages], [m.headers for m in messages],
                         [m.params for m in messages], [m.protocol for m in messages])
+        if self._prepared and kind == PREDICT:
+            ctx.batch_state[PREPARED] = [self._prepared.get(i) for i in self._group]
         start = time.perf_counter()
         if kind == "describe":
             hook = describe_hook(ctx.handler)
@@ -221,13 +263,18 @@ class BatchRunner:
                 raise NotImplementedByModel(_no_explainer_message(ctx))
             clock.add("explain", start, time.perf_counter())
         else:
-            batch = _answered(hook.tsf_preprocess(context=ctx, requests=requests),
-                              "tsf_preprocess")
+            span = self.annotate or _no_span
+            with span("preprocess"):
+                batch = _answered(hook.tsf_preprocess(context=ctx, requests=requests),
+                                  "tsf_preprocess")
             t1 = time.perf_counter()
-            outputs = _answered(hook.tsf_inference(context=ctx, batch=batch), "tsf_inference")
+            with span("inference"):
+                outputs = _answered(hook.tsf_inference(context=ctx, batch=batch),
+                                    "tsf_inference")
             t2 = time.perf_counter()
-            results = _answered(hook.tsf_postprocess(context=ctx, outputs=outputs),
-                                "tsf_postprocess")
+            with span("postprocess"):
+                results = _answered(hook.tsf_postprocess(context=ctx, outputs=outputs),
+                                    "tsf_postprocess")
             t3 = time.perf_counter()
             clock.add("preprocess", start, t1)
             clock.add("inference", t1, t2)
@@ -237,6 +284,10 @@ class BatchRunner:
             raise HandlerError(f"handler returned {got} results for a batch of {len(requests)} "
                                "requests; it must return a list with one result per request")
         return list(results)
+
+
+def _no_span(name: str) -> contextlib.nullcontext:
+    return contextlib.nullcontext()
 
 
 def _out_of_memory(exc: Exception) -> bool:

@@ -94,6 +94,11 @@ class TorchServeClassHandler:
         self.staged = not hasattr(instance, "handle") and all(
             hasattr(instance, m) for m in ("preprocess", "inference", "postprocess"))
 
+    @property
+    def prepare_request(self) -> Any:
+        """The handler's own, if it prepares requests ahead (see tsf.runtime.read_ahead)."""
+        return getattr(self.instance, "prepare_request", None)
+
     @hookimpl
     def tsf_load_model(self, context: Any) -> Any:
         if hasattr(self.instance, "initialize"):

@@ -37,11 +37,13 @@ from ..errors import ModelLoadError, TsfError
 from ..handler import FallbackHandler
 from ..plugins import WORKER_BUILTINS, create_manager
 from ..workers import protocol
-from ..workers.messages import Answer, Batch
+from ..workers.messages import Answer, Batch, ProfileOrder
 from . import lifeline
 from .batch_runner import BatchRunner
 from .engine_loop import serve_engine
 from .handler_resolver import resolve_handler
+from .profiler import BatchProfiler, startup_order
+from .read_ahead import ReadAhead
 from .warmup import run_warmup
 
 
@@ -118,13 +120,18 @@ def serve(sock: socket.socket, spec: dict) -> int:
             protocol.send_frame(sock, protocol.PARTIAL, *answer.to_wire())
 
     runner.send_partial = send_partial  # not during warm-up: nobody listens before READY
-    inbox = Inbox(sock)
+    inbox: Inbox | ReadAhead = Inbox(sock)
+    if runner.preparer is not None:  # the handler prepares requests ahead (see read_ahead)
+        inbox = ReadAhead(inbox, runner.prepare)
+    profiler = BatchProfiler(runner, spec["worker_id"])
+    profiler.arm([order for order in [startup_order(spec)] if order is not None])
     while True:
         try:
             _, batch, skip = inbox.next_batch()
         except (EOFError, ConnectionError):
             return 0
-        result = runner.run(batch, skip)
+        profiler.arm(inbox.take_orders())
+        result = profiler.run(batch, skip)
         with sending:
             protocol.send_frame(sock, protocol.RESULT, *result.to_wire())
 
@@ -138,6 +145,7 @@ class Inbox:
         self.batches: collections.deque[tuple[int, Batch]] = collections.deque()
         self.cancelled: set[tuple[int, int]] = set()  # (batch number, request index)
         self.received = 0
+        self.orders: list[ProfileOrder] = []  # profile the next batches (tsf.runtime.profiler)
 
     def next_batch(self) -> tuple[int, Batch, set[int]]:
         """The next batch to run, its number, and the indexes of its requests to skip."""
@@ -147,6 +155,15 @@ class Inbox:
             self._take(*protocol.recv_frame(self.sock))
         while not self.batches:
             self._take(*protocol.recv_frame(self.sock))
+        return self.pop_batch()
+
+    def take_orders(self) -> list[ProfileOrder]:
+        """The profile orders received since the last call."""
+        orders, self.orders = self.orders, []
+        return orders
+
+    def pop_batch(self) -> tuple[int, Batch, set[int]]:
+        """The first batch received and not run yet, with the indexes of its requests to skip."""
         number, batch = self.batches.popleft()
         skip = {index for n, index in self.cancelled if n == number}
         self.cancelled = {c for c in self.cancelled if c[0] > number}
@@ -158,6 +175,8 @@ class Inbox:
             self.received += 1
         elif kind == protocol.CANCEL:
             self.cancelled.add((int(header["batch"]), int(header["index"])))
+        elif kind == protocol.PROFILE:
+            self.orders.append(ProfileOrder.from_wire(header))
         else:
             print(f"unexpected frame kind {kind}", file=sys.stderr)
 

@@ -1,11 +1,13 @@
-"""Loading a model's weights in a worker: TorchScript, eager (class + state_dict) and torch.export.
+"""Loading a model's weights in a worker: eager (class + state_dict), ``torch.export`` programs,
+AOTInductor packages and TorchScript.
 
 Only ever imported inside worker processes: it imports torch.
 
 * ``modelFile`` in the manifest: the single ``nn.Module`` subclass defined in that file is built
   with no arguments and the serialized state_dict is loaded into it with ``weights_only=True``
   (pickled whole models are refused: loading them could run arbitrary code).
-* ``.pt2``: a ``torch.export`` program.
+* ``.pt2``: an AOTInductor package (compiled code, ``torch._inductor.aoti_load_package``) or a
+  ``torch.export`` program, told apart by their contents (:mod:`tsf.runtime.pt2`).
 * otherwise TorchScript, falling back to ``torch.export``.
 """
 
@@ -21,6 +23,7 @@ import torch
 from ..archives.reader import confined_path
 from ..errors import ModelLoadError
 from .handler_resolver import import_file
+from .pt2 import load_pt2
 
 
 def _module_class(module: ModuleType, wanted: str | None) -> type:
@@ -49,8 +52,6 @@ def _load_state_dict(path: Path, device: str) -> dict:
     return state
 
 
-def _load_export(path: Path) -> Any:
-    return torch.export.load(str(path)).module()
 
 
 def load_model(context: Any) -> Any:
@@ -78,13 +79,13 @@ def load_model(context: Any) -> Any:
     elif path is None:
         raise ModelLoadError("the manifest names no serializedFile (and no modelFile)")
     elif path.suffix == ".pt2":
-        model = _load_export(path)
+        model = load_pt2(path, device)
     else:
         try:
             model = torch.jit.load(str(path), map_location=device)
         except Exception as jit_error:
             try:
-                model = _load_export(path)
+                model = load_pt2(path, device)
             except Exception:
                 raise ModelLoadError(
                     f"{path.name} is neither TorchScript nor a torch.export program "

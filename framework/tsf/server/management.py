@@ -188,6 +188,32 @@ class ShadowHandler(ManagementHandler, BodyHandler):
         self.reply(self.manager.clear_shadow(name))
 
 
+class ProfileHandler(ManagementHandler):
+    """``/models/{m}[/{v}]/profile``: record the next batches (PUT ``?batches=N``), list the
+    runs and their files (GET)."""
+
+    def put(self, name: str, version: str | None = None) -> None:
+        batches = _int_param("batches", self.arg("batches"))
+        self.reply(self.manager.profile(name, version or self.arg("model_version"),
+                                        10 if batches is None else batches))
+
+    def get(self, name: str, version: str | None = None) -> None:
+        mv = self.manager.registry.get(name, version or self.arg("model_version"))
+        base = f"{self.request.protocol}://{self.request.host}/models/{name}/{mv.version}/profile"
+        self.write_json(self.manager.profiles.runs(mv, base))
+
+
+class ProfileFileHandler(ManagementHandler):
+    """``/models/{m}/{v}/profile/{run}/{file}``: one trace, ``.prof`` or summary file."""
+
+    def get(self, name: str, version: str, run: str, file: str) -> None:
+        mv = self.manager.registry.get(name, version)
+        path, ctype = self.manager.profiles.file(mv, run, file)
+        self.set_header("Content-Type", ctype)
+        self.set_header("Content-Disposition", f'attachment; filename="{file}"')
+        self.finish(path.read_bytes())
+
+
 class PluginsHandler(ManagementHandler):
     def get(self) -> None:
         self.write_json({"plugins": describe_plugins(self.services.pm)})
@@ -201,6 +227,9 @@ def routes(options: dict[str, Any]) -> list:
         (rf"/models/{name}/{name}/set-default", SetDefaultHandler, options),
         (rf"/models/{name}/traffic", TrafficHandler, options),
         (rf"/models/{name}/shadow", ShadowHandler, options),
+        (rf"/models/{name}/profile", ProfileHandler, options),
+        (rf"/models/{name}/{name}/profile", ProfileHandler, options),
+        (rf"/models/{name}/{name}/profile/{name}/{name}", ProfileFileHandler, options),
         (rf"/models/{name}/{name}", ModelHandler, options),
         (r"/plugins", PluginsHandler, options),
         (r"/(?:api-description)?", ManagementOpenAPIHandler, options),

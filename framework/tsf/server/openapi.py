@@ -176,6 +176,14 @@ def management_spec() -> dict:
                             [MODEL, _param("version")]),
                         requestBody={"content": {"application/json": {}}}),
             "delete": _op("Drop the baseline set before", [MODEL, _param("version")])},
+        "/models/{model_name}/profile": {
+            "put": _op("Profile the next batches of each worker", [MODEL, _param(
+                "batches", kind="integer"), _param("model_version")]),
+            "get": _op("Profile runs and their files", [MODEL, _param("model_version")])},
+        "/models/{model_name}/{model_version}/profile/{run}/{file}": {
+            "get": _op("One profile file: Chrome trace, .prof or summary", [
+                MODEL, VERSION, _param("run", "path"),
+                _param("file", "path")])},
         "/plugins": {"get": _op("Loaded plugins, versions and hooks")},
         "/workflows": {
             "get": _op("List workflows", [_param("limit", kind="integer"),

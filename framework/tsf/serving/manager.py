@@ -40,6 +40,7 @@ from .autoscale import decisions_counter
 from .health import Health, assess
 from .manager_types import ManagerResult, RegisterRequest
 from .observer import live_workers
+from .profiling import Profiles
 from .registry import ModelVersion, Registry
 from .shadow import Shadowing, parse_rule
 from .traffic import ROUTING_HEADER, TrafficSplit, parse_weights, routing_key
@@ -76,6 +77,7 @@ class ModelManager:
         self.starting = False
         self.builder = VersionBuilder(config, self.registry, metrics, self.tracing,
                                       decisions_counter(metrics.registry))
+        self.profiles = Profiles(root / "profiles")
         self.shadowing = Shadowing(metrics.registry)
         self.configured = parse_models(config.models)  # TorchServe's models key
         # set by the server when config snapshots are on: called with no argument after each
@@ -232,8 +234,15 @@ class ModelManager:
                ) -> ModelVersion:
         """A version ready to register (see :class:`~tsf.serving.version_builder.VersionBuilder`),
         whose autoscaler waits while a load or scale call is under way."""
-        return self.builder.build(name, version, url, archive, settings, owned, loaded_at_startup,
-                                  paused=lambda: self._loading[name, version] > 0)
+        mv = self.builder.build(name, version, url, archive, settings, owned, loaded_at_startup,
+                                paused=lambda: self._loading[name, version] > 0)
+        # where enable_pytorch_profiler writes (tsf.runtime.profiler)
+        mv.pool.spec["profile_dir"] = str(self.profiles.folder(name, version))
+        return mv
+
+    def profile(self, name: str, version: str | None, batches: int) -> ManagerResult:
+        """Record the next ``batches`` batches of each worker (see tsf.serving.profiling)."""
+        return self.profiles.start(self.registry.get(name, version), batches)
 
     # --- scale / default / unregister -------------------------------------------------------
     async def scale(self, name: str, version: str | None, min_worker: int | None,

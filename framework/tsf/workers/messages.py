@@ -29,6 +29,7 @@ from their default::
               ["tensors": [{"name", "datatype", "shape", "size"}, ...]]}  OIP outputs, whose
                                                bytes lie back to back in the body
     PARTIAL  answer + {"index": int}           the request's position in its batch; one blob
+    PROFILE  {"batches": int, "directory": str}  record the next batches (tsf.runtime.profiler)
 
 In engine mode (a model served by a generation engine, :mod:`tsf.runtime.engine_loop`) the
 worker takes requests continuously and answers them out of order, so the frames name their
@@ -228,3 +229,19 @@ class BatchResult:
         answers = [Answer.with_body(wire, body) for wire, body in zip(header["results"], blobs)]
         return cls(answers, header.get("timings") or {}, header.get("metrics") or [],
                    header.get("stamps"))
+
+
+@dataclass(slots=True)
+class ProfileOrder:
+    """Record the next ``batches`` batches with torch's and Python's profilers, and write the
+    results into ``directory`` (see :mod:`tsf.runtime.profiler`)."""
+
+    batches: int
+    directory: str
+
+    def to_wire(self) -> dict:
+        return {"batches": self.batches, "directory": self.directory}
+
+    @classmethod
+    def from_wire(cls, header: dict) -> "ProfileOrder":
+        return cls(int(header["batches"]), str(header["directory"]))

@@ -28,7 +28,7 @@ from typing import Any, Callable
 from ..errors import (BatchNotStarted, ModelLoadError, TsfError, WorkerCrashed, WorkerDied,
                       WorkerTimeout, from_dict)
 from . import protocol
-from .messages import Answer, Batch, BatchResult
+from .messages import Answer, Batch, BatchResult, ProfileOrder
 from .output import CHUNK, LevelReader, LineBudget, LineSplitter
 from .spawn import SpawnedProcess, spawn
 
@@ -277,6 +277,13 @@ class WorkerProcess:
                                            for entry in list(self._in_flight)[1:]):
             return False
         protocol.write_frame(self._writer, protocol.CANCEL, {"batch": number, "index": index})
+        return True
+
+    def profile(self, order: ProfileOrder) -> bool:
+        """Ask the worker to profile its next batches; False if it is not running."""
+        if self._writer is None or not self.alive:
+            return False
+        protocol.write_frame(self._writer, protocol.PROFILE, order.to_wire())
         return True
 
     async def run_batch(self, batch: Batch, timeout: float,

@@ -35,6 +35,8 @@ CANCEL = 6       # front end -> worker: do not run request ``index`` of the batc
                  # it with ClientGone
 STATS = 7        # worker -> front end, engine mode: the engine's load (tsf.generation.engine.
                  # EngineStats.to_wire), every half second while it has work
+PROFILE = 8      # front end -> worker: record the next batches with the profilers; header is a
+                 # tsf.workers.messages.ProfileOrder
 SPEC = 10        # front end -> worker, first frame: the model to serve and the worker's settings
 
 

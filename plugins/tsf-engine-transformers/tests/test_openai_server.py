@@ -100,6 +100,11 @@ def test_models_are_listed_and_retrieved_with_kserve_readiness(served, client):
     assert caught.value.code == "model_not_found"
 
 
+def test_profiling_an_engine_model_is_refused_saying_why(served):
+    refused = served.manage("PUT", "/models/tiny/profile?batches=2")
+    assert refused.status_code == 400 and "generation engine" in refused.json()["message"]
+
+
 def test_greedy_chat_through_tsf_equals_generate_in_process(client, reference):
     model, tokenizer = reference
     messages = [{"role": "system", "content": "be brief"},
