@@ -75,7 +75,10 @@ def prefill(db: Path, model: str, body: bytes, ctype: str, count: int) -> None:
 def wait_drained(db: Path, timeout: float) -> float:
     """Wait until no job is queued or running; the jobs finished per second meanwhile."""
     start, done_before = time.perf_counter(), succeeded(db)
-    while pending(db) and time.perf_counter() - start < timeout:
+    while pending(db):
+        if time.perf_counter() - start > timeout:
+            raise SystemExit(f"{pending(db)} jobs were still queued or running after "
+                             f"{timeout:.0f} s: the jobs stopped draining")
         time.sleep(0.5)
     elapsed = time.perf_counter() - start
     return (succeeded(db) - done_before) / elapsed if elapsed else 0.0

@@ -21,7 +21,7 @@ def test_jobs_benchmark_runs_and_reports(tmp_path):
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "jobs_bench.py"), "--backlog", "5000",
          "--submit", "100", "--duration", "0.5", "--rounds", "1", "--load", "python",
-         "--workers", "1", "--out", str(tmp_path)],
+         "--workers", "1", "--drain-timeout", "60", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "online p99 with the backlog / alone" in result.stdout

@@ -14,17 +14,15 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable
-from urllib.parse import urlsplit
 
 import pytest
 import requests
 
-from tsf.testing import ServerProcess
+from tsf.testing import ServerProcess, exchange_raw
 
 pytestmark = pytest.mark.slow
 
@@ -251,23 +249,6 @@ def cases() -> list[tuple[str, Case]]:
 
 # --- sending and checking -----------------------------------------------------------------
 
-def send_raw(base: str, data: bytes) -> bytes:
-    url = urlsplit(base)
-    with socket.create_connection((url.hostname, url.port), timeout=15) as sock:
-        try:
-            sock.sendall(data)
-            sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except OSError:
-            pass
-    return received
-
-
 def check_error_body(label: str, status: int, body: bytes) -> None:
     if status < 400:
         return
@@ -301,7 +282,7 @@ def check_raw_answer(label: str, answer: bytes) -> list[int]:
 def run_case(server: ServerProcess, label: str, case: Case) -> str:
     base = server.urls[case.api]
     if case.raw is not None:
-        statuses = check_raw_answer(label, send_raw(base, case.raw))
+        statuses = check_raw_answer(label, exchange_raw(base, case.raw, timeout=15, half_close=True))
         if case.expect is not None:
             assert statuses == [case.expect], f"{label}: {statuses} for {case.raw[:120]!r}"
             return str(case.expect)

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import psutil
 import pytest
 
-from tsf.testing import ServerProcess
+from tsf.testing import ServerProcess, exchange_raw
 
 BIG = 100 * 1024 * 1024
 PIECE = 1024 * 1024
@@ -214,27 +214,6 @@ def test_a_slow_body_that_keeps_coming_is_not_cut(server):
 
 
 # --- requests Tornado would close without a word ---------------------------------------------
-
-def exchange_raw(base: str, data: bytes, timeout: float = 30.0, half_close: bool = False
-                 ) -> bytes:
-    """Send ``data`` whole on a fresh connection (then stop sending, with ``half_close``, as
-    ``nc -N`` does); everything the server answers until it closes."""
-    url = urlsplit(base)
-    with socket.create_connection((url.hostname, url.port), timeout=timeout) as sock:
-        try:
-            sock.sendall(data)
-            if half_close:
-                sock.shutdown(socket.SHUT_WR)
-        except OSError:  # the server answered and closed while the request was still going out
-            pass
-        received = b""
-        try:
-            while chunk := sock.recv(65536):
-                received += chunk
-        except OSError:
-            pass
-    return received
-
 
 def parsed(answer: bytes) -> tuple[int, dict[str, str], dict]:
     """Status, headers (lower-cased names) and JSON body of one HTTP answer."""

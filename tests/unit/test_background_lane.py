@@ -181,6 +181,23 @@ def test_job_share_zero_leaves_the_workers_to_online_requests_while_they_run():
     run(main())
 
 
+def test_jobs_go_when_the_quiet_time_ends_between_two_looks_at_the_clock():
+    """The lane looked once while online traffic was a few microseconds from quiet, then again
+    when it was quiet: it must still wake (it slept for good, and a job backlog stopped)."""
+    async def main():
+        loop = asyncio.get_running_loop()
+        pool, batcher = await _version(1, batch_size=2)
+        batcher.online_sent = time.monotonic()  # an online batch went out just now
+        jobs = _background(loop, "ab")
+        for job in jobs:
+            batcher.submit_background(job, 0.0)
+        looks = iter([0.00001])
+        batcher.lane._quiet_in = lambda: next(looks, 0.0)  # quiet from its second look on
+        await _until(lambda: all(job.dispatched for job in jobs), "the jobs never went")
+        await batcher.stop(ServiceUnavailable("over"), wait=0.01)
+    run(main())
+
+
 def test_a_cancelled_job_leaves_the_lane_and_a_batch_not_begun_comes_back():
     async def main():
         loop = asyncio.get_running_loop()

@@ -144,10 +144,13 @@ class BackgroundLane:
         loop = asyncio.get_running_loop()
         self._wakeup = loop.create_future()
         handle = None
+        quiet_in = self._quiet_in()
         if self._items and self.queue:
             handle = loop.call_later(ONLINE_POLL, self.wake)
-        elif self._items and self.pool.idle_count and self._quiet_in() > 0:
-            handle = loop.call_later(self._quiet_in(), self.wake)  # jobs may go once quiet
+        elif self._items and self.pool.idle_count and (quiet_in > 0 or self._may_send()):
+            # jobs may go once quiet; or now, if the quiet time ended since the caller looked
+            # (no other event would wake the lane then)
+            handle = loop.call_later(quiet_in, self.wake)
         try:
             await self._wakeup
         finally:

@@ -16,12 +16,12 @@ from __future__ import annotations
 from typing import Any, Iterator
 
 from .harness import HandlerHarness, HarnessAnswer, harness_request, oip_request
-from .server import (LOOPBACK, ServerProcess, assert_error, fixed_port, free_port,
-                     random_image, stop_process, wait_for)
+from .server import (LOOPBACK, ServerProcess, assert_error, exchange_raw, fixed_port,
+                     free_port, random_image, stop_process, wait_for)
 
 __all__ = ["LOOPBACK", "HandlerHarness", "HarnessAnswer", "ServerProcess", "assert_error",
-           "fixed_port", "free_port", "harness_request", "oip_request", "random_image",
-           "stop_process", "tsf_server", "wait_for"]
+           "exchange_raw", "fixed_port", "free_port", "harness_request", "oip_request",
+           "random_image", "stop_process", "tsf_server", "wait_for"]
 
 try:
     import pytest

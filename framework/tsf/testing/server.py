@@ -1,5 +1,5 @@
 """A real ``tsf serve`` on ephemeral loopback ports, and the helpers tests use around it:
-ports, polling, stopping processes, checking error bodies, random pictures."""
+ports, polling, stopping processes, checking error bodies, random pictures, raw HTTP bytes."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 LOOPBACK = "http://127.0.0.1:0"
 
@@ -42,6 +43,27 @@ def random_image(fmt: str = "JPEG", size: tuple[int, int] = (80, 60), seed: int 
     buf = io.BytesIO()
     Image.fromarray(pixels).save(buf, format=fmt)
     return buf.getvalue()
+
+
+def exchange_raw(base: str, data: bytes, timeout: float = 30.0, half_close: bool = False
+                 ) -> bytes:
+    """Send ``data`` whole on a fresh connection to ``base`` (then stop sending, with
+    ``half_close``, as ``nc -N`` does); return everything the server answers until it closes."""
+    url = urlsplit(base)
+    with socket.create_connection((url.hostname, url.port), timeout=timeout) as sock:
+        try:
+            sock.sendall(data)
+            if half_close:
+                sock.shutdown(socket.SHUT_WR)
+        except OSError:  # the server answered and closed while the request was still going out
+            pass
+        received = b""
+        try:
+            while chunk := sock.recv(65536):
+                received += chunk
+        except OSError:
+            pass
+    return received
 
 
 def free_port() -> int:
