@@ -96,7 +96,9 @@ def in_process(folder: Path, model_path: Path, batch_size: int, loader_workers: 
 def loop(folder: Path, model_path: Path, batch_size: int, loader_workers: int) -> float:
     """Images per second of a plain DataLoader + model loop, from its first batch."""
     torch.set_num_threads(os.cpu_count() or 1)
-    model = torch.jit.load(str(model_path)).eval()
+    from ceiling import load_model_file
+
+    model = load_model_file(model_path)
     loader = torch.utils.data.DataLoader(Images(folder), batch_size=batch_size,
                                          num_workers=loader_workers)
     done, started = 0, None
@@ -174,7 +176,7 @@ def main() -> int:
             for step in steps if round_index % 2 == 0 else steps[::-1]:
                 wait_idle(pids)
                 if step == "in-process":
-                    rows[step].append(in_process(folder, store / "src" / workload.serialized,
+                    rows[step].append(in_process(folder, store / "src" / workload.model,
                                                  args.batch_size, args.loader_workers))
                 elif step == "tsf batch":
                     rows[step].append(tsf_batch(store / "jpeg.mar", folder, root / "out.jsonl",

@@ -5,7 +5,7 @@
 
 Two ``tsf serve`` from this checkout serve the same archives: ``off`` without capture, ``on``
 with every answered request captured (``sampling_percent: 100``, ``mode: both``, the built-in
-``jsonl`` sink, predictions kept for feedback, drift on).  Each point is driven in alternating
+``jsonl`` sink, predictions kept for feedback, drift on; ``--capture`` changes them).  Each point is driven in alternating
 rounds (off on, then on off, ...) after a warm-up, each round after both servers are idle, so a
 busy machine weighs on both sides alike.  Per round: throughput, p99 and the front end's CPU
 time per request; the report gives the medians and the median of the per-round on/off ratios,
@@ -135,6 +135,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--load", choices=["wrk", "python"], default="wrk")
+    parser.add_argument("--capture", type=json.loads, default={},
+                        help='settings over the "on" side\'s, as JSON: \'{"feedback": false, '
+                             '"drift": false}\' measures capture alone, without its analysis')
     parser.add_argument("--out", type=Path, help="write capture.json and capture.md here")
     args = parser.parse_args(argv)
 
@@ -143,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     sides: list[Side] = []
     rows = []
     try:
-        sides = [Side("off", store, None), Side("on", store, CAPTURE)]
+        sides = [Side("off", store, None), Side("on", store, {**CAPTURE, **args.capture})]
         for name in args.workloads:
             for side in sides:
                 side.register(name, BATCH[name])
@@ -158,8 +161,9 @@ def main(argv: list[str] | None = None) -> int:
     print(text)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "capture.json").write_text(json.dumps({"rows": rows, "dropped": dropped,
-                                                           "answered": answered}, indent=2))
+        (args.out / "capture.json").write_text(json.dumps(
+            {"rows": rows, "dropped": dropped, "answered": answered,
+             "capture": {**CAPTURE, **args.capture}}, indent=2))
         (args.out / "capture.md").write_text(text + "\n")
     return 0
 

@@ -20,7 +20,11 @@ MIN_CALLS = 5  # a median of at least this many calls, however slow the model
 
 
 def load_model(store: Path, workload: Workload):
-    path = store / "src" / workload.model
+    return load_model_file(store / "src" / workload.model)
+
+
+def load_model_file(path: Path):
+    """A workload's model from its file: a ``.pt2`` package or ResNet-18's state_dict."""
     if path.suffix == ".pt2":
         from tsf.runtime.pt2 import load_pt2
 

@@ -237,7 +237,7 @@ class LitServe:
         started = time.perf_counter()
         self.proc = _start(
             [str(self.python), str(HERE / "litserve_app.py"),
-             "--model", str(self.store / "src" / workload.serialized), "--port", str(port),
+             "--model", str(self.store / "src" / workload.model), "--port", str(port),
              "--api-path", f"/predictions/{name}", "--max-batch-size", str(batch_size),
              "--batch-timeout", str(delay_ms / 1000)],
             self.inference + "/health", self.workdir / f"{name}.out", "LitServe",
