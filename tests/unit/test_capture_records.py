@@ -50,6 +50,13 @@ def test_json_lines_are_the_sagemaker_document():
         assert json.loads(line) == record(**changes).to_sagemaker()
 
 
+def test_a_records_json_line_is_made_once_and_not_part_of_its_value():
+    captured = record()
+    line = captured.to_json_line()
+    assert captured.to_json_line() is line  # the sinks reuse what the event loop made
+    assert captured == record() and "line" not in repr(captured)
+
+
 def test_binary_csv_truncated_and_one_sided_records():
     jpeg = b"\xff\xd8\xff\xe0binary"
     doc = record(request_ctype="image/jpeg", request_body=jpeg, request_size=len(jpeg),

@@ -29,20 +29,22 @@ class JsonLinesSink:
         if not isinstance(folder, str) or not folder:
             raise BadRequest(f"capture.sinks.jsonl.dir must be a folder path, got {folder!r:.60}")
         self.root = Path(folder)
-        self.files: dict[tuple[str, str], tuple[str, IO[bytes]]] = {}  # model, version -> hour
+        # (model, version) -> (hours since the epoch, hour folder, open file)
+        self.files: dict[tuple[str, str], tuple[int, str, IO[bytes]]] = {}
 
     def _file(self, record: CaptureRecord) -> IO[bytes]:
         key = (record.model, record.version)
-        hour = hour_prefix(record.model, record.version, record.time)
+        hours = int(record.time // 3600)
         current = self.files.get(key)
-        if current is not None and current[0] == hour:
-            return current[1]
+        if current is not None and current[0] == hours:  # most records: the open file
+            return current[2]
         if current is not None:
-            current[1].close()
+            current[2].close()
+        hour = hour_prefix(record.model, record.version, record.time)
         folder = self.root / hour
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(folder / file_name(record.time), "ab")
-        self.files[key] = (hour, handle)
+        self.files[key] = (hours, hour, handle)
         return handle
 
     def write(self, records: list[CaptureRecord]) -> None:
@@ -57,14 +59,14 @@ class JsonLinesSink:
         self._close_past_hours()
 
     def _close_past_hours(self) -> None:
-        now = time.time()
-        for key, (hour, handle) in list(self.files.items()):
-            if hour != hour_prefix(key[0], key[1], now):
+        hours = int(time.time() // 3600)
+        for key, (opened, _, handle) in list(self.files.items()):
+            if opened != hours:
                 handle.close()
                 del self.files[key]
 
     def close(self) -> None:
-        for _, handle in self.files.values():
+        for _, _, handle in self.files.values():
             handle.close()
         self.files.clear()
 

@@ -29,6 +29,7 @@ from .sinks import SinkContext, SinkRunner, build_sink, sink_classes, sink_key, 
 from .store import FILE_NAME
 
 log = logging.getLogger("tsf.capture")
+INLINE_BYTES = 8192  # records up to this size (both bodies) get their JSON line on the event loop
 
 
 @dataclass
@@ -120,6 +121,10 @@ class Monitor:
                                    request, len(request_body), response_ctype, response,
                                    len(response_body), inference_id_of(headers), protocol)
             route.records.inc()
+            if route.runners and len(request or b"") + len(response or b"") <= INLINE_BYTES:
+                # a small record is cheaper to format here, once, than in the sink threads
+                # between the requests' work; a large one is formatted there
+                record.to_json_line()
             for runner in route.runners:
                 runner.offer(record)
             if route.analysed:

@@ -25,7 +25,7 @@ import base64
 import re
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii as _quote
 from typing import Any
 
@@ -54,6 +54,7 @@ class CaptureRecord:
     response_size: int
     inference_id: str | None = None
     protocol: str = "torchserve"
+    line: bytes | None = field(default=None, compare=False, repr=False)  # made once
 
     @property
     def request_truncated(self) -> bool:
@@ -81,7 +82,12 @@ class CaptureRecord:
 
     def to_json_line(self) -> bytes:
         """:meth:`to_sagemaker` as one line of compact JSON (built directly: the sinks write
-        one per captured request)."""
+        one per captured request), made once."""
+        if self.line is None:
+            self.line = self._json_line()
+        return self.line
+
+    def _json_line(self) -> bytes:
         parts = []
         if self.request_body is not None:
             parts.append('"endpointInput":' + _side_json("INPUT", self.request_ctype,
