@@ -21,9 +21,7 @@ data = [workloads.photo(i) for i in range(6)] + [workloads.photo(i, (1024, 768))
 
 def handler(backend: str) -> VisionHandler:
     made = VisionHandler()
-    made.options = {**VisionHandler.defaults, "image_backend": backend}
-    made.backend = backend
-    made.transform = made.build_transform(made.options)
+    made.configure({"image_backend": backend})
     return made
 
 

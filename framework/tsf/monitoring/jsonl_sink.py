@@ -29,22 +29,21 @@ class JsonLinesSink:
         if not isinstance(folder, str) or not folder:
             raise BadRequest(f"capture.sinks.jsonl.dir must be a folder path, got {folder!r:.60}")
         self.root = Path(folder)
-        # (model, version) -> (hours since the epoch, hour folder, open file)
-        self.files: dict[tuple[str, str], tuple[int, str, IO[bytes]]] = {}
+        # (model, version) -> (the file's UTC hour, as hours since the epoch; the open file)
+        self.files: dict[tuple[str, str], tuple[int, IO[bytes]]] = {}
 
     def _file(self, record: CaptureRecord) -> IO[bytes]:
         key = (record.model, record.version)
         hours = int(record.time // 3600)
         current = self.files.get(key)
         if current is not None and current[0] == hours:  # most records: the open file
-            return current[2]
+            return current[1]
         if current is not None:
-            current[2].close()
-        hour = hour_prefix(record.model, record.version, record.time)
-        folder = self.root / hour
+            current[1].close()
+        folder = self.root / hour_prefix(record.model, record.version, record.time)
         folder.mkdir(parents=True, exist_ok=True)
         handle = open(folder / file_name(record.time), "ab")
-        self.files[key] = (hours, hour, handle)
+        self.files[key] = (hours, handle)
         return handle
 
     def write(self, records: list[CaptureRecord]) -> None:
@@ -60,13 +59,13 @@ class JsonLinesSink:
 
     def _close_past_hours(self) -> None:
         hours = int(time.time() // 3600)
-        for key, (opened, _, handle) in list(self.files.items()):
+        for key, (opened, handle) in list(self.files.items()):
             if opened != hours:
                 handle.close()
                 del self.files[key]
 
     def close(self) -> None:
-        for _, _, handle in self.files.values():
+        for _, handle in self.files.values():
             handle.close()
         self.files.clear()
 

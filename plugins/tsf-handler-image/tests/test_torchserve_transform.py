@@ -35,9 +35,7 @@ def _image(size: tuple[int, int], fmt: str) -> bytes:
 
 def _handler(backend: str) -> VisionHandler:
     handler = VisionHandler()
-    handler.options = {**VisionHandler.defaults, "image_backend": backend}
-    handler.backend = backend
-    handler.transform = handler.build_transform(handler.options)
+    handler.configure({"image_backend": backend})
     return handler
 
 

@@ -66,26 +66,32 @@ class VisionHandler(BaseHandler):
 
     def tsf_load_model(self, context: Any) -> Any:
         import torchvision  # noqa: F401  registers torchvision's ops (nms, ...) for TorchScript
-        from PIL import Image
 
         model = super().tsf_load_model(context)
-        self.options = {**self.defaults, **context.handler_config}
-        self.backend = check_backend(self.options.get("image_backend"))
+        self.configure(context.handler_config)
         self.labels = Labels.from_model_dir(context.model_dir)
+        if self.channels_last and hasattr(model, "to"):
+            import torch
+
+            model = model.to(memory_format=torch.channels_last)
+        cls = type(self)
+        if cls.decode is not VisionHandler.decode or cls.images is not VisionHandler.images:
+            self.prepare_request = None  # its own decoding would not see what was prepared
+        return model
+
+    def configure(self, handler_config: dict) -> None:
+        """Take the ``handler`` options of model-config.yaml over :attr:`defaults`: the decoding
+        backend, the transform, and the limits and threads of decoding."""
+        from PIL import Image
+
+        self.options = {**self.defaults, **handler_config}
+        self.backend = check_backend(self.options.get("image_backend"))
         if self.options.get("max_image_pixels"):
             Image.MAX_IMAGE_PIXELS = int(self.options["max_image_pixels"])
         if self.options.get("prepare_threads"):
             self.prepare_threads = int(self.options["prepare_threads"])
         self.channels_last = bool(self.options.get("channels_last"))
-        if self.channels_last and hasattr(model, "to"):
-            import torch
-
-            model = model.to(memory_format=torch.channels_last)
         self.transform = self.build_transform(self.options)
-        cls = type(self)
-        if cls.decode is not VisionHandler.decode or cls.images is not VisionHandler.images:
-            self.prepare_request = None  # its own decoding would not see what was prepared
-        return model
 
     def build_transform(self, options: dict) -> Any:
         import torch
